@@ -1,0 +1,164 @@
+"""ModelSpec: everything a runtime needs to know about a model, carried by the artifact.
+
+The spec travels from the checkpoint loader through ONNX ``metadata_props`` and the
+TensorRT sidecar JSON, so ``Segmenter(path)`` needs no configuration. It is a small
+frozen dataclass with a lossless JSON round-trip; this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keys of the provenance stored in ONNX metadata_props (and mirrored in engine sidecars).
+METADATA_KEY = "bisenet_deploy.spec"
+PRECISION_KEY = "bisenet_deploy.precision"
+VERSIONS_KEY = "bisenet_deploy.versions"
+CALIBRATION_KEY = "bisenet_deploy.calibration"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_DYNAMIC_AXES = ("batch", "height", "width")
+_INPUT_LAYOUTS = ("NCHW", "NHWC_UINT8")
+_OUTPUT_KINDS = ("logits", "labels")
+_COLOR_ORDERS = ("RGB", "BGR")
+
+
+class SpecError(ValueError):
+    """A ModelSpec that is inconsistent or cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Description of a segmentation model's interface and provenance.
+
+    Attributes:
+        arch: model family key (see ``bisenet_deploy.model.families``), e.g. ``bisenet_v1``.
+        backbone: context-path backbone, e.g. ``resnet18``.
+        variant: architecture variant within the family that changes the forward pass
+            (e.g. ``paper`` or ``seed`` feature-fusion module); recorded so an export
+            reproduces exactly what the training code computed.
+        num_classes: output channels; 1 means a binary mask (``logit > binary_threshold``).
+        class_names: optional names, one per class.
+        input_size: network input (H, W) the artifact was exported for.
+        dynamic_axes: which of ``batch``, ``height``, ``width`` the artifact leaves dynamic.
+        color_order: channel order the network expects (frames arrive BGR from OpenCV).
+        mean, std: per-channel normalization applied after ``scale``, in network color order.
+        scale: multiplier applied to uint8 pixels before normalization (usually 1/255).
+        input_layout: ``NCHW`` (float32, normalized) or ``NHWC_UINT8`` (raw frames;
+            color order, scale and normalization happen inside the graph).
+        frame_color_order: channel order of the uint8 frames an ``NHWC_UINT8`` graph takes
+            (BGR as OpenCV delivers them, unless exported otherwise).
+        output_kind: ``logits`` (N, C, H, W) float or ``labels`` (N, H, W) int32 from an
+            in-graph argmax / threshold.
+        binary_threshold: logit threshold for ``num_classes == 1``.
+        size_divisor: input sides must be multiples of this (1: any size works).
+        checkpoint_sha256: hash of the source checkpoint (empty when unknown).
+        extra: free-form provenance (detection notes, training metadata); JSON values only.
+    """
+
+    arch: str = "bisenet_v1"
+    backbone: str = "resnet18"
+    variant: str = "paper"
+    num_classes: int = 19
+    class_names: tuple[str, ...] = ()
+    input_size: tuple[int, int] = (512, 1024)
+    dynamic_axes: tuple[str, ...] = ()
+    color_order: str = "RGB"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    scale: float = 1.0 / 255.0
+    input_layout: str = "NCHW"
+    frame_color_order: str = "BGR"
+    output_kind: str = "logits"
+    binary_threshold: float = 0.0
+    size_divisor: int = 1
+    checkpoint_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Normalize sequences so specs built from JSON lists compare equal to literals.
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "dynamic_axes", tuple(self.dynamic_axes))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.num_classes < 1:
+            raise SpecError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise SpecError(
+                f"{len(self.class_names)} class names given for {self.num_classes} classes"
+            )
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise SpecError(f"input_size must be (H, W) with positive sides, got {self.input_size}")
+        unknown = set(self.dynamic_axes) - set(_DYNAMIC_AXES)
+        if unknown:
+            raise SpecError(f"unknown dynamic axes {sorted(unknown)}; choose from {_DYNAMIC_AXES}")
+        for name in ("color_order", "frame_color_order"):
+            if getattr(self, name) not in _COLOR_ORDERS:
+                raise SpecError(f"{name} must be one of {_COLOR_ORDERS}, got {getattr(self, name)!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise SpecError("mean and std need three values each")
+        if any(s == 0 for s in self.std):
+            raise SpecError("std values must be non-zero")
+        if self.input_layout not in _INPUT_LAYOUTS:
+            raise SpecError(f"input_layout must be one of {_INPUT_LAYOUTS}, got {self.input_layout!r}")
+        if self.output_kind not in _OUTPUT_KINDS:
+            raise SpecError(f"output_kind must be one of {_OUTPUT_KINDS}, got {self.output_kind!r}")
+        if self.size_divisor < 1:
+            raise SpecError(f"size_divisor must be >= 1, got {self.size_divisor}")
+
+    @property
+    def is_binary(self) -> bool:
+        return self.num_classes == 1
+
+    @property
+    def height(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[1]
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("class_names", "input_size", "dynamic_axes", "mean", "std"):
+            d[key] = list(d[key])
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            # A newer writer may add fields; keep them visible instead of dropping silently.
+            data = {k: v for k, v in data.items() if k in names}
+            extra = dict(data.get("extra") or {})
+            extra["unknown_spec_fields"] = sorted(unknown)
+            data["extra"] = extra
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise SpecError(f"malformed ModelSpec: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"ModelSpec is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise SpecError("ModelSpec JSON must be an object")
+        return cls.from_dict(data)
