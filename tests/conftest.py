@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny inputs, one seeded BiSeNet-R18 and its checkpoint, real photos."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = (64, 128)  # H, W: small enough for 2 CPU cores, still 2x4 cells at 1/32
+
+
+def _randomize_bn(model, seed: int) -> None:
+    """Give BatchNorm layers non-trivial statistics so exports exercise the folding."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+def make_model(num_classes: int = 5, variant: str = "paper", backbone: str = "resnet18", seed: int = 0):
+    import torch
+
+    from bisenet_deploy.model import BiSeNet
+
+    torch.manual_seed(seed)
+    model = BiSeNet(num_classes=num_classes, backbone=backbone, variant=variant)
+    _randomize_bn(model, seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def model5():
+    """Seeded BiSeNet-R18, 5 classes, paper FFM, eval mode."""
+    return make_model(5)
+
+
+@pytest.fixture(scope="session")
+def checkpoint5(model5, tmp_path_factory) -> Path:
+    """model5 saved the way many training scripts do: a dict with extra entries."""
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "model5.pth"
+    torch.save({"epoch": 7, "state_dict": model5.state_dict(), "best_miou": 0.5}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos():
+    from bisenet_deploy.samples import sample_photos
+
+    found = sample_photos()
+    if len(found) < 3:
+        pytest.skip("needs the sample photos shipped with scikit-image / scikit-learn / matplotlib")
+    return found
+
+
+def retag_storage_as_cuda(src: Path, dst: Path) -> None:
+    """Rewrite a torch zip checkpoint so its storages claim to live on cuda:0 (as if saved
+    on a GPU machine); loading it without map_location fails on a CPU-only machine."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(info, data)
+
+
+def random_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
