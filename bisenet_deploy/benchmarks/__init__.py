@@ -1,0 +1,1 @@
+"""Benchmark harness, fidelity metrics and reports."""

@@ -1,0 +1,1 @@
+"""Runtime: Segmenter and backends; never imports torch at import time."""

@@ -1,0 +1,102 @@
+"""The one backend interface (after Polygraphy's runners, not its code).
+
+A backend is constructed from an artifact path and options, exposes its input and output
+tensors and the ModelSpec the artifact carries, and runs ``infer(batch) -> output`` on host
+arrays. Lifecycle goes through a context manager (or ``close()``). Segmenter and the
+benchmark only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ...spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (``None`` for a dynamic axis) and numpy dtype of one model tensor."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    def __str__(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} {dims} {np.dtype(self.dtype).name}"
+
+
+def check_input(info: TensorInfo, batch: Any) -> None:
+    """Clear error for a batch whose dtype, rank or fixed dimensions do not fit the model."""
+    shape = tuple(getattr(batch, "shape", ()))
+    dtype = getattr(batch, "dtype", None)
+    if dtype is not None and np.dtype(str(dtype).replace("torch.", "")) != info.dtype:
+        raise InputError(f"model input '{info.name}' takes {info.dtype.name}, got {dtype}")
+    if len(shape) != len(info.shape) or any(d is not None and d != s for d, s in zip(info.shape, shape)):
+        raise InputError(f"model input '{info.name}' takes shape {info}, got {'x'.join(map(str, shape))}")
+
+
+class Backend(abc.ABC):
+    """Runs one single-input, single-output segmentation artifact.
+
+    Attributes set by implementations:
+        name: short backend name (``onnxruntime``, ``tensorrt``, ``torch``).
+        path: the artifact.
+        spec: the ModelSpec from the artifact's metadata (``None`` if it has none).
+        device: where compute happens, e.g. ``cpu`` or ``cuda:0``.
+        precision: ``fp32``, ``fp16``, ``int8`` or ``mixed`` as recorded in the artifact.
+        thread_safe: whether ``infer`` may be called from several threads at once.
+        last_stage_times: seconds spent per stage in the last ``infer`` (keys among
+            ``h2d``, ``compute``, ``d2h``) where the backend can tell them apart.
+    """
+
+    name: str = "backend"
+    thread_safe: bool = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.spec: ModelSpec | None = None
+        self.device = "cpu"
+        self.precision = "fp32"
+        self.last_stage_times: dict[str, float] = {}
+        self._closed = False
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> list[TensorInfo]: ...
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> list[TensorInfo]: ...
+
+    @abc.abstractmethod
+    def infer(self, batch: Any) -> np.ndarray:
+        """Run the model on one input batch and return its (single) output on the host."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for reports: backend, device, precision, tensors and options."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "inputs": [str(t) for t in self.inputs],
+            "outputs": [str(t) for t in self.outputs],
+        }
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path.name} on {self.device}>"

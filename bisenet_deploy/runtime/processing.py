@@ -1,0 +1,212 @@
+"""The one implementation of pre- and postprocessing, parameterized by ModelSpec.
+
+Calibration, export verification, the runtime and the benchmarks all call these functions,
+so a model sees exactly the same pixels everywhere. NumPy and OpenCV only (no torch).
+
+Conventions: frames are ``uint8`` H x W x 3 in **BGR** order, as OpenCV delivers them.
+Resizing uses bilinear interpolation (``cv2.INTER_LINEAR``) to the network size; label maps
+are resized with nearest neighbour so class ids are never blended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..spec import ModelSpec
+
+# OpenCV spawns its own thread pool per call; inside a pipeline that already runs several
+# threads this costs more than it gains for 1-megapixel images.
+cv2.setNumThreads(1)
+
+CITYSCAPES_PALETTE = np.array(
+    [
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+        (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)[:, ::-1]  # listed as RGB, stored BGR like the frames
+
+
+def as_bgr_frame(frame: object, name: str = "frame") -> np.ndarray:
+    """Validate one frame and convert the documented cases to uint8 BGR H x W x 3.
+
+    Accepted: uint8 H x W x 3 (BGR); H x W or H x W x 1 grayscale (replicated to three
+    channels); H x W x 4 BGRA (alpha dropped). Anything else raises ``InputError``.
+    """
+    if frame is None:
+        raise InputError(f"{name} is None (a failed cv2.imread or an exhausted capture?)")
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"{name} must be a numpy array, got {type(frame).__name__}")
+    if frame.size == 0:
+        raise InputError(f"{name} is empty (shape {frame.shape})")
+    if frame.dtype != np.uint8:
+        raise InputError(
+            f"{name} has dtype {frame.dtype}; expected uint8 pixels 0..255 "
+            "(convert with (x * 255).clip(0, 255).astype(np.uint8) if it is a 0..1 float image)"
+        )
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if frame.ndim != 3:
+        raise InputError(f"{name} has shape {frame.shape}; expected H x W x 3 (BGR)")
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.shape[2] != 3:
+        raise InputError(f"{name} has {frame.shape[2]} channels; expected 3 (BGR), 4 (BGRA) or 1 (gray)")
+    return frame
+
+
+def resize_bilinear(frame: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if frame.shape[:2] == (h, w):
+        return frame
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _affine(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (a, b) with ``normalized = pixel * a + b``, in network channel order."""
+    std = np.asarray(spec.std, dtype=np.float64)
+    a = spec.scale / std
+    b = -np.asarray(spec.mean, dtype=np.float64) / std
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def normalize_into(frame_bgr: np.ndarray, spec: ModelSpec, out: np.ndarray) -> np.ndarray:
+    """Write one resized BGR uint8 frame into ``out`` (3, H, W) float32, normalized."""
+    a, b = _affine(spec)
+    for c in range(3):
+        # Network channel c comes from frame channel 2 - c when the network wants RGB.
+        src = frame_bgr[:, :, 2 - c] if spec.color_order == "RGB" else frame_bgr[:, :, c]
+        np.multiply(src, a[c], out=out[c], casting="unsafe")
+        out[c] += b[c]
+    return out
+
+
+def preprocess(frames: Sequence[np.ndarray] | np.ndarray, spec: ModelSpec, size_hw=None) -> np.ndarray:
+    """Frames (BGR uint8) -> the network input batch the artifact expects.
+
+    ``NCHW`` artifacts get float32 (N, 3, H, W), color-swapped and normalized on the host;
+    ``NHWC_UINT8`` artifacts (preprocessing fused into the graph) get uint8 (N, H, W, 3) in
+    the graph's frame color order, and nothing else is done on the host.
+    """
+    if isinstance(frames, np.ndarray) and frames.ndim == 4:
+        frames = list(frames)
+    if len(frames) == 0:
+        raise InputError("no frames given")
+    h, w = size_hw or spec.input_size
+    if spec.input_layout == "NHWC_UINT8":
+        batch = np.empty((len(frames), h, w, 3), dtype=np.uint8)
+        for i, frame in enumerate(frames):
+            resized = resize_bilinear(as_bgr_frame(frame, f"frame {i}"), (h, w))
+            batch[i] = resized[:, :, ::-1] if spec.frame_color_order == "RGB" else resized
+        return batch
+    batch = np.empty((len(frames), 3, h, w), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        normalize_into(resize_bilinear(as_bgr_frame(frame, f"frame {i}"), (h, w)), spec, batch[i])
+    return batch
+
+
+def argmax_channels(logits: np.ndarray) -> np.ndarray:
+    """Argmax over axis 1 of (N, C, H, W) logits -> (N, H, W) uint8 (uint16 above 256 classes).
+
+    ``np.argmax(axis=1)`` walks the channel axis with a large stride: 25 ms for 19 x 512 x 512
+    on these CPUs. Here every step is a branch-free pass over a contiguous plane: a running
+    maximum, then, from the last channel down to the first, ``label = k where plane == max``
+    done with xor/and masks (masked assignment is ~2 ms per plane on random data because it
+    branches). Measured 2.8 ms for the same input. Ties go to the lowest index, as in
+    ``np.argmax`` and ``torch.argmax``.
+    """
+    c = logits.shape[1]
+    dtype = np.uint8 if c <= 256 else np.uint16
+    best = logits[:, 0].copy()
+    for k in range(1, c):
+        np.maximum(best, logits[:, k], out=best)
+    labels = np.zeros(best.shape, dtype=dtype)
+    hit = np.empty(best.shape, dtype=dtype)
+    tmp = np.empty(best.shape, dtype=dtype)
+    equal = np.empty(best.shape, dtype=bool)
+    for k in range(c - 1, -1, -1):
+        np.equal(logits[:, k], best, out=equal)
+        np.copyto(hit, equal)
+        np.negative(hit, out=hit)  # 0 -> 0, 1 -> all bits set
+        np.bitwise_xor(labels, k, out=tmp)
+        np.bitwise_and(tmp, hit, out=tmp)
+        np.bitwise_xor(labels, tmp, out=labels)
+    return labels
+
+
+def labels_from_output(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Network output (logits or in-graph labels) -> (N, H, W) integer label maps."""
+    if spec.output_kind == "labels":
+        labels = output.reshape((output.shape[0],) + output.shape[-2:])
+        return labels.astype(np.uint8, copy=False) if spec.num_classes <= 256 else labels
+    if output.ndim != 4:
+        raise InputError(f"expected logits of shape (N, C, H, W), got {output.shape}")
+    if spec.is_binary:
+        return (output[:, 0] > spec.binary_threshold).astype(np.uint8)
+    return argmax_channels(output)
+
+
+def resize_labels(labels: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resize of one (H, W) label map; class ids are never blended."""
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if labels.shape[:2] == (h, w):
+        return labels
+    return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float32, copy=False)))).astype(np.float32)
+
+
+def palette_for(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 BGR colours: Cityscapes for 19 classes, else a fixed spread."""
+    if num_classes == 19:
+        return CITYSCAPES_PALETTE.copy()
+    if num_classes <= 2:
+        return np.array([(0, 0, 0), (0, 200, 255)], dtype=np.uint8)[: max(num_classes, 2)]
+    rng = np.random.default_rng(1234)
+    colors = rng.integers(40, 256, size=(num_classes, 3), dtype=np.uint8)
+    colors[0] = 0
+    return colors
+
+
+def colorize(mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) labels -> (H, W, 3) BGR colour image."""
+    palette = palette_for(int(mask.max()) + 1) if palette is None else np.asarray(palette, np.uint8)
+    if int(mask.max()) >= len(palette):
+        raise InputError(f"mask has label {int(mask.max())} but the palette has {len(palette)} colours")
+    return palette[mask]
+
+
+def overlay(frame: np.ndarray, mask: np.ndarray, palette: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourized mask over the frame (both at the frame's resolution)."""
+    frame = as_bgr_frame(frame)
+    if mask.shape[:2] != frame.shape[:2]:
+        mask = resize_labels(mask, frame.shape[:2])
+    return cv2.addWeighted(frame, 1.0 - alpha, colorize(mask, palette), alpha, 0.0)
+
+
+def replace_background(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    background: np.ndarray | Sequence[int],
+    foreground: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Keep the pixels whose label is in ``foreground`` (default: any non-zero label) and
+    replace the rest with ``background`` (an image, resized to fit, or one BGR colour)."""
+    frame = as_bgr_frame(frame)
+    if mask.shape[:2] != frame.shape[:2]:
+        mask = resize_labels(mask, frame.shape[:2])
+    keep = mask != 0 if foreground is None else np.isin(mask, np.asarray(list(foreground)))
+    if isinstance(background, np.ndarray) and background.ndim >= 2:
+        bg = resize_bilinear(as_bgr_frame(background, "background"), frame.shape[:2])
+    else:
+        bg = np.empty_like(frame)
+        bg[:] = np.asarray(background, dtype=np.uint8).reshape(1, 1, 3)
+    return np.where(keep[:, :, None], frame, bg)

@@ -1,0 +1,64 @@
+"""Where frames come from: image files, folders, videos and cameras (OpenCV)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` in sorted order (recursively by default)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"'{folder}' does not exist")
+    if folder.is_file():
+        return [folder] if is_image(folder) else []
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image(p))
+
+
+def read_image(path: str | Path) -> np.ndarray | None:
+    """BGR uint8 image, or None when the file cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8)  # handles non-ASCII paths, unlike imread
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def open_video(source: str | int) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        what = f"camera {source}" if isinstance(source, int) else f"video '{source}'"
+        raise InputError(f"cannot open {what}")
+    return cap
+
+
+def video_frames(source: str | int, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Frames of a video file or camera index until it ends or ``max_frames`` is reached."""
+    cap = open_video(source)
+    try:
+        count = 0
+        while max_frames is None or count < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            count += 1
+            yield frame
+    finally:
+        cap.release()
