@@ -1,0 +1,171 @@
+"""Verify an exported ONNX model against the PyTorch model it came from.
+
+Both sides get the same frames through ``runtime.processing``: PyTorch the host-normalized
+NCHW batch, onnxruntime whatever the artifact takes (normalized NCHW, or raw uint8 frames
+for a fused-preprocessing graph). Outputs are compared as logits (max/mean abs diff) and as
+label maps (agreement), at the export size and, for dynamic models, at another batch and
+size too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..benchmarks.fidelity import compare_outputs
+from ..runtime import processing
+from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
+from ..runtime.sources import list_images, read_image
+from ..samples import sample_photos
+from ..spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria: |diff| <= abs + rel * max|logit|, and label agreement >= min_agreement %."""
+
+    abs: float = 1e-3
+    rel: float = 1e-4
+    min_agreement: float = 99.9
+
+    def allowed(self, max_abs_logit: float) -> float:
+        return self.abs + self.rel * max_abs_logit
+
+
+@dataclass
+class VerificationReport:
+    passed: bool
+    tolerance: dict[str, float]
+    max_abs_diff: float | None
+    label_agreement: float
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        diff = "n/a (labels only)" if self.max_abs_diff is None else f"{self.max_abs_diff:.3g}"
+        verdict = "PASS" if self.passed else "FAIL"
+        return (
+            f"verification {verdict}: {len(self.cases)} cases, max |logit diff| {diff}, "
+            f"min label agreement {self.label_agreement:.3f}%"
+        )
+
+
+def random_frames(count: int, size_hw: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Seeded image-like frames: smooth colour fields with edges and noise (BGR uint8)."""
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    frames = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+        frame = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        noise = rng.normal(0, 12, size=frame.shape)
+        frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def verification_frames(
+    spec: ModelSpec,
+    num_random: int = 2,
+    seed: int = 0,
+    images: str | Path | None = None,
+    num_samples: int = 2,
+) -> list[tuple[str, np.ndarray]]:
+    """Frames to verify on: seeded random ones, built-in sample photos, the user's images."""
+    frames = [(f"random-{i}", f) for i, f in enumerate(random_frames(num_random, spec.input_size, seed))]
+    frames += sample_photos(num_samples)
+    if images is not None:
+        for path in list_images(images):
+            image = read_image(path)
+            if image is not None:
+                frames.append((path.name, image))
+    return frames
+
+
+def _cases(spec: ModelSpec) -> list[tuple[tuple[int, int], int]]:
+    """(size, batch) combinations to verify: the export shape plus the dynamic axes."""
+    h, w = spec.input_size
+    cases = [((h, w), 1)]
+    if "batch" in spec.dynamic_axes:
+        cases.append(((h, w), 2))
+    if {"height", "width"} & set(spec.dynamic_axes):
+        step = max(spec.size_divisor, 32)
+        h2 = max(step, (h * 3 // 4) // step * step) if "height" in spec.dynamic_axes else h
+        w2 = max(step, (w * 3 // 4) // step * step) if "width" in spec.dynamic_axes else w
+        if (h2, w2) == (h, w):
+            h2, w2 = h + step * ("height" in spec.dynamic_axes), w + step * ("width" in spec.dynamic_axes)
+        cases.append(((h2, w2), 1))
+    return cases
+
+
+def torch_reference(model: nn.Module, spec: ModelSpec, frames: list[np.ndarray], size_hw) -> np.ndarray:
+    """PyTorch logits for frames, preprocessed on the host by ``runtime.processing``."""
+    host_spec = spec.replace(input_layout="NCHW", output_kind="logits")
+    batch = processing.preprocess(frames, host_spec, size_hw)
+    with torch.no_grad():
+        return model(torch.from_numpy(batch)).numpy()
+
+
+def verify_onnx(
+    onnx_path: str | Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    frames: list[tuple[str, np.ndarray]],
+    tolerance: Tolerance = Tolerance(),
+) -> VerificationReport:
+    """Run the ONNX model and the PyTorch model on ``frames`` and compare."""
+    label_classes = max(2, spec.num_classes)
+    cases: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with OnnxRuntimeBackend(onnx_path, device="cpu") as backend:
+        for size_hw, batch in _cases(spec):
+            for start in range(0, len(frames), batch):
+                chunk = frames[start : start + batch]
+                if len(chunk) < batch:
+                    break
+                names = "+".join(name for name, _ in chunk)
+                images = [f for _, f in chunk]
+                ref = torch_reference(model, spec, images, size_hw)
+                out = backend.infer(processing.preprocess(images, spec, size_hw))
+                if out.shape[0] != batch or tuple(out.shape[-2:]) != tuple(size_hw):
+                    failures.append(f"{names}: output shape {out.shape} for input {batch}x{size_hw}")
+                    continue
+                cand_logits = out if spec.output_kind == "logits" else None
+                cmp = compare_outputs(
+                    processing.labels_from_output(ref, spec.replace(output_kind="logits")),
+                    processing.labels_from_output(out, spec),
+                    label_classes,
+                    ref,
+                    cand_logits,
+                )
+                case = {"input": names, "batch": batch, "size": list(size_hw), **cmp.to_dict()}
+                if cmp.max_abs_diff is not None:
+                    case["allowed_abs_diff"] = tolerance.allowed(cmp.max_abs_reference or 0.0)
+                    if cmp.max_abs_diff > case["allowed_abs_diff"]:
+                        failures.append(
+                            f"{names} at {size_hw[0]}x{size_hw[1]}: max |logit diff| {cmp.max_abs_diff:.3g} "
+                            f"> allowed {case['allowed_abs_diff']:.3g}"
+                        )
+                if cmp.label_agreement < tolerance.min_agreement:
+                    failures.append(
+                        f"{names} at {size_hw[0]}x{size_hw[1]}: label agreement {cmp.label_agreement:.3f}% "
+                        f"< {tolerance.min_agreement}%"
+                    )
+                cases.append(case)
+    diffs = [c["max_abs_diff"] for c in cases if c["max_abs_diff"] is not None]
+    return VerificationReport(
+        passed=not failures and bool(cases),
+        tolerance=asdict(tolerance),
+        max_abs_diff=max(diffs) if diffs else None,
+        label_agreement=min((c["label_agreement"] for c in cases), default=0.0),
+        cases=cases,
+        failures=failures or ([] if cases else ["no verification inputs"]),
+    )

@@ -1,0 +1,101 @@
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bisenet_deploy.cli.export import main
+
+SIZE = ["--size", "64x128"]
+
+
+def run(capsys, *argv):
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_checkpoint_writes_verified_onnx(checkpoint5, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    code, stdout, _ = run(capsys, checkpoint5, "-o", out, *SIZE)
+    assert code == 0
+    assert out.is_file() and (tmp_path / "m.verify.json").is_file()
+    assert "verification PASS" in stdout and "opset 17" in stdout
+
+
+def test_default_output_is_next_to_checkpoint(checkpoint5, tmp_path, capsys):
+    ck = tmp_path / "net.pth"
+    shutil.copy(checkpoint5, ck)
+    code, stdout, _ = run(capsys, ck, *SIZE, "--no-verify", "--argmax", "--fuse-preprocess", "-q")
+    assert code == 0 and (tmp_path / "net.onnx").is_file()
+    assert "uint8" in stdout and "labels int32" in stdout and "skipped" in stdout
+
+
+def test_demo_needs_no_checkpoint_and_says_what_it_is(tmp_path, capsys):
+    code, stdout, _ = run(capsys, "--demo", "-o", tmp_path / "demo.onnx", *SIZE, "--dynamic", "batch")
+    assert code == 0 and (tmp_path / "demo.onnx").is_file()
+    assert "demo" in stdout.lower()
+    assert "UNTRAINED" in stdout or "trained" in stdout
+
+
+def _one_line_error(code, err, expected_code=2):
+    assert code == expected_code
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bisenet-export: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), (b"\x00\x01\x02garbage" * 50, "not a PyTorch checkpoint"), (b"hello\n", "text file")],
+    ids=["missing", "random-bytes", "text"],
+)
+def test_bad_checkpoints_give_one_line_and_keep_existing_output(tmp_path, capsys, content, message):
+    ck = tmp_path / "bad.pth"
+    if content is not None:
+        ck.write_bytes(content)
+    out = tmp_path / "bad.onnx"
+    out.write_bytes(b"keep me")
+    code, _, err = run(capsys, ck, *SIZE)
+    assert message in _one_line_error(code, err)
+    assert out.read_bytes() == b"keep me"
+
+
+def test_keys_from_another_network(tmp_path, capsys):
+    import torch
+    from torchvision.models import resnet18
+
+    ck = tmp_path / "resnet.pth"
+    torch.save(resnet18(weights=None).state_dict(), ck)
+    code, _, err = run(capsys, ck, *SIZE)
+    assert "unknown checkpoint layout" in _one_line_error(code, err)
+
+
+def test_output_folder_missing(checkpoint5, tmp_path, capsys):
+    code, _, err = run(capsys, checkpoint5, "-o", tmp_path / "missing" / "m.onnx", *SIZE)
+    assert "does not exist" in _one_line_error(code, err)
+
+
+def test_onnx_given_as_input_and_bad_arguments(tmp_path, capsys):
+    (tmp_path / "x.onnx").write_bytes(b"x")
+    code, _, err = run(capsys, tmp_path / "x.onnx")
+    assert "already an ONNX model" in _one_line_error(code, err)
+    code, _, err = run(capsys)
+    assert "--demo" in _one_line_error(code, err)
+
+
+def test_failed_verification_exits_nonzero_and_keeps_old_model(checkpoint5, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"old")
+    code, _, err = run(capsys, checkpoint5, "-o", out, *SIZE, "--atol", "-1", "--rtol", "0")
+    assert "verification failed" in _one_line_error(code, err, expected_code=3)
+    assert out.read_bytes() == b"old"
+
+
+def test_console_script_help_and_error_exit_code(tmp_path):
+    exe = shutil.which("bisenet-export")
+    cmd = [exe] if exe else [sys.executable, "-m", "bisenet_deploy.cli.export"]
+    help_run = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and "--fuse-preprocess" in help_run.stdout
+    bad = subprocess.run(cmd + [str(tmp_path / "missing.pth")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not found" in bad.stderr
