@@ -1,0 +1,61 @@
+"""Backends: one small module each, one interface (``base.Backend``), chosen by file type.
+
+Modules are imported lazily so that, e.g., onnxruntime users never import TensorRT or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from ...errors import UserError
+from .base import Backend, TensorInfo
+
+#: backend name -> "module:Class" (relative to this package)
+BACKENDS = {
+    "onnxruntime": "onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "tensorrt:TensorRTBackend",
+    "torch": "torch:TorchBackend",
+}
+#: artifact suffix -> default backend
+SUFFIXES = {
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".trt": "tensorrt",
+    ".pth": "torch",
+    ".pt": "torch",
+}
+
+
+def backend_for(path: str | Path, backend: str | None = None) -> str:
+    """The backend name to use for ``path`` (explicit choice wins)."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UserError(
+            f"cannot tell the backend for '{path}' from its suffix; use .onnx, .engine/.plan or .pth, "
+            "or name the backend explicitly"
+        )
+    return SUFFIXES[suffix]
+
+
+def backend_class(name: str) -> type[Backend]:
+    module_name, class_name = BACKENDS[name].split(":")
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:
+        raise UserError(f"the {name} backend is not available here: {exc}") from None
+    return getattr(module, class_name)
+
+
+def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
+    """Construct the backend for an artifact; ``options`` go to its constructor."""
+    return backend_class(backend_for(path, backend))(path, **options)
+
+
+__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "backend_for", "open_backend"]
