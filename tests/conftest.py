@@ -75,3 +75,24 @@ def retag_storage_as_cuda(src: Path, dst: Path) -> None:
 def random_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def export_model5(model5, tmp_path_factory):
+    """Factory: model5 exported at TINY with the given ExportOptions fields (cached)."""
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.spec import ModelSpec
+
+    folder = tmp_path_factory.mktemp("onnx5")
+    cache: dict = {}
+
+    def make(**options) -> Path:
+        key = tuple(sorted(options.items()))
+        if key not in cache:
+            path = folder / f"m{len(cache)}.onnx"
+            options.setdefault("size", TINY)
+            export_onnx(model5, ModelSpec(num_classes=5, input_size=TINY), path, ExportOptions(**options))
+            cache[key] = path
+        return cache[key]
+
+    return make

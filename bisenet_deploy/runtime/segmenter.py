@@ -1,0 +1,179 @@
+"""Segmenter: BGR frames in, label masks out, over any backend.
+
+``mask = Segmenter("model.onnx")(frame)`` is the whole API for a robot. The ModelSpec comes
+from the artifact (ONNX metadata, engine sidecar, checkpoint), so no configuration is needed;
+explicit keyword arguments override single spec fields.
+
+Pipeline per call, each stage public so the benchmark can time it separately:
+``preprocess`` (validate, resize, normalize unless fused in the graph) -> ``infer`` (the
+backend) -> ``postprocess`` (labels unless argmax is in the graph; nearest-neighbour upscale
+of the labels to the frame size).
+
+Thread safety: a Segmenter may be shared between threads. Backends that allow concurrent
+runs (onnxruntime) run concurrently; the others (TensorRT's one execution context, torch on
+CUDA) are serialized by a lock, so concurrent calls are safe and simply queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..spec import ModelSpec
+from . import processing
+from .backends import Backend, open_backend
+
+
+class Segmenter:
+    """Semantic segmentation of BGR uint8 frames with a BiSeNet artifact.
+
+    Args:
+        model: ``.onnx``, ``.engine``/``.plan`` or ``.pth`` path, or an open ``Backend``.
+        backend: force a backend (``onnxruntime``, ``tensorrt``, ``torch``); default by suffix.
+        device: passed to the backend (``auto``, ``cpu``, ``cuda``, ...).
+        output_size: ``"frame"`` (masks at each frame's resolution, default) or
+            ``"network"`` (masks at the network resolution: no upscale, fastest).
+        backend_options: extra backend constructor options (threads, fp16, cuda_graph, ...).
+        **spec_overrides: ModelSpec fields that override the artifact's (e.g. ``class_names``,
+            ``binary_threshold``, ``mean``/``std`` for an ONNX without metadata).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | Backend,
+        backend: str | None = None,
+        device: str = "auto",
+        output_size: str = "frame",
+        backend_options: dict[str, Any] | None = None,
+        spec: ModelSpec | None = None,
+        **spec_overrides: Any,
+    ) -> None:
+        if output_size not in ("frame", "network"):
+            raise ValueError("output_size must be 'frame' or 'network'")
+        if isinstance(model, Backend):
+            self.backend = model
+        else:
+            options = dict(backend_options or {})
+            options.setdefault("device", device)
+            self.backend = open_backend(model, backend, **options)
+        base = spec or self.backend.spec
+        if base is None:
+            raise ArtifactError(
+                f"'{self.backend.path}' carries no ModelSpec (not exported by bisenet-export?); "
+                "pass spec=ModelSpec(...) with its classes, size and normalization"
+            )
+        unknown = set(spec_overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
+        if unknown:
+            raise TypeError(f"unknown Segmenter arguments: {', '.join(sorted(unknown))}")
+        self.spec = base.replace(**spec_overrides) if spec_overrides else base
+        self.output_size = output_size
+        batch_dim = self.backend.inputs[0].shape[0] if self.backend.inputs else None
+        self.batch_size = batch_dim if isinstance(batch_dim, int) else None  # None: any batch
+        self._lock = None if self.backend.thread_safe else threading.Lock()
+
+    # --- stages -------------------------------------------------------------------------
+
+    def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Frames -> the backend's input batch (see ``processing.preprocess``)."""
+        return processing.preprocess(frames, self.spec)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the backend (serialized when it is not thread-safe)."""
+        if self._lock is None:
+            return self.backend.infer(batch)
+        with self._lock:
+            return self.backend.infer(batch)
+
+    def postprocess(self, output: np.ndarray, frame_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Backend output -> one uint8 label mask per frame."""
+        labels = processing.labels_from_output(output, self.spec)
+        if self.output_size == "network":
+            return [labels[i] for i in range(len(frame_sizes))]
+        return [processing.resize_labels(labels[i], size) for i, size in enumerate(frame_sizes)]
+
+    # --- calls --------------------------------------------------------------------------
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Label mask (H x W uint8; binary models: 0/1) for one BGR uint8 frame."""
+        return self.predict_batch([frame])[0]
+
+    predict = __call__
+
+    def predict_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks for several frames, run in chunks of the model's batch size."""
+        frames = self._frames(frames)
+        masks: list[np.ndarray] = []
+        for chunk in self._chunks(frames):
+            output = self.infer(self.preprocess(self._padded(chunk)))
+            masks += self.postprocess(output[: len(chunk)], [f.shape[:2] for f in chunk])
+        return masks
+
+    def logits(self, frame: np.ndarray) -> np.ndarray:
+        """Raw class scores (C x h x w float32) at the network resolution for one frame."""
+        if self.spec.output_kind != "logits":
+            raise ArtifactError("this model computes labels in the graph (--argmax); it has no logits output")
+        frame = processing.as_bgr_frame(frame)
+        output = self.infer(self.preprocess(self._padded([frame])))
+        return output[0].astype(np.float32, copy=False)
+
+    def probabilities(self, frame: np.ndarray) -> np.ndarray:
+        """Binary models: foreground probability (H x W float32, sigmoid of the logit);
+        multi-class models: softmax (C x H x W). At the frame resolution unless
+        ``output_size="network"``."""
+        logits = self.logits(frame)
+        if self.spec.is_binary:
+            prob = processing.sigmoid(logits[0])
+        else:
+            shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+            prob = shifted / shifted.sum(axis=0, keepdims=True)
+        if self.output_size == "network":
+            return prob
+        size = frame.shape[:2]
+        if prob.ndim == 2:
+            return processing.resize_bilinear(prob, size)
+        return np.stack([processing.resize_bilinear(p, size) for p in prob])
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            raise InputError("predict_batch takes a list of frames (or an N x H x W x 3 array), got one frame")
+        frames = [processing.as_bgr_frame(f, f"frame {i}") for i, f in enumerate(frames)]
+        if not frames:
+            raise InputError("no frames given")
+        return frames
+
+    def _chunks(self, frames: list[np.ndarray]):
+        step = self.batch_size or len(frames)
+        for start in range(0, len(frames), step):
+            yield frames[start : start + step]
+
+    def _padded(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
+        """Fixed-batch models need full batches: repeat the last frame (outputs dropped)."""
+        if self.batch_size is None or len(chunk) == self.batch_size:
+            return chunk
+        return chunk + [chunk[-1]] * (self.batch_size - len(chunk))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        h, w = self.spec.input_size
+        return f"<Segmenter {self.backend!r} {h}x{w} {self.spec.num_classes} classes>"
