@@ -1,0 +1,90 @@
+"""Turning masks into files: palette PNGs, overlays, background-replaced frames and videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError, UserError
+from ..fileio import atomic_output, check_output_path
+from . import processing
+
+RENDER_MODES = ("mask", "overlay", "background")
+
+
+def render(frame: np.ndarray, mask: np.ndarray, mode: str, palette: np.ndarray,
+           background: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+    """A BGR image showing ``mask``: colourized mask, overlay, or background replacement."""
+    if mode == "mask":
+        return processing.colorize(processing.resize_labels(mask, frame.shape[:2]), palette)
+    if mode == "overlay":
+        return processing.overlay(frame, mask, palette, alpha)
+    if mode == "background":
+        if background is None:
+            raise UserError("background mode needs a background image")
+        return processing.replace_background(frame, mask, background)
+    raise UserError(f"unknown render mode {mode!r}; choose from {', '.join(RENDER_MODES)}")
+
+
+def write_palette_png(path: str | Path, mask: np.ndarray, palette: np.ndarray) -> None:
+    """Indexed-colour PNG: pixel values are class ids, the palette shows them in colour.
+
+    Falls back to a colourized RGB PNG when Pillow is not installed.
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        write_image(path, processing.colorize(mask, palette))
+        return
+    if mask.dtype != np.uint8:
+        write_image(path, processing.colorize(mask, palette))
+        return
+    image = Image.fromarray(mask, mode="P")
+    rgb = np.zeros((256, 3), np.uint8)
+    rgb[: len(palette)] = palette[:, ::-1]  # palette is BGR like the frames
+    image.putpalette(rgb.reshape(-1).tolist())
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(Path(path).suffix or ".png", image)
+    if not ok:
+        raise UserError(f"cannot encode image for '{path}'")
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data.tobytes())
+
+
+class VideoSink:
+    """Writes frames to a video file atomically (a temporary file renamed on ``close``)."""
+
+    def __init__(self, path: str | Path, fps: float, size_hw: tuple[int, int]) -> None:
+        self.path = check_output_path(path)
+        # VideoWriter picks the container from the suffix, so the temporary name keeps it.
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        h, w = size_hw
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, (w, h))
+        if not self._writer.isOpened():
+            self.abort()
+            raise UserError(f"cannot write video '{self.path}' (no mp4v encoder in this OpenCV build?)")
+        self.size_hw = tuple(size_hw)
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if image.shape[:2] != self.size_hw:
+            raise InputError(f"video frame size changed from {self.size_hw} to {image.shape[:2]}")
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.release()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial video; an existing file at the path is left as it was."""
+        self._writer.release()
+        if self._tmp.exists():
+            self._tmp.unlink()
