@@ -353,6 +353,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = Fal
             fields[key] = saved[key]
         notes.append("used the ModelSpec embedded in the checkpoint")
     extra = dict(fields.pop("extra", {}) or {})
-    extra.update({"source": path.name, "detected": fit.reasons})
+    # The absolute path lets the benchmark find the PyTorch reference of an exported model;
+    # the hash (checkpoint_sha256) tells whether the file there is still the same one.
+    extra.update({"source": path.name, "checkpoint_path": str(path.resolve()), "detected": fit.reasons})
     spec = ModelSpec(arch=fit.family.name, checkpoint_sha256=sha256_file(path), extra=extra, **fields)
     return LoadedCheckpoint(model=model, spec=spec, family=fit.family, notes=notes)
