@@ -1,0 +1,370 @@
+"""One benchmark run: open the contestants, pick the reference, time every (size, batch)
+cell round-robin, measure fidelity on real photographs, and return one JSON-able result."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..runtime import processing
+from ..runtime.sources import list_images, read_image
+from ..samples import sample_photos
+from . import contestants as cs
+from . import system
+from .fidelity import ComparisonAccumulator
+from .harness import TIMED, Runner, StageTimedSegmenter, WarmUp, run_rounds
+from .rows import cell_rows, flop_counter, postprocess_probe
+from .verdicts import verdicts
+
+FORMAT = "bisenet-bench/1"
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    """Everything that decides what a run measures (the CLI fills it from its options)."""
+
+    artifacts: list[Path] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+    demo: bool = False
+    torch_variants: list[dict[str, bool]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] | None = None
+    batches: list[int] | None = None
+    device: str = "auto"
+    threads: int | None = None  # None: the CPUs this process may use
+    iterations: int = 30
+    duration: float | None = None  # seconds per cell (sustained mode) instead of iterations
+    window: float | None = None  # sustained mode: width of the FPS-over-time windows
+    warmup: WarmUp = field(default_factory=WarmUp)
+    images: Path | None = None
+    max_images: int = 8
+    frame_size: tuple[int, int] | None = None  # None: frames arrive at the network size
+    peak_gflops: float | None = None
+    measure_peak: bool = True
+    sysfs_root: str = "/"
+    progress: bool = True
+    trust_checkpoint: bool = False
+    command: str = ""
+
+
+def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str, Any]:
+    threads = config.threads if config.threads is not None else system.cpu_facts()["usable_cpus"] or 1
+    facts = system.system_facts(config.sysfs_root, want_gpu=config.device != "cpu")
+    if facts["jetson"]:
+        for warning in facts["jetson"]["warnings"]:
+            log(f"warning: {warning}")
+    contestants, reference, ref_notes = _contestants(config, threads, log)
+    live = [c for c in contestants if c.backend is not None]
+    if not live:
+        raise UserError("nothing to benchmark: " + "; ".join(f"{c.path}: {c.error}" for c in contestants))
+    for c in contestants:
+        c.name = c.name or c.label()
+    _unique_names(contestants)
+    photos, photo_source = _photos(config)
+    sizes = config.sizes or _default_sizes(live, reference)
+    batches = config.batches or _default_batches(live)
+    on_cpu = any(c.backend.device == "cpu" for c in live)
+    peak = _cpu_peak(config, log) if on_cpu else None
+    flops = flop_counter([c for c in live if c.kind == "onnxruntime"])
+
+    cells = []
+    fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None] = {}
+    first_warmup: set[str] = set()
+    runnable = sum(cs.cannot_run(c, s, b) is None for s in sizes for b in batches for c in live)
+    bar = _progress(config, len(sizes) * len(batches), runnable)
+    for size in sizes:
+        for batch in batches:
+            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, bar)
+            cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak)
+            cells.append(cell)
+    bar.close()
+
+    result = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": config.command,
+        "protocol": {
+            "system": facts,
+            "settings": {
+                "device": config.device,
+                "threads": threads,
+                "warmup": config.warmup.describe(),
+                "iterations": None if config.duration else config.iterations,
+                "duration_s": config.duration,
+                "order": "round-robin, starting backend rotated every round; speed-ups are medians of per-round ratios",
+                "sizes": [f"{h}x{w}" for h, w in sizes],
+                "batches": batches,
+                "frame_size": "network input size" if config.frame_size is None else "x".join(map(str, config.frame_size)),
+                "images": photo_source,
+            },
+            "timed": TIMED,
+            "reference": {"name": reference.name if reference else None, "kind": reference.kind if reference else None,
+                          "notes": ref_notes},
+            "cpu_peak_gflops": peak,
+            "flops": flops.describe(),
+        },
+        "contestants": [_describe(c) for c in contestants],
+        "cells": cells,
+        "postprocess_probe": postprocess_probe(live, sizes[0]),
+        "peak_rss_mb": _mb(system.peak_rss_bytes()),
+    }
+    result["verdicts"] = verdicts(result)
+    for c in live:
+        c.backend.close()
+    return result
+
+
+# --- contestants and the reference ------------------------------------------------------------
+
+
+def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.Contestant], cs.Contestant | None, list[str]]:
+    artifacts = [cs.artifact_contestant(p) for p in config.artifacts]
+    for c in artifacts:
+        log(f"opening {c.path}")
+        cs.open_contestant(c, config.device, threads)
+        if c.error:
+            log(f"  skipped: {c.error}")
+    notes: list[str] = []
+    loaded, ckpt_path = None, None
+    rss = system.rss_bytes()
+    if config.checkpoints or config.demo:
+        from ..model.checkpoint import load_checkpoint
+        from ..model.demo import demo_checkpoint_path, demo_model
+
+        if config.checkpoints:
+            ckpt_path = config.checkpoints[0]
+            log(f"loading the PyTorch reference {ckpt_path}")
+            loaded = load_checkpoint(ckpt_path, trust=config.trust_checkpoint)
+        else:
+            loaded, ckpt_path = demo_model(), demo_checkpoint_path()
+            notes.append("reference: the built-in demo model (" + "; ".join(loaded.notes[:1]) + ")")
+    else:
+        found, why = cs.recorded_checkpoint([(str(c.path), c.spec) for c in artifacts if c.spec is not None])
+        if found is not None:
+            from ..model.checkpoint import load_checkpoint
+
+            log(f"loading the PyTorch reference {found} (recorded in the artifact, hash matches)")
+            loaded, ckpt_path = load_checkpoint(found, trust=config.trust_checkpoint), found
+            notes.append(f"reference checkpoint {found} found through the artifact's metadata (SHA-256 matches)")
+        else:
+            notes += why
+    rows: list[cs.Contestant] = []
+    reference = None
+    if loaded is not None:
+        reference = cs.torch_contestant(loaded, role="reference", path=ckpt_path)
+        # The weights were read before the backend opened: count them as its memory too.
+        reference.facts["host_load_bytes"] = cs.growth(rss, system.rss_bytes())
+        rows.append(reference)
+        rows += [cs.torch_contestant(loaded, options=v, path=ckpt_path) for v in config.torch_variants]
+        for extra in config.checkpoints[1:]:
+            from ..model.checkpoint import load_checkpoint
+
+            rows.append(cs.torch_contestant(load_checkpoint(extra, trust=config.trust_checkpoint), path=extra))
+    elif config.torch_variants:
+        raise UserError("--torch-variant needs a PyTorch model: give --checkpoint or --demo")
+    for c in rows:
+        log(f"opening PyTorch {c.label()}")
+        cs.open_contestant(c, config.device, threads)
+        if c.error:
+            log(f"  skipped: {c.error}")
+    if reference is not None and reference.backend is None:
+        raise UserError(f"the PyTorch reference cannot run here: {reference.error}")
+    if reference is None:
+        fp32 = [c for c in artifacts if c.backend is not None and c.precision == "fp32" and c.kind == "onnxruntime"]
+        reference = fp32[0] if fp32 else next((c for c in artifacts if c.backend is not None), None)
+        if reference is not None:
+            reference.role = "reference"
+            what = "the FP32 ONNX model" if fp32 else "the first artifact (no FP32 ONNX model given)"
+            notes.append(f"no PyTorch checkpoint available: {what} {reference.path} is the reference")
+    if reference is not None:
+        for c in artifacts:
+            if c.backend is not None and c is not reference and not cs.same_model(reference.spec, c.spec):
+                notes.append(f"{c.path} does not record the reference's weights: fidelity compares different models?")
+    return rows + artifacts, reference, notes
+
+
+def _unique_names(contestants: list[cs.Contestant]) -> None:
+    seen: dict[str, int] = {}
+    for c in contestants:
+        seen[c.name] = seen.get(c.name, 0) + 1
+    for c in contestants:
+        if seen[c.name] > 1 and c.path is not None:
+            c.name = f"{c.name} [{c.path.name}]"
+
+
+def _describe(c: cs.Contestant) -> dict[str, Any]:
+    info = {"name": c.name, "role": c.role, "kind": c.kind, "path": None if c.path is None else str(c.path),
+            "precision": c.precision, "error": c.error}
+    if c.backend is not None:
+        info["backend"] = c.backend.describe()
+    info.update({k: v for k, v in c.facts.items() if not k.endswith("_bytes") and k != "file_bytes"})
+    return info
+
+
+def _default_sizes(live: list[cs.Contestant], reference: cs.Contestant | None) -> list[tuple[int, int]]:
+    sizes = [tuple(c.spec.input_size) for c in live if c.kind != "torch"]
+    if not sizes and reference is not None:
+        sizes = [tuple(reference.spec.input_size)]
+    return list(dict.fromkeys(sizes))
+
+
+def _default_batches(live: list[cs.Contestant]) -> list[int]:
+    fixed = [cs.fixed_dims(c.backend, c.spec)[0] for c in live]
+    if any(b is None for b in fixed):
+        return [1]
+    return sorted(set(fixed))
+
+
+def _cpu_peak(config: BenchConfig, log: Log) -> dict[str, Any] | None:
+    if config.peak_gflops:
+        return {"value": config.peak_gflops, "source": "--peak-gflops"}
+    if not config.measure_peak:
+        return None
+    log("measuring the CPU's fp32 peak (NumPy sgemm)")
+    return {"value": system.measure_cpu_peak_gflops(), "source": "measured: NumPy float32 matmul 1536^3, best of 5"}
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _photos(config: BenchConfig) -> tuple[list[tuple[str, np.ndarray]], str]:
+    if config.images is not None:
+        if not config.images.is_dir():
+            raise UserError(f"--images '{config.images}' is not a folder")
+        paths = list_images(config.images)[: config.max_images]
+        photos = [(p.name, img) for p in paths if (img := read_image(p)) is not None]
+        if not photos:
+            raise UserError(f"--images '{config.images}' holds no readable images")
+        return photos, f"{len(photos)} images from {config.images}"
+    photos = sample_photos(config.max_images)
+    if photos:
+        return photos, f"{len(photos)} real photographs shipped with scikit-image/scikit-learn/matplotlib"
+    try:
+        from ..export.verify import random_frames
+    except ImportError:
+        raise UserError("no sample photos installed (scikit-image/scikit-learn); give --images DIR") from None
+    frames = random_frames(4, (512, 512))
+    return [(f"random-{i}", f) for i, f in enumerate(frames)], "4 seeded synthetic frames (no photographs found)"
+
+
+def _frame_sets(photos: list[tuple[str, np.ndarray]], frame_size: tuple[int, int], batch: int) -> list[list[np.ndarray]]:
+    """Batches of photos resized to the frame size ahead of time (decoding is not timed)."""
+    h, w = frame_size
+    frames = [cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for _, img in photos]
+    count = max(1, min(len(frames), 4))
+    return [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(count)]
+
+
+# --- one cell -------------------------------------------------------------------------------
+
+
+def _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, bar) -> dict[str, Any]:
+    h, w = size
+    cell: dict[str, Any] = {"size": f"{h}x{w}", "height": h, "width": w, "batch": batch, "skipped": [], "runners": []}
+    frame_sets = _frame_sets(photos, config.frame_size or size, batch)
+    for c in contestants:
+        reason = cs.cannot_run(c, size, batch)
+        if reason is not None:
+            cell["skipped"].append({"name": c.name, "reason": reason})
+            continue
+        seg = StageTimedSegmenter(c.backend, spec=c.spec.replace(input_size=size))
+        cell["runners"].append((c, Runner(c.name, seg, frame_sets)))
+    if not cell["runners"]:
+        return cell
+    _fidelity(reference, cell["runners"], size, photos, fidelity, bar)
+    for c, runner in cell["runners"]:
+        bar.set_description(f"{h}x{w} b{batch} warm-up {c.name}")
+        rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
+        runner.warm_up(config.warmup)
+        if c.name not in first_warmup:
+            first_warmup.add(c.name)
+            c.facts["host_bytes"] = _sum(c.facts.get("host_load_bytes"), c.facts.get("host_open_bytes"),
+                                         cs.growth(rss, system.rss_bytes()))
+            c.facts["gpu_bytes"] = _sum(c.facts.get("gpu_open_bytes"), cs.growth(gpu, system.gpu_used_bytes()))
+    bar.set_description(f"{h}x{w} b{batch} timing")
+    runners = [r for _, r in cell["runners"]]
+    thermal: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    shown = [0.0]  # seconds of this cell already on the progress bar
+    width = config.window or (config.duration / 10 if config.duration else None)
+
+    def on_call(runner: Runner) -> None:
+        if not config.duration:
+            bar.update(1)
+            return
+        now = time.perf_counter() - start
+        bar.update(min(now, config.duration) - shown[0])
+        shown[0] = min(now, config.duration)
+        if not thermal or now - thermal[-1]["t_s"] >= width:
+            thermal.append({"t_s": round(now, 2), **system.thermal_sample(config.sysfs_root)})
+
+    cell["rounds"] = run_rounds(runners, rounds=None if config.duration else config.iterations,
+                                duration=config.duration, on_call=on_call)
+    if config.duration:
+        bar.update(config.duration - shown[0])
+        cell["window_s"] = width
+        cell["thermal"] = thermal
+    return cell
+
+
+def _sum(*values: int | None) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 1)
+
+
+# --- fidelity -------------------------------------------------------------------------------
+
+
+def network_outputs(seg: StageTimedSegmenter, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels, logits or None) of one frame at the network resolution."""
+    frames = [frame] * (seg.batch_size or 1)  # fixed-batch artifacts: fill the batch
+    output = seg.infer(seg.preprocess(frames))[:1]
+    labels = processing.labels_from_output(output, seg.spec)[0]
+    logits = output[0] if seg.spec.output_kind == "logits" else None
+    return labels, logits
+
+
+def _fidelity(reference, runners, size, photos, fidelity, bar) -> None:
+    """Agreement of every runner with the reference on the photos, once per size."""
+    todo = [(c, r) for c, r in runners if (c.name, size) not in fidelity and c is not reference]
+    if not todo:
+        return
+    ref = next((r for c, r in runners if c is reference), None)
+    if ref is None:
+        for c, _ in todo:
+            fidelity[(c.name, size)] = None
+        return
+    bar.set_description(f"{size[0]}x{size[1]} fidelity on {len(photos)} images")
+    label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
+    acc = {c.name: ComparisonAccumulator(label_classes) for c, _ in todo}
+    for _, photo in photos:
+        ref_labels, ref_logits = network_outputs(ref.segmenter, photo)
+        for c, runner in todo:
+            labels, logits = network_outputs(runner.segmenter, photo)
+            acc[c.name].add(ref_labels, labels, ref_logits, logits)
+    for c, _ in todo:
+        result = acc[c.name].result().to_dict()
+        result["images"] = len(photos)
+        fidelity[(c.name, size)] = result
+
+
+def _progress(config: BenchConfig, cells: int, calls_per_round: int):
+    from tqdm import tqdm
+
+    if config.duration:
+        return tqdm(total=cells * config.duration, unit="s", file=sys.stderr, disable=not config.progress,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
+    return tqdm(total=calls_per_round * config.iterations, unit="call", file=sys.stderr, disable=not config.progress)
