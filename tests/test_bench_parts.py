@@ -1,7 +1,9 @@
-"""Benchmark building blocks on known inputs: statistics, warm-up, round-robin order, Jetson
+"""Benchmark building blocks on known inputs: statistics, warm-up, round order, Jetson
 detection off a fake sysfs tree, fidelity accumulation, verdicts."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from bisenet_deploy.benchmarks import system
 from bisenet_deploy.benchmarks.contestants import parse_torch_variant, recorded_checkpoint
 from bisenet_deploy.benchmarks.fidelity import ComparisonAccumulator, compare_outputs
-from bisenet_deploy.benchmarks.harness import WarmUp, run_rounds, warm_up
+from bisenet_deploy.benchmarks.harness import WarmUp, balanced_orders, run_rounds, warm_up
 from bisenet_deploy.benchmarks.stats import is_stable, median_ratio, summarize, windows
 from bisenet_deploy.benchmarks.verdicts import verdicts
 from bisenet_deploy.errors import UserError
@@ -66,12 +68,22 @@ class _Recorder:
         return len(self.log)
 
 
-def test_round_robin_rotates_the_starting_backend():
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_round_orders_balance_which_backend_runs_before_which(n):
+    orders = balanced_orders(n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    follows = Counter((a, b) for order in orders for a, b in zip(order, order[1:]))
+    assert set(follows) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert len(set(follows.values())) == 1  # every ordered pair equally often
+
+
+def test_rounds_call_every_runner_once_per_round_in_balanced_orders():
     log: list[str] = []
-    runners = [_Recorder(n, log) for n in "abc"]
-    assert run_rounds(runners, rounds=3) == 3
-    assert log == list("abc" "bca" "cab")
-    assert all(len(r.samples) == 3 for r in runners)
+    runners = [_Recorder(n, log) for n in "abcd"]
+    assert run_rounds(runners, rounds=5) == 5
+    expected = [[runners[i].name for i in order] for order in balanced_orders(4)]
+    assert [log[i : i + 4] for i in range(0, 20, 4)] == expected + expected[:1]
+    assert all(len(r.samples) == 5 for r in runners)
     with pytest.raises(ValueError):
         run_rounds(runners)
 

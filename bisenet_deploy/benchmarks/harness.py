@@ -1,4 +1,4 @@
-"""The timing loop: stage-timed Segmenter calls, warm-up until stable, round-robin rounds.
+"""The timing loop: stage-timed Segmenter calls, warm-up until stable, interleaved rounds.
 
 What one timed call is (the protocol header quotes ``TIMED``): ``Segmenter.predict_batch``
 on N pre-decoded BGR uint8 frames, timed with ``time.perf_counter`` around the whole call.
@@ -139,14 +139,31 @@ class Runner:
         return [s.stages[stage] for s in self.samples if stage in s.stages]
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Round orders in which every backend runs right after every other one equally often
+    (a Williams design): what one backend leaves behind (spinning threads, a warm or
+    flushed cache, a hot CPU) then favours or hurts each of the others alike."""
+    if n < 1:
+        return []
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    rows = [[(x + r) % n for x in first] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def run_rounds(
     runners: Sequence[Runner],
     rounds: int | None = None,
     duration: float | None = None,
     on_call: Callable[[Runner], None] | None = None,
 ) -> int:
-    """Time the runners round-robin: each round calls every runner once, starting with a
-    different one each round so no backend always runs right after the same other one.
+    """Time the runners in rounds: each round calls every runner once, in the orders of
+    ``balanced_orders`` so no backend always runs right after the same other one.
 
     Stops after ``rounds`` rounds or, with ``duration``, at the first round boundary after
     ``duration`` seconds (every runner has the same number of samples). Returns the rounds.
@@ -155,11 +172,12 @@ def run_rounds(
         raise ValueError("give rounds or duration")
     if not runners:
         return 0
+    orders = balanced_orders(len(runners))
     start = time.perf_counter()
     done = 0
     while (rounds is not None and done < rounds) or (duration is not None and time.perf_counter() - start < duration):
-        shift = done % len(runners)
-        for runner in list(runners[shift:]) + list(runners[:shift]):
+        for index in orders[done % len(orders)]:
+            runner = runners[index]
             runner.samples.append(runner.call())
             if on_call is not None:
                 on_call(runner)

@@ -1,5 +1,5 @@
 """One benchmark run: open the contestants, pick the reference, time every (size, batch)
-cell round-robin, measure fidelity on real photographs, and return one JSON-able result."""
+cell in interleaved rounds, measure fidelity on real photographs, and return one JSON-able result."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
                 "warmup": config.warmup.describe(),
                 "iterations": None if config.duration else config.iterations,
                 "duration_s": config.duration,
-                "order": "round-robin, starting backend rotated every round; speed-ups are medians of per-round ratios",
+                "order": "interleaved: every round runs each backend once, in orders where each backend follows "
+                         "every other equally often; speed-ups are medians of per-round ratios",
                 "sizes": [f"{h}x{w}" for h, w in sizes],
                 "batches": batches,
                 "frame_size": "network input size" if config.frame_size is None else "x".join(map(str, config.frame_size)),
@@ -146,7 +147,7 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
             loaded = load_checkpoint(ckpt_path, trust=config.trust_checkpoint)
         else:
             loaded, ckpt_path = demo_model(), demo_checkpoint_path()
-            notes.append("reference: the built-in demo model (" + "; ".join(loaded.notes[:1]) + ")")
+            notes.append("the built-in demo model (" + "; ".join(loaded.notes[:1]) + ")")
     else:
         found, why = cs.recorded_checkpoint([(str(c.path), c.spec) for c in artifacts if c.spec is not None])
         if found is not None:
