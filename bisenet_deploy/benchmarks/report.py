@@ -81,6 +81,9 @@ def protocol_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("reference", f"{p['reference']['name'] or 'none'}" + "".join(f"; {n}" for n in p["reference"]["notes"])),
         ("fidelity", f"{settings['images']}, label maps at the network resolution vs the reference"),
     ]
+    lines.append(("memory", "host MB = RSS added by loading the backend + peak RSS above the level before its first "
+                  "calls; GPU MB = device memory in use after its first calls minus before loading; process peak RSS "
+                  f"{_f(result.get('peak_rss_mb'), 0)} MB"))
     peak = p.get("cpu_peak_gflops")
     if peak:
         lines.append(("cpu peak", f"{peak['value']:.0f} GFLOP/s fp32 ({peak['source']}); FLOPs: {p['flops']['method']}"))

@@ -11,17 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from ..errors import UserError
-from ..runtime import processing
-from ..runtime.sources import list_images, read_image
-from ..samples import sample_photos
 from . import contestants as cs
 from . import system
-from .fidelity import ComparisonAccumulator
 from .harness import TIMED, Runner, StageTimedSegmenter, WarmUp, run_rounds
+from .photos import benchmark_photos, frame_sets_for, measure_fidelity
 from .rows import cell_rows, flop_counter, postprocess_probe
 from .verdicts import verdicts
 
@@ -69,7 +63,7 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
     for c in contestants:
         c.name = c.name or c.label()
     _unique_names(contestants)
-    photos, photo_source = _photos(config)
+    photos, photo_source = benchmark_photos(config.images, config.max_images)
     sizes = config.sizes or _default_sizes(live, reference)
     batches = config.batches or _default_batches(live)
     on_cpu = any(c.backend.device == "cpu" for c in live)
@@ -79,11 +73,12 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
     cells = []
     fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None] = {}
     first_warmup: set[str] = set()
+    memory = system.PeakRss()
     runnable = sum(cs.cannot_run(c, s, b) is None for s in sizes for b in batches for c in live)
     bar = _progress(config, len(sizes) * len(batches), runnable)
     for size in sizes:
         for batch in batches:
-            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, bar)
+            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, memory, bar)
             cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak)
             cells.append(cell)
     bar.close()
@@ -116,7 +111,7 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
         "contestants": [_describe(c) for c in contestants],
         "cells": cells,
         "postprocess_probe": postprocess_probe(live, sizes[0]),
-        "peak_rss_mb": _mb(system.peak_rss_bytes()),
+        "peak_rss_mb": _mb(memory.overall()),
     }
     result["verdicts"] = verdicts(result)
     for c in live:
@@ -134,42 +129,18 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
         cs.open_contestant(c, config.device, threads)
         if c.error:
             log(f"  skipped: {c.error}")
-    notes: list[str] = []
-    loaded, ckpt_path = None, None
-    rss = system.rss_bytes()
-    if config.checkpoints or config.demo:
-        from ..model.checkpoint import load_checkpoint
-        from ..model.demo import demo_checkpoint_path, demo_model
-
-        if config.checkpoints:
-            ckpt_path = config.checkpoints[0]
-            log(f"loading the PyTorch reference {ckpt_path}")
-            loaded = load_checkpoint(ckpt_path, trust=config.trust_checkpoint)
-        else:
-            loaded, ckpt_path = demo_model(), demo_checkpoint_path()
-            notes.append("the built-in demo model (" + "; ".join(loaded.notes[:1]) + ")")
-    else:
-        found, why = cs.recorded_checkpoint([(str(c.path), c.spec) for c in artifacts if c.spec is not None])
-        if found is not None:
-            from ..model.checkpoint import load_checkpoint
-
-            log(f"loading the PyTorch reference {found} (recorded in the artifact, hash matches)")
-            loaded, ckpt_path = load_checkpoint(found, trust=config.trust_checkpoint), found
-            notes.append(f"reference checkpoint {found} found through the artifact's metadata (SHA-256 matches)")
-        else:
-            notes += why
+    loaded, ckpt_path, load_bytes, notes = _torch_reference(config, artifacts, log)
     rows: list[cs.Contestant] = []
     reference = None
     if loaded is not None:
         reference = cs.torch_contestant(loaded, role="reference", path=ckpt_path)
-        # The weights were read before the backend opened: count them as its memory too.
-        reference.facts["host_load_bytes"] = cs.growth(rss, system.rss_bytes())
+        reference.facts["host_load_bytes"] = load_bytes  # weights read before the backend opened
         rows.append(reference)
         rows += [cs.torch_contestant(loaded, options=v, path=ckpt_path) for v in config.torch_variants]
         for extra in config.checkpoints[1:]:
-            from ..model.checkpoint import load_checkpoint
-
-            rows.append(cs.torch_contestant(load_checkpoint(extra, trust=config.trust_checkpoint), path=extra))
+            other, other_bytes = _measured(lambda p=extra: _load_checkpoint(p, config.trust_checkpoint))
+            rows.append(cs.torch_contestant(other, path=extra))
+            rows[-1].facts["host_load_bytes"] = other_bytes
     elif config.torch_variants:
         raise UserError("--torch-variant needs a PyTorch model: give --checkpoint or --demo")
     for c in rows:
@@ -191,6 +162,43 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
             if c.backend is not None and c is not reference and not cs.same_model(reference.spec, c.spec):
                 notes.append(f"{c.path} does not record the reference's weights: fidelity compares different models?")
     return rows + artifacts, reference, notes
+
+
+def _load_checkpoint(path: Path, trust: bool) -> Any:
+    from ..model.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, trust=trust)
+
+
+def _measured(load: Callable[[], Any]) -> tuple[Any, int | None]:
+    """Run ``load`` and return its result with the host memory it added (torch is imported
+    first, so the library itself is not counted as the model's memory)."""
+    import torch  # noqa: F401
+
+    rss = system.rss_bytes()
+    obj = load()
+    return obj, cs.growth(rss, system.rss_bytes())
+
+
+def _torch_reference(config: BenchConfig, artifacts: list[cs.Contestant], log: Log):
+    """(LoadedCheckpoint or None, its path, host bytes of loading it, notes): --checkpoint,
+    --demo, or the checkpoint the artifacts record (when present with a matching hash)."""
+    if config.checkpoints:
+        path = config.checkpoints[0]
+        log(f"loading the PyTorch reference {path}")
+        loaded, load_bytes = _measured(lambda: _load_checkpoint(path, config.trust_checkpoint))
+        return loaded, path, load_bytes, []
+    if config.demo:
+        from ..model.demo import demo_checkpoint_path, demo_model
+
+        loaded, load_bytes = _measured(demo_model)
+        return loaded, demo_checkpoint_path(), load_bytes, [f"the built-in demo model ({'; '.join(loaded.notes[:1])})"]
+    found, notes = cs.recorded_checkpoint([(str(c.path), c.spec) for c in artifacts if c.spec is not None])
+    if found is None:
+        return None, None, None, notes
+    log(f"loading the PyTorch reference {found} (recorded in the artifact, hash matches)")
+    loaded, load_bytes = _measured(lambda: _load_checkpoint(found, config.trust_checkpoint))
+    return loaded, found, load_bytes, [f"reference checkpoint {found} found through the artifact's metadata (SHA-256 matches)"]
 
 
 def _unique_names(contestants: list[cs.Contestant]) -> None:
@@ -234,44 +242,13 @@ def _cpu_peak(config: BenchConfig, log: Log) -> dict[str, Any] | None:
     return {"value": system.measure_cpu_peak_gflops(), "source": "measured: NumPy float32 matmul 1536^3, best of 5"}
 
 
-# --- inputs ---------------------------------------------------------------------------------
-
-
-def _photos(config: BenchConfig) -> tuple[list[tuple[str, np.ndarray]], str]:
-    if config.images is not None:
-        if not config.images.is_dir():
-            raise UserError(f"--images '{config.images}' is not a folder")
-        paths = list_images(config.images)[: config.max_images]
-        photos = [(p.name, img) for p in paths if (img := read_image(p)) is not None]
-        if not photos:
-            raise UserError(f"--images '{config.images}' holds no readable images")
-        return photos, f"{len(photos)} images from {config.images}"
-    photos = sample_photos(config.max_images)
-    if photos:
-        return photos, f"{len(photos)} real photographs shipped with scikit-image/scikit-learn/matplotlib"
-    try:
-        from ..export.verify import random_frames
-    except ImportError:
-        raise UserError("no sample photos installed (scikit-image/scikit-learn); give --images DIR") from None
-    frames = random_frames(4, (512, 512))
-    return [(f"random-{i}", f) for i, f in enumerate(frames)], "4 seeded synthetic frames (no photographs found)"
-
-
-def _frame_sets(photos: list[tuple[str, np.ndarray]], frame_size: tuple[int, int], batch: int) -> list[list[np.ndarray]]:
-    """Batches of photos resized to the frame size ahead of time (decoding is not timed)."""
-    h, w = frame_size
-    frames = [cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for _, img in photos]
-    count = max(1, min(len(frames), 4))
-    return [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(count)]
-
-
 # --- one cell -------------------------------------------------------------------------------
 
 
-def _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, bar) -> dict[str, Any]:
+def _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, memory, bar) -> dict[str, Any]:
     h, w = size
     cell: dict[str, Any] = {"size": f"{h}x{w}", "height": h, "width": w, "batch": batch, "skipped": [], "runners": []}
-    frame_sets = _frame_sets(photos, config.frame_size or size, batch)
+    frame_sets = frame_sets_for(photos, config.frame_size or size, batch)
     for c in contestants:
         reason = cs.cannot_run(c, size, batch)
         if reason is not None:
@@ -281,15 +258,21 @@ def _run_cell(config, contestants, reference, size, batch, photos, fidelity, fir
         cell["runners"].append((c, Runner(c.name, seg, frame_sets)))
     if not cell["runners"]:
         return cell
-    _fidelity(reference, cell["runners"], size, photos, fidelity, bar)
+    bar.set_description(f"{h}x{w} fidelity on {len(photos)} images")
+    measure_fidelity(reference, cell["runners"], size, photos, fidelity)
     for c, runner in cell["runners"]:
         bar.set_description(f"{h}x{w} b{batch} warm-up {c.name}")
         rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
+        memory.start()
         runner.warm_up(config.warmup)
+        during = memory.stop()
         if c.name not in first_warmup:
+            # Memory of a backend: what loading it added, plus the peak above the level before
+            # its first calls (activations, arenas). GPU: caching allocators and arenas keep
+            # what they used, so the device's used memory after the calls shows the peak.
             first_warmup.add(c.name)
             c.facts["host_bytes"] = _sum(c.facts.get("host_load_bytes"), c.facts.get("host_open_bytes"),
-                                         cs.growth(rss, system.rss_bytes()))
+                                         cs.growth(rss, during))
             c.facts["gpu_bytes"] = _sum(c.facts.get("gpu_open_bytes"), cs.growth(gpu, system.gpu_used_bytes()))
     bar.set_description(f"{h}x{w} b{batch} timing")
     runners = [r for _, r in cell["runners"]]
@@ -324,42 +307,6 @@ def _sum(*values: int | None) -> int | None:
 
 def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
-
-
-# --- fidelity -------------------------------------------------------------------------------
-
-
-def network_outputs(seg: StageTimedSegmenter, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(labels, logits or None) of one frame at the network resolution."""
-    frames = [frame] * (seg.batch_size or 1)  # fixed-batch artifacts: fill the batch
-    output = seg.infer(seg.preprocess(frames))[:1]
-    labels = processing.labels_from_output(output, seg.spec)[0]
-    logits = output[0] if seg.spec.output_kind == "logits" else None
-    return labels, logits
-
-
-def _fidelity(reference, runners, size, photos, fidelity, bar) -> None:
-    """Agreement of every runner with the reference on the photos, once per size."""
-    todo = [(c, r) for c, r in runners if (c.name, size) not in fidelity and c is not reference]
-    if not todo:
-        return
-    ref = next((r for c, r in runners if c is reference), None)
-    if ref is None:
-        for c, _ in todo:
-            fidelity[(c.name, size)] = None
-        return
-    bar.set_description(f"{size[0]}x{size[1]} fidelity on {len(photos)} images")
-    label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
-    acc = {c.name: ComparisonAccumulator(label_classes) for c, _ in todo}
-    for _, photo in photos:
-        ref_labels, ref_logits = network_outputs(ref.segmenter, photo)
-        for c, runner in todo:
-            labels, logits = network_outputs(runner.segmenter, photo)
-            acc[c.name].add(ref_labels, labels, ref_logits, logits)
-    for c, _ in todo:
-        result = acc[c.name].result().to_dict()
-        result["images"] = len(photos)
-        fidelity[(c.name, size)] = result
 
 
 def _progress(config: BenchConfig, cells: int, calls_per_round: int):

@@ -87,14 +87,42 @@ def rss_bytes() -> int | None:
         return None
 
 
-def peak_rss_bytes() -> int | None:
-    """Peak resident set size of this process so far."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+def _vm_hwm() -> int | None:
+    match = re.search(r"^VmHWM:\s+(\d+)\s+kB", _read("/", "proc/self/status") or "", re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+class PeakRss:
+    """Peak resident memory of one stretch of this process (a backend's first calls).
+
+    Linux keeps the peak (VmHWM) and lets a process reset it to the current RSS by writing
+    5 to /proc/self/clear_refs, so transient allocations that are freed again (PyTorch's
+    activations) count as well as arenas that stay (onnxruntime's). Elsewhere only the RSS
+    after the stretch is seen.
+    """
+
+    def __init__(self) -> None:
+        self.process_peak = _vm_hwm() or 0
+        self._exact = False
+
+    def start(self) -> None:
+        self.process_peak = max(self.process_peak, _vm_hwm() or 0)
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._exact = _vm_hwm() is not None
+        except OSError:
+            self._exact = False
+
+    def stop(self) -> int | None:
+        """Peak RSS since ``start`` (or the RSS now where the peak cannot be reset)."""
+        peak = _vm_hwm() if self._exact else rss_bytes()
+        self.process_peak = max(self.process_peak, peak or 0)
+        return peak
+
+    def overall(self) -> int | None:
+        """Peak RSS of the whole process so far."""
+        return max(self.process_peak, _vm_hwm() or 0) or None
 
 
 def measure_cpu_peak_gflops(n: int = 1536, repeats: int = 5) -> float:
