@@ -199,3 +199,17 @@ def test_torch_cuda_graph_replays_the_eager_result(checkpoint5):
         out = graphed.infer(batch)
         np.testing.assert_allclose(out, eager, atol=1e-3)
     assert set(graphed.last_stage_times) == {"h2d", "compute", "d2h"}
+
+
+def test_fixed_size_exports_of_one_model_form_one_backend_across_sizes(export_model5, tmp_path):
+    small, large = export_model5(), export_model5(size=(96, 160))  # no checkpoint recorded
+    code = main([str(small), str(large), "--sizes", "64x128,96x160", "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 0
+    result = report.load_json(tmp_path / "r.json")
+    first, second = result["cells"]
+    assert [r["name"] for r in first["rows"]] == ["ort fp32"] == [r["name"] for r in second["rows"]]
+    assert first["rows"][0]["artifact"] == str(small) and second["rows"][0]["artifact"] == str(large)
+    assert first["gflop_source"] == f"counted from {small.name}" and second["gflop_source"] == f"counted from {large.name}"
+    # the reference (the FP32 ONNX model at 64x128) cannot run at 96x160: no ratios there
+    assert first["rows"][0]["role"] == "reference" and first["rows"][0]["speedup"] == 1.0
+    assert second["rows"][0]["speedup"] is None and second["rows"][0]["fidelity"] is None

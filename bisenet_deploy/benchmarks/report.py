@@ -145,9 +145,12 @@ def cell_tables(cell: dict[str, Any], markdown: bool = False) -> list[str]:
         by_start = [{w["start_s"]: w["fps"] for w in r.get("windows") or []} for r in rows]
         lines += _table(["FPS over time"] + [f"{s:g}s" for s in starts],
                         [[r["name"]] + [_f(fps.get(s), 1) for s in starts] for r, fps in zip(rows, by_start)], markdown)
+    if not any(r["role"] == "reference" for r in rows):
+        lines += ["", f"the reference does not run at {cell['size']} batch {cell['batch']}: no speed-ups or fidelity here"]
     if cell.get("skipped"):
         lines.append("")
-        lines += [f"not run at {cell['size']} batch {cell['batch']}: {s['name']} ({s['reason']})" for s in cell["skipped"]]
+        lines += [f"not run at {cell['size']} batch {cell['batch']}: {s['name']}"
+                  + (f" ({s['artifact']})" if s.get("artifact") else "") + f": {s['reason']}" for s in cell["skipped"]]
     if cell.get("gflop_source"):
         lines.append(f"FLOPs: {cell['gflop_source']}")
     return lines

@@ -46,7 +46,9 @@ class FlopCounter:
 
     def gflop(self, size: tuple[int, int], batch: int) -> tuple[float | None, str]:
         """(GFLOP of one call with ``batch`` frames of ``size``, how it was obtained)."""
-        for c, fixed_batch, dynamic in self.sources:
+        size = tuple(size)
+        # Graphs that can be counted at exactly this size first, then fixed ones to scale.
+        for c, fixed_batch, dynamic in sorted(self.sources, key=lambda s: not (s[2] or tuple(s[0].spec.input_size) == size)):
             own = tuple(c.spec.input_size)
             at = size if dynamic else own
             per_call = self._count(c, fixed_batch or 1, at)

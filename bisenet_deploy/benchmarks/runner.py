@@ -72,7 +72,7 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
 
     cells = []
     fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None] = {}
-    first_warmup: set[str] = set()
+    first_warmup: set[int] = set()  # id() of contestants whose memory is measured
     memory = system.PeakRss()
     runnable = sum(cs.cannot_run(c, s, b) is None for s in sizes for b in batches for c in live)
     bar = _progress(config, len(sizes) * len(batches), runnable)
@@ -202,11 +202,23 @@ def _torch_reference(config: BenchConfig, artifacts: list[cs.Contestant], log: L
 
 
 def _unique_names(contestants: list[cs.Contestant]) -> None:
-    seen: dict[str, int] = {}
+    """Add the file name where two rows could meet in one cell under the same name. Fixed
+    artifacts of different sizes never meet: they keep one name, so tables and the plot
+    show them as one backend across sizes."""
+    def fixed_size(c: cs.Contestant):
+        if c.backend is None:
+            return None
+        _, h, w = cs.fixed_dims(c.backend, c.spec)
+        return None if h is None or w is None else (h, w)
+
+    clash = set()
+    for i, a in enumerate(contestants):
+        for b in contestants[i + 1 :]:
+            fa, fb = fixed_size(a), fixed_size(b)
+            if a.name == b.name and (fa is None or fb is None or fa == fb):
+                clash.add(a.name)
     for c in contestants:
-        seen[c.name] = seen.get(c.name, 0) + 1
-    for c in contestants:
-        if seen[c.name] > 1 and c.path is not None:
+        if c.name in clash and c.path is not None:
             c.name = f"{c.name} [{c.path.name}]"
 
 
@@ -252,7 +264,7 @@ def _run_cell(config, contestants, reference, size, batch, photos, fidelity, fir
     for c in contestants:
         reason = cs.cannot_run(c, size, batch)
         if reason is not None:
-            cell["skipped"].append({"name": c.name, "reason": reason})
+            cell["skipped"].append({"name": c.name, "artifact": c.path.name if c.path else None, "reason": reason})
             continue
         seg = StageTimedSegmenter(c.backend, spec=c.spec.replace(input_size=size))
         cell["runners"].append((c, Runner(c.name, seg, frame_sets)))
@@ -266,11 +278,11 @@ def _run_cell(config, contestants, reference, size, batch, photos, fidelity, fir
         memory.start()
         runner.warm_up(config.warmup)
         during = memory.stop()
-        if c.name not in first_warmup:
+        if id(c) not in first_warmup:
             # Memory of a backend: what loading it added, plus the peak above the level before
             # its first calls (activations, arenas). GPU: caching allocators and arenas keep
             # what they used, so the device's used memory after the calls shows the peak.
-            first_warmup.add(c.name)
+            first_warmup.add(id(c))
             c.facts["host_bytes"] = _sum(c.facts.get("host_load_bytes"), c.facts.get("host_open_bytes"),
                                          cs.growth(rss, during))
             c.facts["gpu_bytes"] = _sum(c.facts.get("gpu_open_bytes"), cs.growth(gpu, system.gpu_used_bytes()))
