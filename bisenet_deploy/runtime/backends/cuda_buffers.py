@@ -39,9 +39,12 @@ def cudart() -> Any:
         try:
             from cuda.bindings import runtime
         except ImportError:
-            raise CudaUnavailable(
-                "cuda-python is not installed (needed for GPU inference): pip install 'bisenet-deploy[gpu]'"
-            ) from None
+            try:  # cuda-python before 12.6 (e.g. next to older JetPacks): same API, older name
+                from cuda import cudart as runtime
+            except ImportError:
+                raise CudaUnavailable(
+                    "cuda-python is not installed (needed for GPU inference): pip install 'bisenet-deploy[gpu]'"
+                ) from None
         _RT = runtime
     return _RT
 
@@ -301,6 +304,9 @@ def _c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...] | None, items
     return True
 
 
+_LEGACY_STREAM = 1  # cudaStreamLegacy, the default stream torch and cupy use unless told otherwise
+
+
 def _from_cuda_array_interface(obj: Any) -> DeviceArray:
     cai = obj.__cuda_array_interface__
     shape = tuple(int(d) for d in cai["shape"])
@@ -308,7 +314,10 @@ def _from_cuda_array_interface(obj: Any) -> DeviceArray:
     strides = cai.get("strides")
     if not _c_contiguous(shape, tuple(strides) if strides is not None else None, dtype.itemsize):
         raise UserError("GPU input must be C-contiguous (call .contiguous() / cupy.ascontiguousarray first)")
-    stream = cai.get("stream")
+    # Version 3 producers name the stream their work is on (None: nothing to wait for).
+    # Version 2 producers (torch) say nothing: their work is on the legacy default stream,
+    # which a non-blocking stream does not wait for by itself.
+    stream = cai["stream"] if "stream" in cai else _LEGACY_STREAM
     return DeviceArray(int(cai["data"][0]), shape, dtype, _DL_CUDA, int(stream) if stream else None, obj)
 
 
@@ -336,22 +345,46 @@ class _DLManagedTensor(ctypes.Structure):
     _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
 
 
-# A private prototype, so we never change ctypes.pythonapi's global argtypes.
+class _DLManagedTensorVersioned(ctypes.Structure):
+    _fields_ = [
+        ("version_major", ctypes.c_uint32),
+        ("version_minor", ctypes.c_uint32),
+        ("manager_ctx", ctypes.c_void_p),
+        ("deleter", ctypes.c_void_p),
+        ("flags", ctypes.c_uint64),
+        ("dl_tensor", _DLTensor),
+    ]
+
+
+# Private prototypes, so we never change ctypes.pythonapi's global argtypes.
 _capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
     ("PyCapsule_GetPointer", ctypes.pythonapi)
 )
+_capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+
+
+def _dl_tensor(capsule: Any) -> _DLTensor:
+    name = _capsule_name(capsule)
+    if name == b"dltensor":
+        return _DLManagedTensor.from_address(_capsule_pointer(capsule, name)).dl_tensor
+    if name == b"dltensor_versioned":
+        return _DLManagedTensorVersioned.from_address(_capsule_pointer(capsule, name)).dl_tensor
+    raise UserError(f"not a DLPack capsule (name {name!r})")
 
 
 def dlpack_array(obj: Any, stream: int | None = None) -> DeviceArray:
-    """Read pointer, shape and dtype of ``obj`` through the (unversioned) DLPack protocol.
+    """Read pointer, shape and dtype of ``obj`` through the DLPack protocol.
 
-    ``stream`` is the consumer stream: the producer makes its pending work visible there.
-    The capsule is only read, not consumed, so its own destructor releases it.
+    ``stream`` is the consumer stream: a CUDA producer makes its pending work visible there
+    (torch and cupy insert the wait themselves). The capsule is only read, not consumed, so
+    its own destructor releases it; ``owner`` keeps the memory alive.
     """
     device_type = int(obj.__dlpack_device__()[0])
-    capsule = obj.__dlpack__(stream=stream) if device_type in (_DL_CUDA, _DL_CUDA_MANAGED) else obj.__dlpack__()
-    managed = _DLManagedTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
-    t = managed.dl_tensor
+    try:
+        capsule = obj.__dlpack__(stream=stream) if device_type in (_DL_CUDA, _DL_CUDA_MANAGED) else obj.__dlpack__()
+    except (RuntimeError, BufferError, TypeError, ValueError) as exc:
+        raise UserError(f"cannot read the GPU input through DLPack: {str(exc).strip().splitlines()[0]}") from None
+    t = _dl_tensor(capsule)
     if t.dtype.lanes != 1 or t.dtype.code not in _DL_TYPES:
         raise UserError(f"unsupported DLPack dtype (code {t.dtype.code}, {t.dtype.bits} bits, {t.dtype.lanes} lanes)")
     dtype = np.dtype(f"{_DL_TYPES[t.dtype.code]}{t.dtype.bits // 8}") if t.dtype.code != 6 else np.dtype(bool)
@@ -364,12 +397,16 @@ def dlpack_array(obj: Any, stream: int | None = None) -> DeviceArray:
 
 
 def device_array(obj: Any, stream: int | None = None) -> DeviceArray | None:
-    """A ``DeviceArray`` when ``obj`` lives on a CUDA device, else None (a host array)."""
+    """A ``DeviceArray`` when ``obj`` lives on a CUDA device, else None (a host array).
+
+    DLPack comes first: it lets the producer order its pending work before ``stream``.
+    The CUDA array interface is the fallback (numba and older producers).
+    """
     if isinstance(obj, np.ndarray):
         return None
-    if hasattr(obj, "__cuda_array_interface__"):
-        return _from_cuda_array_interface(obj)
     if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
         if int(obj.__dlpack_device__()[0]) in (_DL_CUDA, _DL_CUDA_MANAGED):
             return dlpack_array(obj, stream)
+    if hasattr(obj, "__cuda_array_interface__"):
+        return _from_cuda_array_interface(obj)
     return None
