@@ -147,3 +147,16 @@ def test_no_gpu_is_one_clear_line(built):
     with pytest.raises(CudaUnavailable) as info:
         open_backend(built)
     assert "needs an NVIDIA GPU" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_runtime_side_imports_neither_torch_nor_tensorrt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bisenet_deploy.runtime.backends.tensorrt, bisenet_deploy.engine_sidecar;"
+        "bad = [m for m in ('torch', 'tensorrt', 'tensorrt_rtx', 'onnx') if m in sys.modules];"
+        "sys.exit(str(bad) if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
