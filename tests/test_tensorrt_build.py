@@ -186,3 +186,9 @@ def test_layer_report_needs_a_gpu_or_is_written(trt, tmp_path):
     else:
         report = json.loads(build.layers_path.read_text())
         assert report.get("Layers")
+
+
+def test_engine_options_need_engine(checkpoint5, tmp_path, capsys):
+    code, _, err = run_cli(capsys, checkpoint5, "-o", tmp_path / "m.onnx", "--dla", "0")
+    assert "--dla is a TensorRT build option; add --engine" in one_line_error(code, err)
+    assert not (tmp_path / "m.onnx").exists()

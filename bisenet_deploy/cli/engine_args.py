@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import UserError
+
 EXAMPLES = """\
   bisenet-export model.pth --engine              # -> model.onnx + model.fp32.engine (+ .engine.json)
   bisenet-export model.int8.onnx --engine        # engine from an existing ONNX model
@@ -56,12 +58,20 @@ def _cc_list(text: str) -> tuple[str, ...]:
     return items
 
 
-def check_engine_builder(args: argparse.Namespace) -> None:
-    """With --engine, fail before a long export when TensorRT cannot be imported."""
-    if args.engine:
-        from ..runtime.backends.tensorrt_loading import load_tensorrt
+_ENGINE_ONLY = ("min_shape", "opt_shape", "max_shape", "workspace", "opt_level", "timing_cache", "dla")
 
-        load_tensorrt(args.tensorrt)
+
+def check_engine_args(args: argparse.Namespace) -> None:
+    """Engine options need --engine; with it, fail before a long export when TensorRT is missing."""
+    if not args.engine:
+        given = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
+        given += [n for n in ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability") if getattr(args, n)]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} is a TensorRT build option; add --engine")
+        return
+    from ..runtime.backends.tensorrt_loading import load_tensorrt
+
+    load_tensorrt(args.tensorrt)
 
 
 def build_engines_from_args(
@@ -89,4 +99,4 @@ def build_engines_from_args(
     return 0
 
 
-__all__ = ["EXAMPLES", "add_engine_arguments", "build_engines_from_args", "check_engine_builder", "shape_arg"]
+__all__ = ["EXAMPLES", "add_engine_arguments", "build_engines_from_args", "check_engine_args", "shape_arg"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import UserError
 from .common import HelpFormatter, choices_list, cli_entry, size_arg
 from .engine_args import EXAMPLES as ENGINE_EXAMPLES
-from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_builder
+from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
 
 PROG = "bisenet-export"
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 "or add --engine to build a TensorRT engine from it"
             )
         return build_engines_from_args(args, [args.checkpoint], args.output, log)
-    check_engine_builder(args)
+    check_engine_args(args)
 
     # torch is imported here, not at module import, so `--help` stays instant.
     from ..export.onnx import ExportOptions
