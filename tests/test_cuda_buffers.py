@@ -11,6 +11,7 @@ import pytest
 
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.runtime.backends import cuda_buffers as cb
+from bisenet_deploy.runtime.backends import device_arrays as da
 from tests.trt_fixtures import gpu_problem, importable
 
 GPU_PROBLEM = gpu_problem()
@@ -19,14 +20,14 @@ needs_gpu = pytest.mark.skipif(GPU_PROBLEM is not None, reason=f"needs a CUDA GP
 
 def test_dlpack_pointer_shape_and_dtype_from_numpy():
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
-    view = cb.dlpack_array(a)
+    view = da.dlpack_array(a)
     assert view.ptr == a.ctypes.data and view.shape == (2, 3, 4) and view.dtype == np.float32
     assert not view.on_gpu and view.nbytes == a.nbytes
     offset = a[1]  # a view with a byte offset into the same memory
-    assert cb.dlpack_array(offset).ptr == a.ctypes.data + 12 * 4
-    assert cb.dlpack_array(np.zeros((2, 2), np.uint8)).dtype == np.uint8
+    assert da.dlpack_array(offset).ptr == a.ctypes.data + 12 * 4
+    assert da.dlpack_array(np.zeros((2, 2), np.uint8)).dtype == np.uint8
     with pytest.raises(UserError, match="C-contiguous"):
-        cb.dlpack_array(a[:, :, ::2])
+        da.dlpack_array(a[:, :, ::2])
 
 
 def test_versioned_dlpack_capsules_are_read_too():
@@ -35,16 +36,16 @@ def test_versioned_dlpack_capsules_are_read_too():
         capsule = a.__dlpack__(max_version=(1, 0))
     except TypeError:
         pytest.skip("this numpy exports no versioned DLPack capsules")
-    t = cb._dl_tensor(capsule)  # valid while the capsule lives
+    t = da._dl_tensor(capsule)  # valid while the capsule lives
     assert t.data == a.ctypes.data and [t.shape[i] for i in range(t.ndim)] == [2, 3] and t.dtype.bits == 16
 
 
 def test_host_arrays_are_not_device_arrays():
-    assert cb.device_array(np.zeros(3)) is None
-    assert cb.device_array([1, 2, 3]) is None
+    assert da.device_array(np.zeros(3)) is None
+    assert da.device_array([1, 2, 3]) is None
     torch = importable("torch")
     if torch is not None:
-        assert cb.device_array(torch.zeros(3)) is None  # CPU tensor: host path
+        assert da.device_array(torch.zeros(3)) is None  # CPU tensor: host path
 
 
 class _Producer:
@@ -57,16 +58,16 @@ class _Producer:
 
 
 def test_cuda_array_interface_parsing():
-    view = cb.device_array(_Producer(0x7F0000001000, (1, 3, 4, 8), "<f4", stream=5))
+    view = da.device_array(_Producer(0x7F0000001000, (1, 3, 4, 8), "<f4", stream=5))
     assert view.ptr == 0x7F0000001000 and view.shape == (1, 3, 4, 8) and view.dtype == np.float32
     assert view.stream == 5 and view.on_gpu
-    assert cb.device_array(_Producer(16, (4, 4), "|u1", strides=(4, 1))).dtype == np.uint8
-    assert cb.device_array(_Producer(16, (4,), "<f4", stream=None)).stream is None  # v3: nothing to wait for
+    assert da.device_array(_Producer(16, (4, 4), "|u1", strides=(4, 1))).dtype == np.uint8
+    assert da.device_array(_Producer(16, (4,), "<f4", stream=None)).stream is None  # v3: nothing to wait for
     legacy = _Producer(16, (4,), "<f4")
     del legacy.__cuda_array_interface__["stream"]  # a version-2 producer such as torch
-    assert cb.device_array(legacy).stream == 1
+    assert da.device_array(legacy).stream == 1
     with pytest.raises(UserError, match="C-contiguous"):
-        cb.device_array(_Producer(16, (4, 4), "<f4", strides=(4, 16)))
+        da.device_array(_Producer(16, (4, 4), "<f4", strides=(4, 16)))
 
 
 @pytest.mark.skipif(GPU_PROBLEM is None, reason="this machine has a GPU")
@@ -143,7 +144,7 @@ def test_device_pointers_from_torch():
         pytest.skip("needs torch with CUDA")
     t = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4) * 2  # queued on torch's stream
     expected = t.cpu().numpy()
-    via_cai = cb._from_cuda_array_interface(t)
+    via_cai = da._from_cuda_array_interface(t)
     assert via_cai.ptr == t.data_ptr() and via_cai.stream == 1  # v2 producer: wait on the legacy stream
     _check_copy_back(t, expected)
     _check_copy_back(via_cai, expected)
@@ -157,8 +158,8 @@ def test_device_pointers_from_cupy():
         pytest.skip("needs cupy")
     a = cupy.arange(12, dtype=cupy.float32).reshape(3, 4) * 2
     expected = cupy.asnumpy(a)
-    assert cb.device_array(a).ptr == a.data.ptr
-    assert cb._from_cuda_array_interface(a).ptr == a.data.ptr
+    assert da.device_array(a).ptr == a.data.ptr
+    assert da._from_cuda_array_interface(a).ptr == a.data.ptr
     _check_copy_back(a, expected)
 
 
@@ -166,7 +167,7 @@ def _check_copy_back(obj, expected: np.ndarray) -> None:
     """Read ``obj`` on our own non-blocking stream, ordered after its producer's work."""
     stream, producer = cb.Stream(), cb.Event()
     with cb.closing_all(producer, stream):
-        view = obj if isinstance(obj, cb.DeviceArray) else cb.device_array(obj, stream.ptr)
+        view = obj if isinstance(obj, da.DeviceArray) else da.device_array(obj, stream.ptr)
         assert view.on_gpu and view.shape == expected.shape and view.dtype == expected.dtype
         host = cb.PinnedBuffer(view.nbytes)
         with cb.closing_all(host):

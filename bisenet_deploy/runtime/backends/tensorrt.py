@@ -39,9 +39,9 @@ from .cuda_buffers import (
     copy_dtod_async,
     copy_dtoh_async,
     copy_htod_async,
-    device_array,
     require_gpu,
 )
+from .device_arrays import device_array
 from .tensorrt_loading import engine_validity_problem, flavour, load_tensorrt, logger_for, version_of
 
 
