@@ -145,6 +145,8 @@ def build_engine(
     check_output_path(engine_path)
     if engine_path.resolve() == facts.path.resolve():
         raise UserError(f"engine output '{engine_path}' would overwrite the ONNX model")
+    if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
+        raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
     trt = trt if trt is not None else load_tensorrt(options.tensorrt)
     logger = logger_for(trt, options.verbose)
     logger.clear()
@@ -160,53 +162,9 @@ def build_engine(
         raise ArtifactError(f"TensorRT cannot parse '{facts.path}': {compat.parser_failure(parser, logger)}")
     if network.num_inputs != 1:
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
-    net_input = network.get_input(0)
-    dims = tuple(int(d) for d in net_input.shape)
-
     config = builder.create_builder_config()
-    build: dict[str, Any] = {"strongly_typed": strongly_typed, "input": {"name": net_input.name, "shape": fmt(dims)}}
-    build["precision_flags"] = compat.set_precision_flags(trt, config, facts.precision, strongly_typed)
-    if options.workspace_mb is not None:
-        build["workspace_mb"] = options.workspace_mb
-        build["workspace_api"] = compat.set_workspace(trt, config, options.workspace_mb << 20)
-    if options.optimization_level is not None:
-        if not 0 <= options.optimization_level <= 5:
-            raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
-        if compat.set_optimization_level(config, options.optimization_level):
-            build["optimization_level"] = options.optimization_level
-        else:
-            notes.append("this TensorRT has no builder optimization level; --opt-level ignored")
-    compat.set_detailed_profiling(trt, config)
-    targets = compat.set_compute_capabilities(trt, config, tuple(options.compute_capabilities))
-    if options.dla_core is not None:
-        compat.use_dla(trt, builder, config, options.dla_core)
-        build["dla_core"] = options.dla_core
-        if facts.precision == "fp32":
-            notes.append("DLA runs FP16/INT8 only: an fp32 ONNX runs on the GPU (export --precision fp16 or int8)")
-
-    profile = profile_for(dims, facts.spec, (options.min_shape, options.opt_shape, options.max_shape))
-    if profile is not None:
-        opt_profile = builder.create_optimization_profile()
-        opt_profile.set_shape(net_input.name, *profile)
-        config.add_optimization_profile(opt_profile)
-        build["profile"] = {"min": fmt(profile[0]), "opt": fmt(profile[1]), "max": fmt(profile[2])}
-        log(f"  optimization profile {net_input.name}: min {fmt(profile[0])}, opt {fmt(profile[1])}, max {fmt(profile[2])}")
-
-    cache_path = _timing_cache_path(options.timing_cache, engine_path, trt)
-    cache_read = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
-    cache_info: dict[str, Any] = {}
-    if cache_path is not None:
-        cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
-        if cache is None:
-            cache_path = None
-            notes.append("this TensorRT has no timing cache")
-        else:
-            cache_info = {"path": os.path.relpath(cache_path.resolve(), engine_path.parent.resolve()), "loaded_bytes": len(cache_read), "accepted": accepted,
-                          "effective": effective}
-            if cache_read and not accepted:
-                notes.append(f"timing cache {cache_path.name} is from another GPU or TensorRT; starting a new one")
-            if not effective:
-                notes.append("this TensorRT ignores timing caches (TensorRT-RTX); the file is kept for the record")
+    build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log)
+    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes)
 
     from tqdm import tqdm
 
@@ -223,21 +181,15 @@ def build_engine(
     ignored = ("timing cache",) if cache_info and not cache_info["effective"] else ()
     for warning in [w for w in logger.warnings() if not any(i in w.lower() for i in ignored)][:5]:
         log(f"  TensorRT warning: {warning[:300]}")
-
     if cache_path is not None:
         data = compat.timing_cache_bytes(config) or b""
         if data:
             write_bytes_atomic(cache_path, data)
         build["timing_cache"] = {**cache_info, "saved_bytes": len(data)}
-
-    layers_path = None
-    if options.layer_report:
-        layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes)
-        build["layer_report"] = layers_path.name if layers_path else None
-
     del parser, network, config, builder, monitor
+
     sidecar = EngineSidecar(
-        engine_sha256="",
+        engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         spec=facts.spec,
         precision=facts.precision,
         tensorrt={"package": flavour(trt), "version": version_of(trt), "strongly_typed": strongly_typed},
@@ -245,7 +197,7 @@ def build_engine(
         target_compute_capabilities=targets,
         cuda=cuda_versions(),
         build=build,
-        onnx={"path": os.path.relpath(facts.path.resolve(), engine_path.parent.resolve()), "sha256": facts.sha256,
+        onnx={"path": _relative(facts.path, engine_path), "sha256": facts.sha256,
               "precision_source": facts.precision_source, "opset": facts.opset},
         calibration=facts.calibration,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -253,9 +205,10 @@ def build_engine(
         rebuild_command=_rebuild_command(facts, engine_path, trt, options, profile),
         tool_versions=tool_versions("tensorrt", "tensorrt_rtx", "onnx", "cuda-python"),
     )
-    sidecar.engine_sha256 = hashlib.sha256(engine_bytes).hexdigest()
     with atomic_output(engine_path) as tmp:
         tmp.write_bytes(engine_bytes)
+        layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes) if options.layer_report else None
+        build["layer_report"] = layers_path.name if layers_path else None
         side = sidecar.write(engine_path)
     if facts.spec is None:
         notes.append(f"{facts.path.name} carries no ModelSpec: the runtime will need one from you")
@@ -264,12 +217,72 @@ def build_engine(
     return EngineBuild(engine_path, side, sidecar, layers_path, notes)
 
 
+def _relative(path: Path, engine_path: Path) -> str:
+    """``path`` as seen from the engine's folder (sidecars travel with their engine)."""
+    return os.path.relpath(path.resolve(), engine_path.parent.resolve())
+
+
+def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineOptions, notes: list[str], log: Log):
+    """Apply precision, memory, level, targets, DLA and the profile; (build record, targets, profile)."""
+    net_input = network.get_input(0)
+    dims = tuple(int(d) for d in net_input.shape)
+    strongly_typed = compat.network_flags(trt)[1]
+    build: dict[str, Any] = {"strongly_typed": strongly_typed, "input": {"name": net_input.name, "shape": fmt(dims)}}
+    build["precision_flags"] = compat.set_precision_flags(trt, config, facts.precision, strongly_typed)
+    if options.workspace_mb is not None:
+        build["workspace_mb"] = options.workspace_mb
+        build["workspace_api"] = compat.set_workspace(trt, config, options.workspace_mb << 20)
+    if options.optimization_level is not None:
+        if compat.set_optimization_level(config, options.optimization_level):
+            build["optimization_level"] = options.optimization_level
+        else:
+            notes.append("this TensorRT has no builder optimization level; --opt-level ignored")
+    compat.set_detailed_profiling(trt, config)
+    targets = compat.set_compute_capabilities(trt, config, tuple(options.compute_capabilities))
+    if options.dla_core is not None:
+        compat.use_dla(trt, builder, config, options.dla_core)
+        build["dla_core"] = options.dla_core
+        if facts.precision == "fp32":
+            notes.append("DLA runs FP16/INT8 only: an fp32 ONNX runs on the GPU (export --precision fp16 or int8)")
+    profile = profile_for(dims, facts.spec, (options.min_shape, options.opt_shape, options.max_shape))
+    if profile is not None:
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(net_input.name, *profile)
+        config.add_optimization_profile(opt_profile)
+        build["profile"] = {"min": fmt(profile[0]), "opt": fmt(profile[1]), "max": fmt(profile[2])}
+        log(f"  optimization profile {net_input.name}: min {fmt(profile[0])}, opt {fmt(profile[1])}, max {fmt(profile[2])}")
+    return build, targets, profile
+
+
+def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str]):
+    """(cache file or None, its record for the sidecar)."""
+    cache_path = _timing_cache_path(options.timing_cache, engine_path, trt)
+    if cache_path is None:
+        return None, {}
+    cache_read = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
+    if cache is None:
+        notes.append("this TensorRT has no timing cache")
+        return None, {}
+    if cache_read and not accepted:
+        notes.append(f"timing cache {cache_path.name} is from another GPU or TensorRT; starting a new one")
+    if not effective:
+        notes.append("this TensorRT ignores timing caches (TensorRT-RTX); the file is kept for the record")
+    record = {"path": _relative(cache_path, engine_path), "loaded_bytes": len(cache_read), "accepted": accepted,
+              "effective": effective}
+    return cache_path, record
+
+
 def _write_layer_report(trt, logger, engine_bytes: bytes, engine_path: Path, gpu, notes: list[str]) -> Path | None:
     """Engine inspector JSON next to the engine, where this machine can load the engine."""
     if gpu is None:
         notes.append("layer report skipped: loading the engine for the inspector needs a GPU (and cuda-python)")
         return None
-    report = compat.layer_report(trt, logger, engine_bytes)
+    try:
+        report = compat.layer_report(trt, logger, engine_bytes)
+    except Exception as exc:  # noqa: BLE001 - the report is a by-product; the engine is fine
+        report = None
+        logger.log(trt.ILogger.Severity.ERROR, f"{type(exc).__name__}: {exc}")
     if report is None:
         notes.append(f"layer report skipped: the engine could not be loaded here ({logger.last_error() or 'no reason'})")
         return None
