@@ -41,8 +41,15 @@ def runtime_module():
     problem = gpu_problem()
     if problem is not None:
         pytest.skip(f"needs a CUDA GPU: {problem}")
-    for name in ("tensorrt", "tensorrt_rtx"):
-        module = importable(name)
-        if module is not None:
-            return module
-    pytest.skip("needs TensorRT (pip install tensorrt, or JetPack) or TensorRT-RTX")
+    trt = importable("tensorrt")
+    if trt is not None:
+        return trt
+    rtx = importable("tensorrt_rtx")
+    if rtx is None:
+        pytest.skip("needs TensorRT (pip install tensorrt, or JetPack) or TensorRT-RTX")
+    from bisenet_deploy.runtime.backends.cuda_buffers import gpu_info
+
+    cc = gpu_info(0)["compute_capability"]
+    if "SM" + cc.replace(".", "") not in rtx.ComputeCapability.__members__:
+        pytest.skip(f"TensorRT-RTX does not target this GPU (compute capability {cc}); install TensorRT")
+    return rtx
