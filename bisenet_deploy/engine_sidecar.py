@@ -104,8 +104,9 @@ def compatibility_problem(
     """Why the engine cannot run with this TensorRT on this GPU, or None when it can.
 
     Engines are tied to the exact TensorRT version, and (for TensorRT) to the GPU model
-    they were tuned on. TensorRT-RTX engines built ahead of time without a GPU name
-    target compute capabilities instead.
+    they were tuned on. TensorRT-RTX engines are portable: they run on the compute
+    capabilities they were built for (explicit targets, or TensorRT-RTX's default set,
+    which its runtime checks itself).
     """
     built = sidecar.tensorrt
     if built.get("package") != package:
@@ -115,7 +116,7 @@ def compatibility_problem(
     if gpu is None:
         return None
     cc = gpu.get("compute_capability")
-    if sidecar.gpu is not None:
+    if sidecar.gpu is not None and not sidecar.build.get("portable_across_gpus"):
         was = sidecar.gpu
         if was.get("compute_capability") != cc or was.get("name") != gpu.get("name"):
             return (

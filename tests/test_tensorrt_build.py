@@ -55,6 +55,8 @@ def test_builds_engine_and_sidecar(trt, tmp_path, precision, dynamic):
                              "strongly_typed": compat.network_flags(trt)[1]}
     # Precision comes from the ONNX: strongly typed builds add no precision flags.
     assert side.build["precision_flags"] == ([] if side.tensorrt["strongly_typed"] else list(compat.PRECISION_FLAGS[precision]))
+    can_target = hasattr(trt.Builder(logger_for(trt)).create_builder_config(), "set_compute_capability")
+    assert side.build["portable_across_gpus"] == can_target
     if dynamic:
         assert side.build["profile"] == {"min": "1x3x32x64", "opt": "1x3x64x128", "max": "4x3x128x256"}
     else:

@@ -239,6 +239,8 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
             notes.append("this TensorRT has no builder optimization level; --opt-level ignored")
     compat.set_detailed_profiling(trt, config)
     targets = compat.set_compute_capabilities(trt, config, tuple(options.compute_capabilities))
+    # Builders that can target other GPUs (TensorRT-RTX) make engines that are not tied to this one.
+    build["portable_across_gpus"] = hasattr(config, "set_compute_capability")
     if options.dla_core is not None:
         compat.use_dla(trt, builder, config, options.dla_core)
         build["dla_core"] = options.dla_core
