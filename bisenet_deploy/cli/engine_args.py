@@ -16,6 +16,11 @@ EXAMPLES = """\
 """
 
 
+# Appended to help texts that already say what "not given" means: renders as nothing and keeps
+# ArgumentDefaultsHelpFormatter from adding "(default: None)".
+_SAID = "%(default).0s"
+
+
 def shape_arg(text: str) -> tuple[int, ...]:
     """``1x3x512x1024`` -> (1, 3, 512, 1024)."""
     try:
@@ -32,23 +37,23 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "TensorRT engine",
         "build model.<precision>.engine (+ .engine.json sidecar) from each ONNX model; precision comes from the ONNX",
     )
-    g.add_argument("--engine", action="store_true", help="build a TensorRT engine from each ONNX model")
+    g.add_argument("--engine", action="store_true", help=f"build a TensorRT engine from each ONNX model{_SAID}")
     for which in ("min", "opt", "max"):
         g.add_argument(f"--{which}-shape", type=shape_arg, metavar="NxCxHxW",
-                       help=f"{which} input shape of a dynamic model (default: from the model's export size)")
-    g.add_argument("--workspace", type=int, metavar="MB", help="TensorRT scratch memory limit (default: TensorRT's)")
+                       help=f"{which} input shape of a dynamic model (default: from the model's export size){_SAID}")
+    g.add_argument("--workspace", type=int, metavar="MB", help=f"TensorRT scratch memory limit (default: TensorRT's){_SAID}")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
-                   help="builder optimization level (default: TensorRT's, 3)")
+                   help=f"builder optimization level (default: TensorRT's, 3){_SAID}")
     g.add_argument("--timing-cache", type=Path, metavar="PATH",
-                   help="timing cache file reused across builds (default: next to the engine, per TensorRT version)")
-    g.add_argument("--no-timing-cache", action="store_true", help="build without a timing cache")
-    g.add_argument("--dla", type=int, metavar="CORE", help="run on this DLA core (Jetson), GPU fallback for the rest")
+                   help=f"timing cache file reused across builds (default: next to the engine, per TensorRT version){_SAID}")
+    g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
+    g.add_argument("--dla", type=int, metavar="CORE", help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",
-                   help="TensorRT-RTX only: GPUs to build for (default: its portable set)")
+                   help=f"TensorRT-RTX only: GPUs to build for (default: its portable set){_SAID}")
     g.add_argument("--tensorrt", choices=("auto", "tensorrt", "tensorrt_rtx"), default="auto",
                    help="TensorRT package to build with (auto: tensorrt, else tensorrt_rtx)")
-    g.add_argument("--no-layer-report", action="store_true", help="do not save the engine inspector's layer report")
-    g.add_argument("--trt-verbose", action="store_true", help="print TensorRT's own log")
+    g.add_argument("--no-layer-report", action="store_true", help=f"do not save the engine inspector's layer report{_SAID}")
+    g.add_argument("--trt-verbose", action="store_true", help=f"print TensorRT's own log{_SAID}")
 
 
 def _cc_list(text: str) -> tuple[str, ...]:
