@@ -176,7 +176,8 @@ def run_checks(out_dir: Path, size_hw: tuple[int, int], tensorrt: str = "auto") 
     engines = {"fp32": out_dir / "demo.fp32.engine"}
     calib = write_calibration_images(out_dir / "calib", size_hw)
     for precision, extra in (("fp16", []), ("int8", ["--calib", str(calib)])):
-        code, why = export_with_engine(out_dir, "demo", size, "--precision", precision, *extra, *engine_args)
+        # Own output names, so the FP32 reference demo.onnx is never replaced by a variant.
+        code, why = export_with_engine(out_dir, f"demo_{precision}", size, "--precision", precision, *extra, *engine_args)
         found = sorted(out_dir.glob(f"*.{precision}.engine"))
         if code != 0 or not found:
             status = "SKIP" if "unrecognized arguments" in why else "FAIL"
