@@ -146,9 +146,19 @@ def test_other_tensorrt_version_is_refused_with_a_command_that_works(built, tmp_
 
 @pytest.mark.skipif(gpu_problem() is None, reason="this machine has a GPU")
 def test_no_gpu_is_one_clear_line(built):
-    with pytest.raises(CudaUnavailable) as info:
-        open_backend(built)
-    assert "needs an NVIDIA GPU" in str(info.value) and "\n" not in str(info.value)
+    from bisenet_deploy.runtime import Segmenter
+
+    for opener in (open_backend, Segmenter):
+        with pytest.raises(CudaUnavailable) as info:
+            opener(built)
+        assert "needs an NVIDIA GPU" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cpu_device_is_refused_clearly(built):
+    from bisenet_deploy.runtime import Segmenter
+
+    with pytest.raises(UserError, match="runs on a CUDA GPU, not on 'cpu'"):
+        Segmenter(built, device="cpu")
 
 
 def test_runtime_side_imports_neither_torch_nor_tensorrt():

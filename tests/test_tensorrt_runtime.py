@@ -99,6 +99,18 @@ def test_gpu_resident_input_needs_no_host_copy(engines):
             backend.infer(on_gpu.half())
 
 
+def test_segmenter_runs_an_engine_unchanged(engines):
+    from bisenet_deploy.runtime import Segmenter
+
+    _, engine = engines["int8", True]
+    frame = np.random.default_rng(3).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    with Segmenter(engine, backend_options={"cuda_graph": True}) as seg:
+        mask = seg(frame)
+        masks = seg.predict_batch([frame, frame[:45]])
+    assert mask.shape == (90, 160) and mask.dtype == np.uint8 and mask.max() < 4
+    assert np.array_equal(masks[0], mask) and masks[1].shape == (45, 160)
+
+
 def test_bad_input_and_closed_backend(engines):
     _, engine = engines["fp32", False]
     backend = open_backend(engine)

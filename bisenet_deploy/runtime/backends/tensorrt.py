@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...engine_sidecar import EngineSidecar, compatibility_problem, mismatch_error, rebuild_hint, sidecar_path
-from ...errors import ArtifactError, InputError
+from ...errors import ArtifactError, InputError, UserError
 from .base import Backend, TensorInfo, check_input
 from .cuda_buffers import (
     CudaError,
@@ -81,12 +81,27 @@ def _engine_tensors(trt: Any, engine: Any) -> list[_Tensor]:
     ]
 
 
+def _device_index(device: int | str) -> int:
+    """``0``, ``"auto"``, ``"cuda"`` -> 0; ``"cuda:1"`` -> 1 (the names Segmenter passes on)."""
+    if isinstance(device, int):
+        return device
+    text = str(device).strip().lower()
+    if text in ("auto", "cuda", "gpu", "tensorrt"):
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise UserError(
+        f"the TensorRT backend runs on a CUDA GPU, not on {device!r}; choose auto, cuda or cuda:N "
+        "(or use the .onnx model with onnxruntime on the CPU)"
+    )
+
+
 class TensorRTBackend(Backend):
     """Run a serialized TensorRT (or TensorRT-RTX) engine on GPU ``device``.
 
     Args:
         path: the ``.engine``/``.plan``/``.trt`` file (its ``.json`` sidecar next to it).
-        device: CUDA device index.
+        device: CUDA device: an index, ``auto``/``cuda`` (device 0) or ``cuda:N``.
         cuda_graph: capture the enqueue as a CUDA graph per input shape and replay it.
         require_sidecar: refuse an engine without its sidecar (default) or run it without
             a ModelSpec and without compatibility checks.
@@ -100,13 +115,14 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         path: str | Path,
-        device: int = 0,
+        device: int | str = "auto",
         cuda_graph: bool = False,
         require_sidecar: bool = True,
         check_compatibility: bool = True,
     ) -> None:
         super().__init__(path)
         self._closed = True  # until everything below exists
+        device = _device_index(device)
         if not self.path.is_file():
             raise ArtifactError(f"engine '{self.path}' not found")
         sidecar = EngineSidecar.read(self.path)
