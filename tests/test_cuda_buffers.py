@@ -53,7 +53,8 @@ class _Producer:
 
     def __init__(self, ptr, shape, typestr, strides=None, stream=None):
         self.__cuda_array_interface__ = {
-            "data": (ptr, False), "shape": shape, "typestr": typestr, "strides": strides, "stream": stream, "version": 3,
+            "data": (ptr, False), "shape": shape, "typestr": typestr, "strides": strides, "stream": stream,
+            "version": 3,
         }
 
 

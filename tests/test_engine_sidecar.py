@@ -75,14 +75,16 @@ def test_compatibility_rules():
     )
     rtx = sidecar(tensorrt={"package": "tensorrt_rtx", "version": "1.7"}, gpu=None, target_compute_capabilities=["8.6"])
     assert compatibility_problem(rtx, "tensorrt_rtx", "1.7", {"name": "x", "compute_capability": "8.6"}) is None
-    assert "this GPU (RTX) has 8.9" in compatibility_problem(rtx, "tensorrt_rtx", "1.7", {"name": "RTX", "compute_capability": "8.9"})
+    other = {"name": "RTX", "compute_capability": "8.9"}
+    assert "this GPU (RTX) has 8.9" in compatibility_problem(rtx, "tensorrt_rtx", "1.7", other)
     portable = sidecar(tensorrt={"package": "tensorrt_rtx", "version": "1.7"}, build={"portable_across_gpus": True})
     assert compatibility_problem(portable, "tensorrt_rtx", "1.7", GPU_B) is None  # built on GPU_A, runs on GPU_B
 
 
 def test_mismatch_error_is_one_line_with_the_rebuild_command(tmp_path):
     s = sidecar()
-    err = mismatch_error(tmp_path / "m.int8.engine", s, "it was built with tensorrt 10.3.0, this machine has tensorrt 10.7.0")
+    problem = "it was built with tensorrt 10.3.0, this machine has tensorrt 10.7.0"
+    err = mismatch_error(tmp_path / "m.int8.engine", s, problem)
     text = str(err)
     assert "\n" not in text and isinstance(err, UserError)
     assert f"Rebuild it here: cd {tmp_path} && bisenet-export m.int8.onnx --engine -o m.int8.engine" in text

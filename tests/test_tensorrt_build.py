@@ -54,7 +54,8 @@ def test_builds_engine_and_sidecar(trt, tmp_path, precision, dynamic):
     assert side.tensorrt == {"package": flavour(trt), "version": trt.__version__,
                              "strongly_typed": compat.network_flags(trt)[1]}
     # Precision comes from the ONNX: strongly typed builds add no precision flags.
-    assert side.build["precision_flags"] == ([] if side.tensorrt["strongly_typed"] else list(compat.PRECISION_FLAGS[precision]))
+    implied = [] if side.tensorrt["strongly_typed"] else list(compat.PRECISION_FLAGS[precision])
+    assert side.build["precision_flags"] == implied
     can_target = hasattr(trt.Builder(logger_for(trt)).create_builder_config(), "set_compute_capability")
     assert side.build["portable_across_gpus"] == can_target
     if dynamic:
@@ -105,7 +106,8 @@ def test_engine_from_onnx_with_build_options(trt, tmp_path, capsys):
     assert build["profile"] == {"min": "1x3x32x32", "opt": "2x3x64x64", "max": "2x3x96x160"}
     assert build["workspace_mb"] == 64 and build["workspace_api"] == "set_memory_pool_limit"
     assert build["optimization_level"] == 1
-    assert "--min-shape 1x3x32x32 --opt-shape 2x3x64x64 --max-shape 2x3x96x160" in EngineSidecar.read(engine).rebuild_command
+    shapes = "--min-shape 1x3x32x32 --opt-shape 2x3x64x64 --max-shape 2x3x96x160"
+    assert shapes in EngineSidecar.read(engine).rebuild_command
 
 
 def test_parser_error_names_the_node_and_keeps_existing_engine(trt, tmp_path, capsys):

@@ -34,7 +34,8 @@ def engines(trt, tmp_path_factory):
         for dynamic in (False, True):
             name = f"tiny_{'dyn' if dynamic else 'fix'}.{precision}"
             onnx = tiny_onnx(folder / f"{name}.onnx", precision, dynamic)
-            out[precision, dynamic] = onnx, build_engine(onnx, options=EngineOptions(progress=False), trt=trt).engine_path
+            build = build_engine(onnx, options=EngineOptions(progress=False), trt=trt)
+            out[precision, dynamic] = onnx, build.engine_path
     return out
 
 

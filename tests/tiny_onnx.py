@@ -51,7 +51,8 @@ def tiny_onnx(path: Path, precision: str = "fp32", dynamic: bool = False, metada
                           nh.from_array(np.zeros(len(w), np.int8), f"{name}_wz"),
                           nh.from_array(np.array(0.05, np.float32), f"{name}_xs"),
                           nh.from_array(np.array(0, np.int8), f"{name}_xz")])
-            nodes.append(h.make_node("DequantizeLinear", [f"{name}_wq", f"{name}_ws", f"{name}_wz"], [f"{name}_w"], axis=0))
+            w_in = [f"{name}_wq", f"{name}_ws", f"{name}_wz"]
+            nodes.append(h.make_node("DequantizeLinear", w_in, [f"{name}_w"], axis=0))
             nodes.append(h.make_node("QuantizeLinear", [x, f"{name}_xs", f"{name}_xz"], [f"{name}_xq"]))
             nodes.append(h.make_node("DequantizeLinear", [f"{name}_xq", f"{name}_xs", f"{name}_xz"], [f"{name}_xd"]))
             x = f"{name}_xd"

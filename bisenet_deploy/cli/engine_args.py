@@ -41,18 +41,22 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     for which in ("min", "opt", "max"):
         g.add_argument(f"--{which}-shape", type=shape_arg, metavar="NxCxHxW",
                        help=f"{which} input shape of a dynamic model (default: from the model's export size){_SAID}")
-    g.add_argument("--workspace", type=int, metavar="MB", help=f"TensorRT scratch memory limit (default: TensorRT's){_SAID}")
+    g.add_argument("--workspace", type=int, metavar="MB",
+                   help=f"TensorRT scratch memory limit (default: TensorRT's){_SAID}")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help=f"builder optimization level (default: TensorRT's, 3){_SAID}")
     g.add_argument("--timing-cache", type=Path, metavar="PATH",
-                   help=f"timing cache file reused across builds (default: next to the engine, per TensorRT version){_SAID}")
+                   help="timing cache file reused across builds "
+                   f"(default: next to the engine, per TensorRT version){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
-    g.add_argument("--dla", type=int, metavar="CORE", help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
+    g.add_argument("--dla", type=int, metavar="CORE",
+                   help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",
                    help=f"TensorRT-RTX only: GPUs to build for (default: its portable set){_SAID}")
     g.add_argument("--tensorrt", choices=("auto", "tensorrt", "tensorrt_rtx"), default="auto",
                    help="TensorRT package to build with (auto: tensorrt, else tensorrt_rtx)")
-    g.add_argument("--no-layer-report", action="store_true", help=f"do not save the engine inspector's layer report{_SAID}")
+    g.add_argument("--no-layer-report", action="store_true",
+                   help=f"do not save the engine inspector's layer report{_SAID}")
     g.add_argument("--trt-verbose", action="store_true", help=f"print TensorRT's own log{_SAID}")
 
 
@@ -70,7 +74,8 @@ def check_engine_args(args: argparse.Namespace) -> None:
     """Engine options need --engine; with it, fail before a long export when TensorRT is missing."""
     if not args.engine:
         given = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
-        given += [n for n in ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability") if getattr(args, n)]
+        flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability")
+        given += [name for name in flags if getattr(args, name)]
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} is a TensorRT build option; add --engine")
         return

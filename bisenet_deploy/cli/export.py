@@ -32,9 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --engine")
     p.add_argument(
-        "-o", "--output", type=Path, help="output .onnx path (default: next to the checkpoint); the .engine path for an .onnx input"
+        "checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --engine"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output .onnx path (default: next to the checkpoint); the .engine path for an .onnx input",
     )
     p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
 

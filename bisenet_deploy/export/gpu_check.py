@@ -177,7 +177,8 @@ def run_checks(out_dir: Path, size_hw: tuple[int, int], tensorrt: str = "auto") 
     calib = write_calibration_images(out_dir / "calib", size_hw)
     for precision, extra in (("fp16", []), ("int8", ["--calib", str(calib)])):
         # Own output names, so the FP32 reference demo.onnx is never replaced by a variant.
-        code, why = export_with_engine(out_dir, f"demo_{precision}", size, "--precision", precision, *extra, *engine_args)
+        argv = ["--precision", precision, *extra, *engine_args]
+        code, why = export_with_engine(out_dir, f"demo_{precision}", size, *argv)
         found = sorted(out_dir.glob(f"*.{precision}.engine"))
         if code != 0 or not found:
             status = "SKIP" if "unrecognized arguments" in why else "FAIL"

@@ -207,7 +207,9 @@ def build_engine(
     )
     with atomic_output(engine_path) as tmp:
         tmp.write_bytes(engine_bytes)
-        layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes) if options.layer_report else None
+        layers_path = None
+        if options.layer_report:
+            layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes)
         build["layer_report"] = layers_path.name if layers_path else None
         side = sidecar.write(engine_path)
     if facts.spec is None:
@@ -252,7 +254,8 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
         opt_profile.set_shape(net_input.name, *profile)
         config.add_optimization_profile(opt_profile)
         build["profile"] = {"min": fmt(profile[0]), "opt": fmt(profile[1]), "max": fmt(profile[2])}
-        log(f"  optimization profile {net_input.name}: min {fmt(profile[0])}, opt {fmt(profile[1])}, max {fmt(profile[2])}")
+        lo, opt, hi = (fmt(s) for s in profile)
+        log(f"  optimization profile {net_input.name}: min {lo}, opt {opt}, max {hi}")
     return build, targets, profile
 
 
@@ -286,7 +289,8 @@ def _write_layer_report(trt, logger, engine_bytes: bytes, engine_path: Path, gpu
         report = None
         logger.log(trt.ILogger.Severity.ERROR, f"{type(exc).__name__}: {exc}")
     if report is None:
-        notes.append(f"layer report skipped: the engine could not be loaded here ({logger.last_error() or 'no reason'})")
+        reason = logger.last_error() or "no reason"
+        notes.append(f"layer report skipped: the engine could not be loaded here ({reason})")
         return None
     path = layers_path_for(engine_path)
     write_text_atomic(path, json.dumps(report, indent=1) + "\n")

@@ -107,7 +107,9 @@ def set_compute_capabilities(trt: ModuleType, config: Any, targets: tuple[str, .
         key = "SM" + target.replace(".", "")
         if key not in members:
             known = sorted((m[2:-1] + "." + m[-1] for m in members if m.startswith("SM")), key=float)
-            raise UserError(f"compute capability {target} is not a target of this TensorRT-RTX; choose from {', '.join(known)}")
+            raise UserError(
+                f"compute capability {target} is not a target of this TensorRT-RTX; choose from {', '.join(known)}"
+            )
         config.set_compute_capability(members[key], index)
     return list(targets)
 

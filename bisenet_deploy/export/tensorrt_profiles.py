@@ -40,7 +40,9 @@ def default_profile(dims: tuple[int, ...], spec: ModelSpec | None) -> tuple[Shap
             hi[pos] = size[axis] * 2
     for pos, d in enumerate(dims):
         if d == -1 and pos not in axes.values():
-            raise UserError(f"input dimension {pos} is dynamic but is not batch/height/width; give --min/--opt/--max-shape")
+            raise UserError(
+                f"input dimension {pos} is dynamic but is not batch/height/width; give --min/--opt/--max-shape"
+            )
     return tuple(lo), tuple(opt), tuple(hi)
 
 
@@ -49,7 +51,9 @@ def check_profile(dims: tuple[int, ...], shapes: tuple[Shape, Shape, Shape]) -> 
     names = ("--min-shape", "--opt-shape", "--max-shape")
     for name, shape in zip(names, shapes):
         if len(shape) != len(dims):
-            raise UserError(f"{name} {fmt(shape)} has {len(shape)} dimensions; the model input has {len(dims)} ({fmt(dims)})")
+            raise UserError(
+                f"{name} {fmt(shape)} has {len(shape)} dimensions; the model input has {len(dims)} ({fmt(dims)})"
+            )
         for pos, (d, s) in enumerate(zip(dims, shape)):
             if d != -1 and d != s:
                 raise UserError(f"{name} {fmt(shape)}: dimension {pos} is fixed at {d} in the model")
@@ -57,7 +61,9 @@ def check_profile(dims: tuple[int, ...], shapes: tuple[Shape, Shape, Shape]) -> 
                 raise UserError(f"{name} {fmt(shape)}: dimensions must be >= 1")
     lo, opt, hi = shapes
     if any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
-        raise UserError(f"profile shapes must satisfy min <= opt <= max per dimension: {fmt(lo)}, {fmt(opt)}, {fmt(hi)}")
+        raise UserError(
+            f"profile shapes must satisfy min <= opt <= max per dimension: {fmt(lo)}, {fmt(opt)}, {fmt(hi)}"
+        )
     return lo, opt, hi
 
 

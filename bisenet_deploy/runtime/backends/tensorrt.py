@@ -149,7 +149,9 @@ class TensorRTBackend(Backend):
         try:
             self.gpu = require_gpu(device)
         except CudaUnavailable as exc:
-            raise CudaUnavailable(f"the TensorRT backend needs an NVIDIA GPU: {exc}; run the .onnx model instead") from None
+            raise CudaUnavailable(
+                f"the TensorRT backend needs an NVIDIA GPU: {exc}; run the .onnx model instead"
+            ) from None
         if sidecar is not None and check_compatibility:
             problem = compatibility_problem(sidecar, flavour(trt), version_of(trt), self.gpu)
             if problem:
@@ -167,7 +169,8 @@ class TensorRTBackend(Backend):
         if self._engine is None:
             reason = engine_validity_problem(trt, self._runtime, data) or self._logger.last_error() or "no reason given"
             raise ArtifactError(
-                f"TensorRT cannot load engine '{self.path}': {reason}; rebuild it here: {rebuild_hint(self.path, sidecar)}"
+                f"TensorRT cannot load engine '{self.path}': {reason}; "
+                f"rebuild it here: {rebuild_hint(self.path, sidecar)}"
             )
         self._context = self._engine.create_execution_context()
         if self._context is None:
@@ -242,7 +245,9 @@ class TensorRTBackend(Backend):
         copy_dtoh_async(self._out.host.ptr, self._out.device.ptr, out_bytes, stream)
         e3.record(stream)
         stream.synchronize()
-        self.last_stage_times = {"h2d": e1.seconds_since(e0), "compute": e2.seconds_since(e1), "d2h": e3.seconds_since(e2)}
+        self.last_stage_times = {
+            "h2d": e1.seconds_since(e0), "compute": e2.seconds_since(e1), "d2h": e3.seconds_since(e2)
+        }
         # A copy: the pinned buffer is overwritten by the next call.
         return self._out.host.view(self._out_shape, self._out.dtype).copy()
 

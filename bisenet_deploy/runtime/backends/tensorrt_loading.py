@@ -37,7 +37,8 @@ def load_tensorrt(name: str = "auto") -> ModuleType:
         try:
             return importlib.import_module(candidate)
         except Exception as exc:  # noqa: BLE001 - broken installs raise OSError, RuntimeError ...
-            reasons.append(f"{candidate}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            text = str(exc).strip()
+            reasons.append(f"{candidate}: {text.splitlines()[0] if text else type(exc).__name__}")
     hint = (
         "TensorRT ships with JetPack; on a desktop GPU: pip install tensorrt; "
         "GPU-less engine builds for RTX GPUs: pip install 'bisenet-deploy[rtx]'"
