@@ -1,4 +1,4 @@
-"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model."""
+"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model (-> TensorRT engine)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from .common import HelpFormatter, choices_list, cli_entry, size_arg
+from .engine_args import EXAMPLES as ENGINE_EXAMPLES
+from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
 
 PROG = "bisenet-export"
 
@@ -20,7 +22,7 @@ examples:
   bisenet-export model.pth --argmax --fuse-preprocess   # uint8 BGR frames in, int32 labels out
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
-"""
+""" + ENGINE_EXAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt)")
-    p.add_argument("-o", "--output", type=Path, help="output .onnx path (default: next to the checkpoint)")
+    p.add_argument(
+        "checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --engine"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output .onnx path (default: next to the checkpoint); the .engine path for an .onnx input",
+    )
     p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
 
     g = p.add_argument_group("model")
@@ -67,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--atol", type=float, default=1e-3, help="allowed max |logit diff| (absolute part)")
     g.add_argument("--rtol", type=float, default=1e-4, help="allowed max |logit diff| per unit of max |logit|")
     g.add_argument("--min-agreement", type=float, default=99.9, help="minimum label agreement in percent")
+    add_engine_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     return p
 
@@ -92,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_images is not None and not args.verify_images.is_dir():
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
-        raise UserError(f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export")
+        if not args.engine:
+            raise UserError(
+                f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export, "
+                "or add --engine to build a TensorRT engine from it"
+            )
+        return build_engines_from_args(args, [args.checkpoint], args.output, log)
+    check_engine_args(args)
 
     # torch is imported here, not at module import, so `--help` stays instant.
     from ..export.onnx import ExportOptions
@@ -152,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print("verification skipped (--no-verify)")
     if "UNTRAINED" in str(spec.extra.get("weights", "")):
         print(f"note: {spec.extra['weights']}")
+    if args.engine:
+        return build_engines_from_args(args, [outcome.onnx_path], None, log)
     return 0
 
 
