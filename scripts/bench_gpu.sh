@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU results for benchmarks/results/ on a machine with an NVIDIA GPU: PyTorch eager FP32 vs
 # FP16 / channels_last / CUDA graphs, onnxruntime (CUDA EP, when onnxruntime-gpu is installed:
-# otherwise its rows are listed as not run, with the reason) and TensorRT engines (when this
-# bisenet-export can build them), at 512x1024 and 1024x2048, batch 1 and 4.
+# otherwise its rows are listed as not run, with the reason) and TensorRT engines, at 512x1024
+# and 1024x2048, batch 1 and 4. (SIZES/BATCHES change the sweep; MIN/OPT/MAX_SHAPE the
+# engines' profile.)
 #
 #   make bench-gpu                     # or: PYTHON=.venv/bin/python scripts/bench_gpu.sh
 set -euo pipefail
@@ -27,12 +28,14 @@ models=("$WORK"/model.onnx)
 for p in fp16 int8; do
     if [[ -f "$WORK/model.$p.onnx" ]]; then models+=("$WORK/model.$p.onnx"); fi
 done
-# TensorRT engines, once bisenet-export builds them (TensorRT branch); a failed build only
-# drops the engine rows.
+# TensorRT engines with a profile that covers the sweep; a failed build only drops the
+# engine rows (the table lists sizes outside an engine's profile as not run).
 if grep -q -- '--engine' <<<"$help"; then
     for onnx in "${models[@]}"; do
         engine="${onnx%.onnx}.engine"
-        if "$PYTHON" -m bisenet_deploy.cli.export "$onnx" --engine -o "$engine" -q; then
+        if "$PYTHON" -m bisenet_deploy.cli.export "$onnx" --engine -o "$engine" -q \
+            --min-shape "${MIN_SHAPE:-1x3x512x1024}" --opt-shape "${OPT_SHAPE:-1x3x512x1024}" \
+            --max-shape "${MAX_SHAPE:-4x3x1024x2048}"; then
             models+=("$engine")
         else
             echo "bench_gpu: no engine for $onnx" >&2

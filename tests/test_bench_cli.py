@@ -213,3 +213,22 @@ def test_fixed_size_exports_of_one_model_form_one_backend_across_sizes(export_mo
     # the reference (the FP32 ONNX model at 64x128) cannot run at 96x160: no ratios there
     assert first["rows"][0]["role"] == "reference" and first["rows"][0]["speedup"] == 1.0
     assert second["rows"][0]["speedup"] is None and second["rows"][0]["fidelity"] is None
+
+
+def test_an_engine_that_cannot_run_here_is_listed_with_its_reason_and_build_time(export_model5, tmp_path):
+    from bisenet_deploy.engine_sidecar import EngineSidecar
+    from bisenet_deploy.fileio import sha256_file
+    from bisenet_deploy.spec import ModelSpec
+
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"not a real engine: no GPU and no TensorRT runtime on CI machines")
+    EngineSidecar(engine_sha256=sha256_file(engine), spec=ModelSpec(num_classes=5, input_size=TINY), precision="int8",
+                  tensorrt={"package": "tensorrt", "version": "0.0"}, build_seconds=12.5).write(engine)
+    code = main([str(export_model5()), "--engine", str(engine), "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 0
+    result = report.load_json(tmp_path / "r.json")
+    trt = next(c for c in result["contestants"] if c["kind"] == "tensorrt")
+    assert trt["error"] and trt["build_seconds"] == 12.5 and trt["sidecar_precision"] == "int8"
+    (cell,) = result["cells"]
+    assert [r["backend"] for r in cell["rows"]] == ["onnxruntime"]
+    assert any(s["artifact"] == engine.name and s["reason"] == trt["error"] for s in cell["skipped"])

@@ -10,7 +10,6 @@ says why.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,29 +85,22 @@ def artifact_contestant(path: str | Path) -> Contestant:
 
 
 def engine_sidecar_facts(engine: Path) -> dict[str, Any]:
-    """Build time and build facts from ``<engine>.json``, read defensively: the sidecar's
-    layout belongs to the TensorRT builder and may grow; missing keys give no figures."""
-    sidecar = engine.with_name(engine.name + ".json")
+    """Build time and build facts from the engine's sidecar (``model.engine.json``); an
+    unreadable or missing sidecar gives no figures here (the backend says why it cannot run)."""
+    from ..engine_sidecar import EngineSidecar
+
     try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
+        sidecar = EngineSidecar.read(engine)
+    except UserError:
         return {}
-    if not isinstance(data, dict):
+    if sidecar is None:
         return {}
-    build = data.get("build") if isinstance(data.get("build"), dict) else {}
-    seconds = next(
-        (v for v in (data.get("build_seconds"), build.get("seconds"), build.get("build_seconds"),
-                     data.get("build_time_s")) if isinstance(v, (int, float))),
-        None,
-    )
-    out: dict[str, Any] = {"build_seconds": seconds}
-    if isinstance(data.get("precision"), str):
-        out["sidecar_precision"] = data["precision"]
-    if isinstance(data.get("gpu"), dict):
-        out["build_gpu"] = data["gpu"].get("name")
-    if isinstance(data.get("tensorrt"), dict):
-        out["build_tensorrt"] = data["tensorrt"].get("version")
-    return out
+    return {
+        "build_seconds": sidecar.build_seconds or None,
+        "sidecar_precision": sidecar.precision,
+        "build_gpu": (sidecar.gpu or {}).get("name"),
+        "build_tensorrt": f"{sidecar.tensorrt.get('package')} {sidecar.tensorrt.get('version')}",
+    }
 
 
 def torch_contestant(loaded: Any, role: str = "candidate", options: dict[str, bool] | None = None,
@@ -212,6 +204,12 @@ def cannot_run(c: Contestant, size: tuple[int, int], batch: int) -> str | None:
         return f"fixed input size {h}x{w}: runs only at its own size"
     if b is not None and b != batch:
         return f"fixed batch {b}: runs only at batch {b}"
+    profile = getattr(c.backend, "profile_shapes", lambda: None)()  # dynamic TensorRT engines
+    if profile is not None:
+        shape = (batch, *size, 3) if c.spec.input_layout == "NHWC_UINT8" else (batch, 3, *size)
+        lo, _, hi = profile
+        if any(not a <= s <= z for a, s, z in zip(lo, shape, hi)):
+            return f"outside the engine's profile {'x'.join(map(str, lo))} .. {'x'.join(map(str, hi))}"
     divisor = c.spec.size_divisor
     if size[0] % divisor or size[1] % divisor:
         return f"sides must be multiples of {divisor}"

@@ -72,13 +72,13 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
 
     cells = []
     fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None] = {}
-    first_warmup: set[int] = set()  # id() of contestants whose memory is measured
+    measured: set[int] = set()  # id() of contestants whose memory is known
     memory = system.PeakRss()
     runnable = sum(cs.cannot_run(c, s, b) is None for s in sizes for b in batches for c in live)
     bar = _progress(config, len(sizes) * len(batches), runnable)
     for size in sizes:
         for batch in batches:
-            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, memory, bar)
+            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar)
             cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak)
             cells.append(cell)
     bar.close()
@@ -92,7 +92,7 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
             "settings": {
                 "device": config.device,
                 "threads": threads,
-                "warmup": config.warmup.describe(),
+                "warmup": "one untimed first call (failure check, memory), then " + config.warmup.describe(),
                 "iterations": None if config.duration else config.iterations,
                 "duration_s": config.duration,
                 "order": "interleaved: every round runs each backend once, in orders where each backend follows "
@@ -138,7 +138,7 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
         rows.append(reference)
         rows += [cs.torch_contestant(loaded, options=v, path=ckpt_path) for v in config.torch_variants]
         for extra in config.checkpoints[1:]:
-            other, other_bytes = _measured(lambda p=extra: _load_checkpoint(p, config.trust_checkpoint))
+            other, other_bytes = _load_counting_memory(lambda p=extra: _load_checkpoint(p, config.trust_checkpoint))
             rows.append(cs.torch_contestant(other, path=extra))
             rows[-1].facts["host_load_bytes"] = other_bytes
     elif config.torch_variants:
@@ -170,7 +170,7 @@ def _load_checkpoint(path: Path, trust: bool) -> Any:
     return load_checkpoint(path, trust=trust)
 
 
-def _measured(load: Callable[[], Any]) -> tuple[Any, int | None]:
+def _load_counting_memory(load: Callable[[], Any]) -> tuple[Any, int | None]:
     """Run ``load`` and return its result with the host memory it added (torch is imported
     first, so the library itself is not counted as the model's memory)."""
     import torch  # noqa: F401
@@ -186,18 +186,18 @@ def _torch_reference(config: BenchConfig, artifacts: list[cs.Contestant], log: L
     if config.checkpoints:
         path = config.checkpoints[0]
         log(f"loading the PyTorch reference {path}")
-        loaded, load_bytes = _measured(lambda: _load_checkpoint(path, config.trust_checkpoint))
+        loaded, load_bytes = _load_counting_memory(lambda: _load_checkpoint(path, config.trust_checkpoint))
         return loaded, path, load_bytes, []
     if config.demo:
         from ..model.demo import demo_checkpoint_path, demo_model
 
-        loaded, load_bytes = _measured(demo_model)
+        loaded, load_bytes = _load_counting_memory(demo_model)
         return loaded, demo_checkpoint_path(), load_bytes, [f"the built-in demo model ({'; '.join(loaded.notes[:1])})"]
     found, notes = cs.recorded_checkpoint([(str(c.path), c.spec) for c in artifacts if c.spec is not None])
     if found is None:
         return None, None, None, notes
     log(f"loading the PyTorch reference {found} (recorded in the artifact, hash matches)")
-    loaded, load_bytes = _measured(lambda: _load_checkpoint(found, config.trust_checkpoint))
+    loaded, load_bytes = _load_counting_memory(lambda: _load_checkpoint(found, config.trust_checkpoint))
     return loaded, found, load_bytes, [f"reference checkpoint {found} found through the artifact's metadata (SHA-256 matches)"]
 
 
@@ -257,35 +257,48 @@ def _cpu_peak(config: BenchConfig, log: Log) -> dict[str, Any] | None:
 # --- one cell -------------------------------------------------------------------------------
 
 
-def _run_cell(config, contestants, reference, size, batch, photos, fidelity, first_warmup, memory, bar) -> dict[str, Any]:
+def _first_call(c: cs.Contestant, runner: Runner, memory: system.PeakRss, measured: set[int]) -> str | None:
+    """One untimed call: a backend that fails at this size fails here, with its reason,
+    not in the middle of the timed rounds. A backend's first call of the run also gives its
+    memory: what loading it added plus the peak above the level before the call
+    (activations, arenas). On a GPU, caching allocators and arenas keep what they used, so
+    device memory in use after the call shows the peak."""
+    rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
+    memory.start()
+    try:
+        runner.call()
+    except UserError as exc:
+        memory.stop()
+        return f"failed: {exc}"
+    during = memory.stop()
+    if id(c) not in measured:
+        measured.add(id(c))
+        c.facts["host_bytes"] = _sum(c.facts.get("host_load_bytes"), c.facts.get("host_open_bytes"),
+                                     cs.growth(rss, during))
+        c.facts["gpu_bytes"] = _sum(c.facts.get("gpu_open_bytes"), cs.growth(gpu, system.gpu_used_bytes()))
+    return None
+
+
+def _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar) -> dict[str, Any]:
     h, w = size
     cell: dict[str, Any] = {"size": f"{h}x{w}", "height": h, "width": w, "batch": batch, "skipped": [], "runners": []}
     frame_sets = frame_sets_for(photos, config.frame_size or size, batch)
     for c in contestants:
         reason = cs.cannot_run(c, size, batch)
+        if reason is None:
+            runner = Runner(c.name, StageTimedSegmenter(c.backend, spec=c.spec.replace(input_size=size)), frame_sets)
+            reason = _first_call(c, runner, memory, measured)
         if reason is not None:
             cell["skipped"].append({"name": c.name, "artifact": c.path.name if c.path else None, "reason": reason})
             continue
-        seg = StageTimedSegmenter(c.backend, spec=c.spec.replace(input_size=size))
-        cell["runners"].append((c, Runner(c.name, seg, frame_sets)))
+        cell["runners"].append((c, runner))
     if not cell["runners"]:
         return cell
     bar.set_description(f"{h}x{w} fidelity on {len(photos)} images")
     measure_fidelity(reference, cell["runners"], size, photos, fidelity)
     for c, runner in cell["runners"]:
         bar.set_description(f"{h}x{w} b{batch} warm-up {c.name}")
-        rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
-        memory.start()
         runner.warm_up(config.warmup)
-        during = memory.stop()
-        if id(c) not in first_warmup:
-            # Memory of a backend: what loading it added, plus the peak above the level before
-            # its first calls (activations, arenas). GPU: caching allocators and arenas keep
-            # what they used, so the device's used memory after the calls shows the peak.
-            first_warmup.add(id(c))
-            c.facts["host_bytes"] = _sum(c.facts.get("host_load_bytes"), c.facts.get("host_open_bytes"),
-                                         cs.growth(rss, during))
-            c.facts["gpu_bytes"] = _sum(c.facts.get("gpu_open_bytes"), cs.growth(gpu, system.gpu_used_bytes()))
     bar.set_description(f"{h}x{w} b{batch} timing")
     runners = [r for _, r in cell["runners"]]
     thermal: list[dict[str, Any]] = []
