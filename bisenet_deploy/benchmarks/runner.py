@@ -63,6 +63,14 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
     for c in contestants:
         c.name = c.name or c.label()
     _unique_names(contestants)
+    try:
+        return _measure(config, threads, facts, contestants, live, reference, ref_notes, log)
+    finally:
+        for c in live:
+            c.backend.close()
+
+
+def _measure(config, threads, facts, contestants, live, reference, ref_notes, log) -> dict[str, Any]:
     photos, photo_source = benchmark_photos(config.images, config.max_images)
     sizes = config.sizes or _default_sizes(live, reference)
     batches = config.batches or _default_batches(live)
@@ -99,7 +107,8 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
                          "every other equally often; speed-ups are medians of per-round ratios",
                 "sizes": [f"{h}x{w}" for h, w in sizes],
                 "batches": batches,
-                "frame_size": "network input size" if config.frame_size is None else "x".join(map(str, config.frame_size)),
+                "frame_size": "network input size" if config.frame_size is None
+                else "x".join(map(str, config.frame_size)) + " camera size (resized inside the timed call)",
                 "images": photo_source,
             },
             "timed": TIMED,
@@ -114,8 +123,6 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
         "peak_rss_mb": _mb(memory.overall()),
     }
     result["verdicts"] = verdicts(result)
-    for c in live:
-        c.backend.close()
     return result
 
 
