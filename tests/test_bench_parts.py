@@ -218,3 +218,12 @@ def test_verdicts_flag_segmenter_overhead_noise_and_busy_machines():
     assert any("20.0% over the raw backend call" in t and "postprocess" in t and "--argmax" in t for t in texts)
     assert any("torch fp32" in t and "noisy" in t for t in texts)
     assert any("machine was busy" in t for t in texts)
+
+
+def test_int8_is_compared_on_its_own_backend_only():
+    torch_fp16 = _row("torch fp16", "fp16", "torch", [10.0, 10.0], 99.9)
+    ort_fp32 = _row("ort fp32", "fp32", "onnxruntime", [20.0, 20.0], 99.99)
+    ort_int8 = _row("ort int8", "int8", "onnxruntime", [12.0, 12.0], 99.5)
+    texts = [v["text"] for v in verdicts(_result([torch_fp16, ort_fp32, ort_int8]))]
+    assert texts == ["INT8 pays off over FP32 (ort int8 vs ort fp32 at 512x512 batch 1: 1.67x, "
+                     "label agreement 99.50% vs 99.99%)"]
