@@ -3,7 +3,10 @@
 A family knows one code base's parameter layout. Detection infers constructor arguments
 from the weights (class count, backbone, architecture variant), builds the network on the
 ``meta`` device (no memory, no download) and compares the key sets and shapes: the family
-whose layout matches exactly wins, and near misses are reported by name.
+whose layout matches exactly wins, and near misses are reported by name (see ``matching``).
+
+Built-in families: ``bisenet_v1`` (below) and one module per public code base
+(``ooooverflow``, ``coincheung_v1``, ``coincheung_v2``, ``face_parsing``), imported on first use.
 """
 
 from __future__ import annotations
