@@ -173,3 +173,10 @@ def test_cli_help_lists_every_family():
     text = build_parser().format_help()
     for name in families():
         assert name in text, name
+
+
+def test_key_groups_tell_a_whole_module_from_part_of_one():
+    _, sd = upstream_state_dict("face_parsing", {"num_classes": 19}, "meta")
+    text = _error(sd, "coincheung_v1")
+    assert "missing sp.* (19 keys), ffm.{conv,bn}.* (5 keys)" in text
+    assert "unexpected ffm.{conv1,conv2}.* (2 keys)" in text

@@ -29,6 +29,8 @@ class _Fit:
     mismatched: list[str] = field(default_factory=list)
     error: str = ""
     score: float = 0.0
+    expected_keys: set[str] = field(default_factory=set)
+    given_keys: set[str] = field(default_factory=set)
 
     @property
     def exact(self) -> bool:
@@ -36,9 +38,12 @@ class _Fit:
 
     def describe(self, limit: int = 4) -> str:
         parts = [self.error] if self.error else []
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+        for label, keys, universe in (
+            ("missing", self.missing, self.expected_keys),
+            ("unexpected", self.unexpected, self.given_keys),
+        ):
             if keys:
-                parts.append(f"{label} {summarize_keys(keys, limit)}")
+                parts.append(f"{label} {summarize_keys(keys, limit, universe)}")
         if self.mismatched:
             more = f" (+{len(self.mismatched) - limit} more)" if len(self.mismatched) > limit else ""
             parts.append(f"wrong shape {', '.join(self.mismatched[:limit])}{more}")
@@ -46,15 +51,22 @@ class _Fit:
         return f"{self.family.name} ({math.floor(self.score * 100)}% of keys fit): " + "; ".join(parts)
 
 
-def summarize_keys(keys: list[str], limit: int = 4) -> str:
-    """Keys grouped by top-level module: ``ffm.* (12 keys)`` reads better than 12 names."""
+def summarize_keys(keys: list[str], limit: int = 4, universe: set[str] | None = None) -> str:
+    """Keys grouped by top-level module: ``ffm.* (12 keys)`` reads better than 12 names.
+
+    ``universe`` (all keys of that side) tells a whole missing module (``head.*``) from a
+    part of one (``ffm.{conv,bn}.*``).
+    """
     groups: dict[str, list[str]] = {}
     for key in keys:
         groups.setdefault(key.split(".", 1)[0], []).append(key)
     labels = []
-    for members in groups.values():
+    for top, members in groups.items():
         if len(members) == 1:
             labels.append(members[0])
+            continue
+        if universe is not None and len(members) == sum(k.startswith(top + ".") for k in universe):
+            labels.append(f"{top}.* ({len(members)} keys)")
             continue
         common = members[0].split(".")
         for key in members[1:]:
@@ -63,6 +75,9 @@ def summarize_keys(keys: list[str], limit: int = 4) -> str:
             while n < min(len(common), len(parts)) and common[n] == parts[n]:
                 n += 1
             common = common[:n]
+        subs = list(dict.fromkeys(k.split(".")[1] for k in members))
+        if len(common) == 1 and len(subs) <= 2:
+            common = [common[0], "{" + ",".join(subs) + "}"]  # e.g. ffm.{conv,bn}.*
         labels.append(f"{'.'.join(common)}.* ({len(members)} keys)")
     more = f" (+{len(labels) - limit} more)" if len(labels) > limit else ""
     return ", ".join(labels[:limit]) + more
@@ -79,6 +94,8 @@ def _compare_keys(
         for k in expected
         if shapes and k in given and tuple(given[k].shape) != tuple(expected[k].shape)
     ]
+    fit.expected_keys = {k for k in expected if not k.endswith("num_batches_tracked")}
+    fit.given_keys = set(given)
     union = len(set(expected) | set(given)) or 1
     fit.score = (len(set(expected) & set(given)) - len(fit.mismatched)) / union
 
