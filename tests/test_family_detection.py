@@ -180,3 +180,12 @@ def test_key_groups_tell_a_whole_module_from_part_of_one():
     text = _error(sd, "coincheung_v1")
     assert "missing sp.* (19 keys), ffm.{conv,bn}.* (5 keys)" in text
     assert "unexpected ffm.{conv1,conv2}.* (2 keys)" in text
+
+
+@pytest.mark.parametrize("head, classes", [("pixelshuffle", 19), ("bilinear", 19), ("bilinear", 64)])
+def test_coincheung_v1_head_without_auxiliary_heads(head, classes):
+    """Inference code of 2020-21 built the net with output_aux=False: no aux heads saved."""
+    params = {"num_classes": classes, "head": head, "fusion": "mlp"}
+    with torch.device("meta"):
+        sd = dict(get_family("coincheung_v1").build(**params).state_dict())
+    assert match_family(sd).params == params

@@ -183,15 +183,19 @@ def infer_head(sd: StateDict, key: str, aux_key: str) -> tuple[str, int, str]:
     if key + ".bias" not in sd:
         return "legacy", channels, "classifier without bias (code before Sep 2020: align_corners=True upsampling)"
     aux = sd.get(aux_key)
-    if aux is not None and int(aux.shape[0]) == 4 * channels and channels % 64 == 0:
-        return "pixelshuffle", channels // 64, (
-            f"classifier has {channels} = {channels // 64} x 64 outputs for PixelShuffle(8) "
-            "(code of Sep 2020 - Jul 2021)"
-        )
-    why = "classifier with bias and bilinear x8 upsampling (current code)"
-    if aux is None and channels % 64 == 0:
-        why += "; without auxiliary heads a PixelShuffle head cannot be told apart, assumed not"
-    return "bilinear", channels, why
+    pixelshuffle_why = (
+        f"classifier has {channels} = {channels // 64} x 64 outputs for PixelShuffle(8) "
+        "(code of Sep 2020 - Jul 2021)"
+    )
+    if aux is not None:
+        # The x16 auxiliary head has 4x the main head's outputs only with PixelShuffle.
+        if int(aux.shape[0]) == 4 * channels and channels % 64 == 0:
+            return "pixelshuffle", channels // 64, pixelshuffle_why
+    elif channels % 64 == 0 and channels >= 128:
+        # Saved without auxiliary heads (output_aux=False, as that code's inference did):
+        # 128, 192, ... classes are far less likely than 2, 3, ... with PixelShuffle.
+        return "pixelshuffle", channels // 64, pixelshuffle_why + "; no auxiliary heads to confirm it"
+    return "bilinear", channels, "classifier with bias and bilinear x8 upsampling (current code)"
 
 
 def _infer(sd: StateDict) -> tuple[dict[str, Any], list[str]]:
@@ -212,6 +216,12 @@ def _infer(sd: StateDict) -> tuple[dict[str, Any], list[str]]:
         fusion_why,
         dataset_reason(num_classes),
     ]
+    if head == "legacy" and not any(k.endswith("num_batches_tracked") for k in sd):
+        # InPlaceABN keeps no counter; its default activation is a leaky ReLU, not a ReLU.
+        reasons.append(
+            "WARNING: no BatchNorm counters; if this comes from the 2019 code in CoinCheung's old/ "
+            "folder (InPlaceABN with leaky ReLU, not supported), the export differs from it"
+        )
     return {"num_classes": num_classes, "head": head, "fusion": fusion}, reasons
 
 
