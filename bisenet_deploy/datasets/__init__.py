@@ -1,0 +1,1 @@
+"""Synthetic data sets that need no download (NumPy + OpenCV only, no torch)."""
