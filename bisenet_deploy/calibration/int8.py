@@ -1,0 +1,323 @@
+"""INT8 as explicit Q/DQ: placement, insertion and a structural check (ONNX -> ONNX).
+
+What TensorRT requires (it rejects anything else while parsing): QuantizeLinear /
+DequantizeLinear with int8 data and zero point 0 (symmetric), scales that are build-time
+constants, weights quantized per output channel (axis 0), biases left in float (no int32
+bias DQ). The opset stays what the model has (per-channel DQ needs >= 13).
+
+Placement. TensorRT fuses Q/DQ into convolutions, residual adds and activations wherever it
+finds them; onnxruntime on a CPU only runs an int8 kernel where a whole
+``DQ -> op -> Q`` group is present, with one consumer per Q (on x86 it turns int8 Q/DQ pairs
+into uint8 ones first, and only pairs whose Q has a single consumer). A TensorRT-only
+placement (Q/DQ on convolution inputs) therefore runs *slower* than FP32 in onnxruntime: every
+weight is dequantized on every run and the convolution stays float. The placement here
+satisfies both:
+
+* **int8 nodes**: every Conv in the network body (except those kept in FP32, below), and
+  every Relu / Add / MaxPool that is fed by an int8 node *and* leads through such nodes to
+  an int8 Conv (the residual path of a ResNet block). Their activation inputs get Q/DQ.
+* **conv outputs**: the output of an int8 Conv with a single consumer gets Q/DQ too, so the
+  group ``DQ -> Conv -> Q`` is complete (onnxruntime's QLinearConv).
+* **one Q/DQ pair per consumer**: a tensor that feeds several int8 nodes gets its own pair
+  for each. onnxruntime's common-subexpression pass merges identical pairs (and a merged Q
+  has several consumers again), so the pairs of one tensor differ by one float32 ulp in
+  scale (a relative 6e-8: numerically the same range).
+* **Relu between Q/DQ pairs is written as LeakyRelu(alpha=0)**: identical values, but
+  onnxruntime has an int8 kernel for LeakyRelu and none for Relu. TensorRT fuses either
+  into the convolution.
+* **kept in FP32**: convolutions on globally pooled (1 x 1) features (attention branches:
+  int8 saves nothing there and costs accuracy) and the head convolution that produces the
+  logits (no Q can follow it, so onnxruntime cannot fuse it, and its rounding lands on the
+  logits directly). In-graph preprocessing and ArgMax are outside the body and untouched.
+* MaxPool outputs reuse their input's scale (max commutes with a monotonic quantizer).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import ExportError
+from ..export.metadata import opset_of
+from .graph import (
+    GraphIndex,
+    all_names,
+    ensure_node_names,
+    network_body,
+    prune_initializers,
+    tensor_shapes,
+    toposort,
+    unique_name,
+)
+from .ranges import TensorRanges
+
+GLUE_OPS = ("Relu", "Add", "MaxPool")
+MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+
+
+@dataclass
+class Int8Plan:
+    """Which nodes run in INT8 and which tensor edges get a Q/DQ pair."""
+
+    convs: list[str]
+    glue: list[str]
+    edges: list[tuple[str, str, int]]  # (tensor, consumer node, input index)
+    shared_scale: dict[str, str] = field(default_factory=dict)  # tensor -> tensor whose range it uses
+    fp32_nodes: dict[str, str] = field(default_factory=dict)  # conv kept in FP32 -> why
+
+    @property
+    def tensors(self) -> list[str]:
+        """Tensors whose ranges calibration must measure."""
+        names = {t for t, _, _ in self.edges} | set(self.shared_scale.values())
+        return sorted(names)
+
+
+def quantizable_convs(model: onnx.ModelProto) -> list[str]:
+    """Convolutions in the network body with constant 4-D weights, in graph order."""
+    graph = model.graph
+    ensure_node_names(graph)
+    index = GraphIndex(graph)
+    body = network_body(graph, index)
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and n.name in body.nodes and n.input[1] in index.initializers
+        and len(index.initializers[n.input[1]].dims) == 4
+    ]
+
+
+def default_fp32_convs(model: onnx.ModelProto) -> dict[str, str]:
+    """Convolutions that stay FP32 unless asked otherwise, with the reason."""
+    graph = model.graph
+    index = GraphIndex(graph)
+    body = network_body(graph, index)
+    shapes = tensor_shapes(model)
+    keep = {}
+    for node in graph.node:
+        if node.name not in body.nodes or node.op_type != "Conv":
+            continue
+        shape = shapes.get(node.output[0], ())
+        if len(shape) == 4 and shape[2] == 1 and shape[3] == 1:
+            keep[node.name] = "works on globally pooled 1x1 features (attention): INT8 saves nothing there"
+        elif node.output[0] == body.logits:
+            keep[node.name] = "produces the logits: no Q can follow it (onnxruntime cannot fuse it) and its rounding lands on the scores"
+    return keep
+
+
+def plan_int8(model: onnx.ModelProto, fp32_convs: dict[str, str] | None = None) -> Int8Plan:
+    """Decide the Q/DQ placement (see module docstring); ``fp32_convs`` maps convolution
+    names kept in FP32 to the reason (default: ``default_fp32_convs``)."""
+    graph = model.graph
+    ensure_node_names(graph)
+    index = GraphIndex(graph)
+    body = network_body(graph, index)
+    fp32 = default_fp32_convs(model) if fp32_convs is None else dict(fp32_convs)
+    convs = [c for c in quantizable_convs(model) if c not in fp32]
+    conv_set = set(convs)
+    nodes = [n for n in graph.node if n.name in body.nodes]
+
+    def activations(node: onnx.NodeProto) -> list[str]:
+        inputs = node.input[:1] if node.op_type == "MaxPool" else node.input
+        return [t for t in inputs if t]
+
+    glue_candidates = {
+        n.name for n in nodes if n.op_type in GLUE_OPS and not any(index.is_constant(t) for t in activations(n))
+    }
+    # Backward: does a glue node lead, through glue nodes only, to an int8 conv?
+    reaches: dict[str, bool] = {}
+    for node in reversed(nodes):
+        if node.name in glue_candidates:
+            reaches[node.name] = any(
+                c.name in conv_set or reaches.get(c.name, False) for t in node.output for c in index.consumers.get(t, [])
+            )
+    # Forward: is it fed by an int8 node?
+    int8_nodes = set(conv_set)
+    glue = []
+    for node in nodes:
+        if node.name in glue_candidates and reaches[node.name]:
+            if any(index.producer.get(t) is not None and index.producer[t].name in int8_nodes for t in activations(node)):
+                int8_nodes.add(node.name)
+                glue.append(node.name)
+
+    edges: list[tuple[str, str, int]] = []
+    seen = set()
+
+    def add(tensor: str, consumer: onnx.NodeProto, slot: int) -> None:
+        if (tensor, consumer.name, slot) not in seen:
+            seen.add((tensor, consumer.name, slot))
+            edges.append((tensor, consumer.name, slot))
+
+    outputs = set(index.output_names)
+    for node in nodes:
+        if node.name in conv_set:
+            add(node.input[0], node, 0)
+        elif node.name in int8_nodes:
+            for slot, tensor in enumerate(node.input[:1] if node.op_type == "MaxPool" else node.input):
+                if tensor:
+                    add(tensor, node, slot)
+    for node in nodes:
+        if node.name in conv_set:
+            out = node.output[0]
+            users = index.consumers.get(out, [])
+            if len(users) == 1 and out not in outputs and users[0].name in body.nodes:
+                slot = list(users[0].input).index(out)
+                add(out, users[0], slot)
+    position = {n.name: i for i, n in enumerate(nodes)}
+    edges.sort(key=lambda e: (position[e[1]], e[2]))
+    shared = {}
+    for node in nodes:
+        if node.name in int8_nodes and node.op_type == "MaxPool":
+            shared[node.output[0]] = node.input[0]
+    return Int8Plan(convs=convs, glue=glue, edges=edges, shared_scale=shared, fp32_nodes=fp32)
+
+
+def _nudged(scale: float, steps: int) -> np.ndarray:
+    value = np.float32(scale)
+    for _ in range(steps):
+        value = np.nextafter(value, np.float32(np.inf), dtype=np.float32)
+    return np.array(value, dtype=np.float32)
+
+
+def weight_scales(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 weights (range -127..127) and their scales."""
+    amax = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1).astype(np.float64)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges) -> onnx.ModelProto:
+    """A new model with the Q/DQ pairs of ``plan`` (scales from ``ranges``) inserted."""
+    opset = opset_of(model)
+    if opset < MIN_QDQ_OPSET:
+        raise ExportError(f"INT8 needs opset >= {MIN_QDQ_OPSET} (per-channel weights); this model has opset {opset}")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    ensure_node_names(graph)
+    index = GraphIndex(graph)
+    by_name = {n.name: n for n in graph.node}
+    names = all_names(graph)
+    new_nodes: list[onnx.NodeProto] = []
+    zero_points: dict[str, str] = {}
+    pairs = Counter()
+
+    def unique(base: str) -> str:
+        return unique_name(base, names)
+
+    for tensor, consumer, slot in plan.edges:
+        source = plan.shared_scale.get(tensor, tensor)
+        if source not in ranges.amax:
+            raise ExportError(f"no calibration range for tensor '{source}' (stale cache?)")
+        step = pairs[tensor]
+        pairs[tensor] += 1
+        scale = numpy_helper.from_array(_nudged(ranges.scale(source), step), unique(f"{tensor}_qscale{step}"))
+        if tensor not in zero_points:
+            zp = numpy_helper.from_array(np.array(0, dtype=np.int8), unique(f"{tensor}_qzero"))
+            graph.initializer.append(zp)
+            zero_points[tensor] = zp.name
+        graph.initializer.append(scale)
+        q_out, dq_out = unique(f"{tensor}_q{step}"), unique(f"{tensor}_dq{step}")
+        new_nodes.append(helper.make_node("QuantizeLinear", [tensor, scale.name, zero_points[tensor]], [q_out], name=unique(f"{tensor}_Q{step}")))
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale.name, zero_points[tensor]], [dq_out], name=unique(f"{tensor}_DQ{step}")))
+        by_name[consumer].input[slot] = dq_out
+
+    int8_weights: dict[str, tuple[str, str, str]] = {}
+    for name in plan.convs:
+        conv = by_name[name]
+        weight = conv.input[1]
+        if weight not in int8_weights:
+            q, scale = weight_scales(index.array(weight))
+            q_init = numpy_helper.from_array(q, unique(f"{weight}_int8"))
+            s_init = numpy_helper.from_array(scale, unique(f"{weight}_scale"))
+            z_init = numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), unique(f"{weight}_zero"))
+            graph.initializer.extend([q_init, s_init, z_init])
+            int8_weights[weight] = (q_init.name, s_init.name, z_init.name)
+        dq_out = unique(f"{weight}_dq")
+        new_nodes.append(helper.make_node("DequantizeLinear", list(int8_weights[weight]), [dq_out], name=unique(f"{name}_weight_DQ"), axis=0))
+        conv.input[1] = dq_out
+
+    for name in plan.glue:
+        node = by_name[name]
+        if node.op_type == "Relu":
+            node.op_type = "LeakyRelu"
+            node.attribute.append(helper.make_attribute("alpha", 0.0))
+
+    graph.node.extend(new_nodes)
+    toposort(graph)
+    prune_initializers(graph)
+    try:
+        onnx.checker.check_model(out, full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        raise ExportError(f"INT8 model fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+    return out
+
+
+def qdq_problems(model: onnx.ModelProto, opset: int | None = None) -> list[str]:
+    """What TensorRT would reject (or we promised not to do) in a Q/DQ model; [] if fine."""
+    problems = []
+    graph = model.graph
+    index = GraphIndex(graph)
+    if opset is not None and opset_of(model) != opset:
+        problems.append(f"opset is {opset_of(model)}, expected {opset}")
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        where = f"{node.op_type} '{node.name}'"
+        if len(node.input) < 3 or not node.input[2]:
+            problems.append(f"{where} has no zero point (it would default to uint8)")
+            continue
+        if node.input[1] not in index.initializers or node.input[2] not in index.initializers:
+            problems.append(f"{where}: scale and zero point must be constant initializers")
+            continue
+        scale, zero = index.array(node.input[1]), index.array(node.input[2])
+        if zero.dtype != np.int8:
+            problems.append(f"{where}: zero point is {zero.dtype}, expected int8")
+        if np.any(zero != 0):
+            problems.append(f"{where}: non-zero zero point (asymmetric)")
+        if scale.dtype != np.float32 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            problems.append(f"{where}: scales must be positive finite float32")
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if node.op_type == "DequantizeLinear" and node.input[0] in index.initializers:
+            data = index.array(node.input[0])
+            if data.dtype != np.int8:
+                problems.append(f"{where}: dequantizes {data.dtype} constants (TensorRT takes int8 only)")
+            elif scale.ndim == 1 and (axis != 0 or scale.shape[0] != data.shape[0]):
+                problems.append(f"{where}: per-channel weights must use axis 0 with one scale per output channel")
+        if node.op_type == "QuantizeLinear":
+            users = index.consumers.get(node.output[0], [])
+            if not users or any(u.op_type != "DequantizeLinear" for u in users):
+                problems.append(f"{where}: a Q must feed DequantizeLinear nodes only")
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        weight = index.producer.get(node.input[1])
+        if weight is not None and weight.op_type == "DequantizeLinear":
+            if index.array(weight.input[1]).ndim != 1:
+                problems.append(f"Conv '{node.name}': weights not quantized per output channel")
+        elif node.input[1] not in index.initializers:
+            problems.append(f"Conv '{node.name}': weights are neither a constant nor a DequantizeLinear of one")
+        if len(node.input) > 2 and node.input[2]:
+            bias = index.producer.get(node.input[2])
+            if bias is not None and bias.op_type == "DequantizeLinear":
+                problems.append(f"Conv '{node.name}': bias is quantized (TensorRT rejects int32 bias DQ)")
+    return problems
+
+
+def int8_summary(model: onnx.ModelProto) -> dict:
+    """Counts for reports: Q/DQ nodes, int8 convolutions and FP32 convolutions."""
+    index = GraphIndex(model.graph)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    int8 = [n for n in convs if (p := index.producer.get(n.input[1])) is not None and p.op_type == "DequantizeLinear"]
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {
+        "quantize_nodes": ops["QuantizeLinear"],
+        "dequantize_nodes": ops["DequantizeLinear"],
+        "int8_convs": len(int8),
+        "fp32_convs": len(convs) - len(int8),
+    }
