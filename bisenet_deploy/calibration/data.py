@@ -206,11 +206,12 @@ def open_frame_source(path: str | Path | None) -> FrameSource:
     )
 
 
-def _order(source: FrameSource, count: int, seed: int, exclude: set) -> list:
-    """Items to try, in order: evenly spaced for videos, else a seeded random permutation."""
+def _order(source: FrameSource, count: int, seed: int | None, exclude: set) -> list:
+    """Items to try, in order: evenly spaced for videos, else a seeded random permutation
+    (``seed=None``: the source's own order)."""
     items = [i for i in source.items if i not in exclude]
-    if not items or count <= 0:
-        return []
+    if not items or count <= 0 or seed is None:
+        return items
     if source.evenly_spaced:
         if count >= len(items):
             return items
@@ -226,7 +227,7 @@ def read_frames(
     source: FrameSource,
     count: int,
     size_hw: tuple[int, int],
-    seed: int = 0,
+    seed: int | None = 0,
     exclude: set | None = None,
     progress: bool = True,
     what: str = "calibration",
@@ -345,7 +346,7 @@ def validation_set(
     if not paths:
         raise CalibrationDataError(f"no images found under --val-images '{images}'")
     source = FolderSource(paths, f"folder {images}")
-    frames = read_frames(source, len(paths), size_hw, progress=progress, what="validation")
+    frames = read_frames(source, len(paths), size_hw, seed=None, progress=progress, what="validation")
     if not frames.frames:
         raise CalibrationDataError(f"none of the images under --val-images '{images}' could be decoded")
     if labels is None:

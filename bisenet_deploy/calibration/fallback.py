@@ -2,8 +2,8 @@
 
 Sensitivity is measured, one layer at a time: the INT8 model with just that convolution
 kept in FP32, against the FP32 labels. Then layers are moved back to FP32 greedily, most
-helpful first, re-measuring the whole model after each, until the target agreement is met
-(or no layer is left). Measured on the search frames (calibration frames), so the held-out
+helpful first, re-measuring the whole model after each and keeping a layer only if the
+whole model improves, until the target agreement is met (or no helpful layer is left). Measured on the search frames (calibration frames), so the held-out
 frames of the fidelity report stay an independent check.
 """
 
@@ -62,7 +62,7 @@ def int8_fallback(
     ref = model_labels(model, spec, frames, batch)
 
     def agreement(fp32: dict[str, str]) -> float:
-        return agreement_with(quantize_int8(model, plan_int8(model, fp32), ranges), spec, frames, batch, ref)
+        return agreement_with(quantize_int8(model, plan_int8(model, fp32), ranges, check=False), spec, frames, batch, ref)
 
     kept = dict(base_fp32)
     baseline = agreement(kept)
@@ -80,8 +80,11 @@ def int8_fallback(
     for conv, gain in gains:
         if current >= target or gain <= 0:
             break
-        kept[conv] = REASON.format(gain=gain)
-        current = agreement(kept)
-        log(f"INT8 fallback: {conv} -> FP32, agreement {current:.3f}%")
+        trial = {**kept, conv: REASON.format(gain=gain)}
+        measured = agreement(trial)
+        # Layers interact: one that helped alone may not help on top of the others.
+        if measured > current:
+            kept, current = trial, measured
+            log(f"INT8 fallback: {conv} -> FP32, agreement {current:.3f}%")
     result.fp32_convs, result.agreement = kept, current
     return result

@@ -162,4 +162,4 @@ def fp16_summary(model: onnx.ModelProto) -> dict:
     types = tensor_types(model)
     half = sum(1 for n in model.graph.node if n.op_type != "Cast" and any(types.get(t) == TensorProto.FLOAT16 for t in n.output))
     casts = sum(1 for n in model.graph.node if n.op_type == "Cast")
-    return {"fp16_nodes": half, "casts": casts}
+    return {"fp16_node_count": half, "cast_count": casts}

@@ -194,8 +194,10 @@ def make_precisions(
     skipped = f" ({calib.skipped} unreadable, skipped)" if calib.skipped else ""
     log(f"calibration data: {len(calib)} frames from {source.description}{skipped}")
     ranges, cache_state = _measure_ranges(model, spec, calib, options, cache_path_for(base), log)
-    calibration = {**calib.provenance(), "method": options.method.key(), "cache": cache_state}
-    report: dict = {"fp32": str(fp32_path), "calibration": calibration, "models": {}}
+    # Provenance goes into the models; whether the cache served it is only for the report,
+    # so the same inputs give byte-identical models either way.
+    calibration = {**calib.provenance(), "method": options.method.key()}
+    report: dict = {"fp32": str(fp32_path), "calibration": {**calibration, "cache": cache_state}, "models": {}}
     built: dict[str, onnx.ModelProto] = {}
 
     if "fp16" in wanted:
@@ -204,7 +206,7 @@ def make_precisions(
         _stamp(half, "mixed" if keep else "fp16", {**calibration, "method": {"name": "absmax (FP16 overflow check)"}})
         built["fp16"] = half
         report["models"]["fp16"] = {"fp32_nodes": keep, **fp16_summary(half)}
-        log(f"FP16: {fp16_summary(half)['fp16_nodes']} nodes in FP16, {len(keep)} kept in FP32")
+        log(f"FP16: {fp16_summary(half)['fp16_node_count']} nodes in FP16, {len(keep)} kept in FP32")
 
     if "int8" in wanted:
         fp32_convs = default_fp32_convs(model)
@@ -226,7 +228,7 @@ def make_precisions(
         report["models"]["int8"] = {"fp32_convs": fp32_convs, **summary}
         if fallback is not None:
             report["models"]["int8"]["fallback"] = fallback.to_dict()
-        log(f"INT8: {summary['int8_convs']} convolutions in INT8, {summary['fp32_convs']} in FP32")
+        log(f"INT8: {summary['int8_conv_count']} convolutions in INT8, {summary['fp32_conv_count']} in FP32")
 
     val_frames, gt, held_out = _heldout(source, calib, spec, options, log)
     log(f"comparing with FP32 on {len(val_frames)} {'held-out ' if held_out else ''}frames")

@@ -144,9 +144,11 @@ def entropy_amax(counts: np.ndarray, width: float, levels: int = ENTROPY_LEVELS)
     tail = total - mass[edges]
     plogq = np.sum(group_mass * log_level, axis=1) + np.where(last > 0, tail * log_level[:, -1], 0.0)
     plogp = plogp_prefix[edges - 1] + _xlogx(last + tail)
-    kl = (plogp - plogq) / total - np.log(total) + np.log(mass[edges])
-    # Clipped mass landing on an empty bin has no quantized counterpart: not a candidate.
-    kl = np.where((last == 0) & (tail > 0), np.inf, kl)
+    kept = mass[edges]
+    kl = (plogp - plogq) / total - np.log(total) + np.log(np.where(kept > 0, kept, 1.0))
+    # Clipped mass landing on an empty bin has no quantized counterpart, and an edge below
+    # every value keeps nothing: neither is a candidate.
+    kl = np.where(((last == 0) & (tail > 0)) | (kept == 0), np.inf, kl)
     return int(edges[np.argmin(kl)]) * width
 
 
