@@ -309,7 +309,7 @@ def calibration_batches(frames: Sequence[np.ndarray], spec: ModelSpec, batch: in
         yield processing.preprocess(chunk, spec), real
 
 
-def read_label_maps(image_names: Sequence[Path], images_root: Path, labels_root: Path) -> list[Path]:
+def label_map_paths(image_names: Sequence[Path], images_root: Path, labels_root: Path) -> list[Path]:
     """For each image under ``images_root``, its label map under ``labels_root``: same
     relative path and stem, any image suffix (PNG usually)."""
     found = []
@@ -356,7 +356,7 @@ def validation_set(
         raise CalibrationDataError(f"--val-labels '{labels}' is not a folder")
     readable = [paths[i] for i in frames.items]
     maps = []
-    for path in read_label_maps(readable, images, labels):
+    for path in label_map_paths(readable, images, labels):
         label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if label is None or label.ndim != 2:
             raise CalibrationDataError(f"label map '{path}' must be a single-channel image of class ids")

@@ -205,11 +205,13 @@ def make_precisions(
         half = convert_fp16(model, keep)
         _stamp(half, "mixed" if keep else "fp16", {**calibration, "method": {"name": "absmax (FP16 overflow check)"}})
         built["fp16"] = half
-        report["models"]["fp16"] = {"fp32_nodes": keep, **fp16_summary(half)}
-        log(f"FP16: {fp16_summary(half)['fp16_node_count']} nodes in FP16, {len(keep)} kept in FP32")
+        summary = fp16_summary(half)
+        report["models"]["fp16"] = {"fp32_nodes": keep, **summary}
+        log(f"FP16: {summary['fp16_node_count']} nodes in FP16, {len(keep)} kept in FP32")
 
     if "int8" in wanted:
-        fp32_convs = default_fp32_convs(model)
+        defaults = default_fp32_convs(model)
+        fp32_convs = defaults
         fallback = None
         if options.int8_fallback == "auto":
             fallback = int8_fallback(
@@ -221,7 +223,7 @@ def make_precisions(
         problems = qdq_problems(quantized, opset)
         if problems:
             raise ExportError(f"INT8 model breaks a TensorRT Q/DQ rule: {problems[0]}")
-        extra = fallback is not None and len(fp32_convs) > len(default_fp32_convs(model))
+        extra = len(fp32_convs) > len(defaults)
         _stamp(quantized, "mixed" if extra else "int8", calibration)
         built["int8"] = quantized
         summary = int8_summary(quantized)

@@ -22,6 +22,7 @@ stale and recomputed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -250,8 +251,7 @@ def save_ranges(path: Path, key: dict, ranges: TensorRanges, provenance: dict) -
 
 
 def cache_key(model_sha256: str, data_sha256: str, preprocessing: dict, method: CalibrationMethod, tensors: Iterable[str]) -> dict:
-    import hashlib
-
+    """What the cached ranges depend on; ``tensors`` changes when the placement code does."""
     tensor_hash = hashlib.sha256("\n".join(sorted(set(tensors))).encode()).hexdigest()
     return {
         "format": CACHE_FORMAT,
