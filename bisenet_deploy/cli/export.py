@@ -1,4 +1,4 @@
-"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model (+ FP16 / INT8 copies)."""
+"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model (-> FP16 / INT8 ONNX, -> TensorRT engine)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from .common import HelpFormatter, choices_list, cli_entry, size_arg
+from .engine_args import EXAMPLES as ENGINE_EXAMPLES
+from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
+from .precision_args import EXAMPLES as PRECISION_EXAMPLES
+from .precision_args import add_precision_arguments, check_precision_args, make_precisions_from_args, reduced_precisions
 
 PROG = "bisenet-export"
 
@@ -20,9 +24,7 @@ examples:
   bisenet-export model.pth --argmax --fuse-preprocess   # uint8 BGR frames in, int32 labels out
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
-  bisenet-export model.pth --precision fp32,fp16,int8 --calib frames/   # + model.fp16.onnx, model.int8.onnx
-  bisenet-export model.onnx --precision int8 --calib clip.mp4 --val-images val/img --val-labels val/lbl
-"""
+""" + PRECISION_EXAMPLES + ENGINE_EXAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt), or an exported .onnx with --precision")
-    p.add_argument("-o", "--output", type=Path, help="output .onnx path (default: next to the checkpoint)")
+    p.add_argument(
+        "checkpoint", nargs="?", type=Path,
+        help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --precision or --engine",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output .onnx path (default: next to the checkpoint); for an .onnx input, the .engine path "
+        "(--engine) or the name the FP16/INT8 copies are named after (--precision)",
+    )
     p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
 
     g = p.add_argument_group("model")
@@ -69,49 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--atol", type=float, default=1e-3, help="allowed max |logit diff| (absolute part)")
     g.add_argument("--rtol", type=float, default=1e-4, help="allowed max |logit diff| per unit of max |logit|")
     g.add_argument("--min-agreement", type=float, default=99.9, help="minimum label agreement in percent")
-
-    g = p.add_argument_group("precision (FP16 / INT8 ONNX beside the FP32 model)")
-    g.add_argument(
-        "--precision",
-        type=choices_list(("fp32", "fp16", "int8")),
-        default=("fp32",),
-        help="models to write, comma-separated: fp32,fp16,int8 (-> model.onnx, model.fp16.onnx, model.int8.onnx)",
-    )
-    g.add_argument("--calib", type=Path, help="calibration data: image folder, video or .npy uint8 frames (default: built-in photos)")
-    g.add_argument("--calib-count", type=int, default=64, help="calibration frames (a seeded random subset)")
-    g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="entropy", help="INT8 range method")
-    g.add_argument("--percentile", type=float, default=99.99, help="percentile for --calib-method percentile")
-    g.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration subset")
-    g.add_argument("--no-calib-cache", action="store_true", help="recalibrate even if model.calib.json matches")
-    g.add_argument("--val-images", type=Path, help="held-out images for the fidelity report (default: unused calibration items)")
-    g.add_argument("--val-labels", type=Path, help="ground-truth label maps for --val-images (same names, PNG class ids)")
-    g.add_argument("--val-count", type=int, default=16, help="held-out frames in the fidelity report")
-    g.add_argument("--int8-fallback", choices=("none", "auto"), default="none", help="auto: keep the most sensitive convolutions in FP32")
-    g.add_argument("--int8-target", type=float, default=99.0, help="label agreement (%%) --int8-fallback auto aims for")
-    g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(), help="op types or node names kept in FP32 in the FP16 model")
+    add_precision_arguments(p)
+    add_engine_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     return p
-
-
-def _precision_options(args: argparse.Namespace):
-    from ..calibration.precision import PrecisionOptions
-    from ..calibration.ranges import CalibrationMethod
-
-    return PrecisionOptions(
-        precisions=args.precision,
-        calib=args.calib,
-        calib_count=args.calib_count,
-        seed=args.calib_seed,
-        method=CalibrationMethod(args.calib_method, args.percentile),
-        use_cache=not args.no_calib_cache,
-        val_images=args.val_images,
-        val_labels=args.val_labels,
-        val_count=args.val_count,
-        int8_fallback=args.int8_fallback,
-        target_agreement=args.int8_target,
-        fp16_keep=args.fp16_keep,
-        progress=not args.quiet,
-    )
 
 
 def _log(quiet: bool):
@@ -134,23 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--batch must be >= 1")
     if args.verify_images is not None and not args.verify_images.is_dir():
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
-    reduced = [p for p in args.precision if p != "fp32"]
-    from_onnx = args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx"
-    if from_onnx and not reduced:
-        raise UserError(
-            f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export, "
-            "or --precision fp16,int8 to make reduced-precision copies of it"
-        )
-    if reduced:
-        from ..calibration.data import open_frame_source
-
-        if args.calib_count < 1 or args.val_count < 1:
-            raise UserError("--calib-count and --val-count must be >= 1")
-        if args.val_labels is not None and args.val_images is None:
-            raise UserError("--val-labels needs --val-images")
-        open_frame_source(args.calib)  # a missing or empty source fails now, not after the export
-    if from_onnx:
-        return _precision_copies(args.checkpoint, args.output or args.checkpoint, args, log)
+    reduced = reduced_precisions(args)
+    if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
+        if not args.engine and not reduced:
+            raise UserError(
+                f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export, "
+                "or add --precision fp16,int8 or --engine to make FP16/INT8 copies or a TensorRT engine of it"
+            )
+        if not reduced:
+            return build_engines_from_args(args, [args.checkpoint], args.output, log)
+        check_engine_args(args)
+        check_precision_args(args)
+        models = make_precisions_from_args(args, args.checkpoint, args.output or args.checkpoint, log)
+        return build_engines_from_args(args, models, None, log) if args.engine else 0
+    check_engine_args(args)
+    check_precision_args(args)
 
     # torch is imported here, not at module import, so `--help` stays instant.
     from ..export.onnx import ExportOptions
@@ -210,18 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         print("verification skipped (--no-verify)")
     if "UNTRAINED" in str(spec.extra.get("weights", "")):
         print(f"note: {spec.extra['weights']}")
+    models = [outcome.onnx_path]
     if reduced:
-        return _precision_copies(outcome.onnx_path, outcome.onnx_path, args, log)
-    return 0
-
-
-def _precision_copies(fp32_path: Path, base: Path, args: argparse.Namespace, log) -> int:
-    from ..calibration.precision import make_precisions
-
-    result = make_precisions(fp32_path, _precision_options(args), output_base=base, log=log)
-    for line in result.lines():
-        print(line)
-    print(f"fidelity report -> {result.report_path}")
+        models = make_precisions_from_args(args, outcome.onnx_path, outcome.onnx_path, log)
+    if args.engine:
+        return build_engines_from_args(args, models, None, log)
     return 0
 
 

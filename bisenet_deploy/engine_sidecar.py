@@ -1,0 +1,148 @@
+"""The JSON sidecar of a TensorRT engine: ModelSpec, precision, how and where it was built.
+
+``model.fp16.engine`` -> ``model.fp16.engine.json``. A serialized engine runs only with the
+TensorRT version that built it, on the GPU it was built for. The sidecar lets the runtime
+say so in one line, with the command that rebuilds the engine, instead of failing deep
+inside TensorRT. Standard library only: robots read it without torch or onnx installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .spec import ModelSpec, SpecError
+
+FORMAT_VERSION = 1
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """``model.fp16.engine`` -> ``model.fp16.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+@dataclass
+class EngineSidecar:
+    """Everything known about one engine file.
+
+    Attributes:
+        engine_sha256: hash of the engine file this sidecar describes.
+        spec: the ModelSpec from the ONNX model (None if the ONNX carried none).
+        precision: ``fp32``, ``fp16``, ``int8`` or ``mixed``, as recorded in the ONNX.
+        tensorrt: ``{"package": "tensorrt" | "tensorrt_rtx", "version": ..., "strongly_typed": ...}``.
+        gpu: the build GPU (name, compute capability, ...); None when built without one
+            (TensorRT-RTX builds ahead of time for ``target_compute_capabilities``).
+        target_compute_capabilities: explicit targets of a TensorRT-RTX build ([]: its default set).
+        cuda: CUDA runtime and driver versions at build time.
+        build: build options and facts (profiles, flags, workspace, timing cache, DLA ...).
+        onnx: ``{"path": ONNX path relative to the engine's folder, "sha256": ...}``.
+        calibration: calibration provenance copied from the ONNX metadata (None for fp32/fp16).
+        rebuild_command: the ``bisenet-export`` command, run in the engine's folder, that
+            rebuilds this engine.
+    """
+
+    engine_sha256: str
+    spec: ModelSpec | None
+    precision: str
+    tensorrt: dict[str, Any]
+    gpu: dict[str, Any] | None = None
+    target_compute_capabilities: list[str] = field(default_factory=list)
+    cuda: dict[str, Any] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)
+    onnx: dict[str, Any] = field(default_factory=dict)
+    calibration: Any = None
+    built_at: str = ""
+    build_seconds: float = 0.0
+    rebuild_command: str = ""
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["spec"] = self.spec.to_dict() if self.spec is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineSidecar:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        spec = values.get("spec")
+        values["spec"] = ModelSpec.from_dict(spec) if isinstance(spec, dict) else None
+        return cls(**values)
+
+    def write(self, engine_path: str | Path) -> Path:
+        from .fileio import write_text_atomic
+
+        return write_text_atomic(sidecar_path(engine_path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, engine_path: str | Path) -> EngineSidecar | None:
+        """The sidecar next to ``engine_path``; None when there is none."""
+        path = sidecar_path(engine_path)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            if int(data.get("format", 0)) > FORMAT_VERSION:
+                raise ValueError(f"format {data['format']} is newer than this bisenet-deploy understands")
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError, SpecError) as exc:
+            raise ArtifactError(f"engine sidecar '{path}' is unreadable: {exc}") from None
+
+
+def compatibility_problem(
+    sidecar: EngineSidecar, package: str, version: str, gpu: dict[str, Any] | None
+) -> str | None:
+    """Why the engine cannot run with this TensorRT on this GPU, or None when it can.
+
+    Engines are tied to the exact TensorRT version, and (for TensorRT) to the GPU model
+    they were tuned on. TensorRT-RTX engines are portable: they run on the compute
+    capabilities they were built for (explicit targets, or TensorRT-RTX's default set,
+    which its runtime checks itself).
+    """
+    built = sidecar.tensorrt
+    if built.get("package") != package:
+        return f"it was built with {built.get('package')}, but it is being loaded with {package}"
+    if built.get("version") != version:
+        return f"it was built with {package} {built.get('version')}, this machine has {package} {version}"
+    if gpu is None:
+        return None
+    cc = gpu.get("compute_capability")
+    if sidecar.gpu is not None and not sidecar.build.get("portable_across_gpus"):
+        was = sidecar.gpu
+        if was.get("compute_capability") != cc or was.get("name") != gpu.get("name"):
+            return (
+                f"it was built for {was.get('name')} (compute capability {was.get('compute_capability')}), "
+                f"this GPU is {gpu.get('name')} (compute capability {cc})"
+            )
+    elif sidecar.target_compute_capabilities and cc not in sidecar.target_compute_capabilities:
+        return (
+            f"it was built for compute capabilities {', '.join(sidecar.target_compute_capabilities)}, "
+            f"this GPU ({gpu.get('name')}) has {cc}"
+        )
+    return None
+
+
+def rebuild_hint(engine_path: str | Path, sidecar: EngineSidecar | None) -> str:
+    """The command that rebuilds ``engine_path``, run from where the user stands."""
+    engine_path = Path(engine_path)
+    if sidecar is None or not sidecar.rebuild_command:
+        onnx = engine_path.with_suffix(".onnx")
+        return f"bisenet-export {shlex.quote(str(onnx))} --engine -o {shlex.quote(str(engine_path))}"
+    folder = str(engine_path.parent)
+    return sidecar.rebuild_command if folder in ("", ".") else f"cd {shlex.quote(folder)} && {sidecar.rebuild_command}"
+
+
+def mismatch_error(engine_path: str | Path, sidecar: EngineSidecar, problem: str) -> ArtifactError:
+    return ArtifactError(
+        f"engine '{engine_path}' does not fit this machine: {problem}. "
+        f"Rebuild it here: {rebuild_hint(engine_path, sidecar)}"
+    )
