@@ -104,3 +104,15 @@ def test_bad_calibration_sources_give_one_line_and_keep_outputs(precision_models
     }[kind]
     assert expected in message
     assert existing.read_bytes() == b"keep me"
+
+
+def test_precision_copies_then_engines(precision_models, tmp_path, capsys):
+    pytest.importorskip("tensorrt_rtx", reason="needs NVIDIA TensorRT-RTX (pip install 'bisenet-deploy[rtx]')")
+    src = tmp_path / "model.onnx"
+    shutil.copy(precision_models["fixed"]["fp32"], src)
+    code, stdout, _ = run(capsys, src, "--precision", "int8", "--engine", "--tensorrt", "tensorrt_rtx", *SMALL)
+    assert code == 0, stdout
+    sidecar = json.loads((tmp_path / "model.int8.engine.json").read_text())
+    assert sidecar["precision"] == "int8"
+    assert sidecar["calibration"]["method"] == {"name": "entropy"} and sidecar["calibration"]["count"] == 3
+    assert not (tmp_path / "model.fp32.engine").exists()  # only the precisions asked for
