@@ -147,13 +147,33 @@ def prune_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep)
 
 
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference on a copy whose large weights are declared, not stored: inference
+    only needs their shapes, and serializing tens of MB of weights dominated its cost. Small
+    constants (shapes, scales, sizes) keep their values, which inference may need."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    kept, declared = [], []
+    for init in graph.initializer:
+        if len(init.raw_data) > 4096:
+            declared.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(declared)
+    return onnx.shape_inference.infer_shapes(light)
+
+
+def _value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inferred = _inferred(model)
+    return list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+
+
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every tensor that shape inference can type."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in _value_infos(model) if vi.type.HasField("tensor_type")}
     for init in model.graph.initializer:
         types[init.name] = init.data_type
     return types
@@ -161,9 +181,8 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Shape of every tensor shape inference can tell (``None`` for unknown dimensions)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+    for vi in _value_infos(model):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
             dims = vi.type.tensor_type.shape.dim
             shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
