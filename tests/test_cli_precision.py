@@ -43,7 +43,8 @@ def test_checkpoint_to_all_three_precisions(checkpoint5, calib_folder, tmp_path,
         "--precision", "fp32,fp16,int8", "--calib", calib_folder, *SMALL,
     )
     assert code == 0, stdout
-    for precision, path in {"fp32": out, "fp16": tmp_path / "seg.fp16.onnx", "int8": tmp_path / "seg.int8.onnx"}.items():
+    written = {"fp32": out, "fp16": tmp_path / "seg.fp16.onnx", "int8": tmp_path / "seg.int8.onnx"}
+    for precision, path in written.items():
         assert read_metadata(onnx.load(str(path), load_external_data=False))[PRECISION_KEY] == precision
     report = json.loads((tmp_path / "seg.fidelity.json").read_text())
     assert set(report["models"]) == {"fp16", "int8"}

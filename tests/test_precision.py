@@ -123,7 +123,8 @@ def test_qdq_checker_catches_what_tensorrt_rejects(precision_models):
         numpy_helper.from_array(np.full(bias.shape, 0.01, np.float32), "b_scale"),
         numpy_helper.from_array(np.zeros(bias.shape, np.int32), "b_zero"),
     ])
-    bias_dq.graph.node.insert(0, helper.make_node("DequantizeLinear", ["b_int32", "b_scale", "b_zero"], ["b_dq"], axis=0))
+    dq = helper.make_node("DequantizeLinear", ["b_int32", "b_scale", "b_zero"], ["b_dq"], axis=0)
+    bias_dq.graph.node.insert(0, dq)
     conv.input[2] = "b_dq"
     problems = qdq_problems(bias_dq, 17)
     assert any("bias is quantized" in p for p in problems) and any("int32" in p for p in problems)
@@ -135,8 +136,10 @@ def test_fp16_keeps_fp32_io_and_stays_close(precision_models, photos, variant):
     paths = precision_models[variant]
     model = _load(paths["fp16"])
     fp32 = _load(paths["fp32"])
-    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [i.type.tensor_type.elem_type for i in fp32.graph.input]
-    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [o.type.tensor_type.elem_type for o in fp32.graph.output]
+    def io_types(m):
+        return [v.type.tensor_type.elem_type for v in list(m.graph.input) + list(m.graph.output)]
+
+    assert io_types(model) == io_types(fp32)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     inits = _inits(model)
     assert all(inits[c.input[1]].dtype == np.float16 for c in convs)
@@ -189,7 +192,8 @@ def test_fidelity_report_is_written_and_held_out(precision_models):
         fid = saved["models"][precision]["fidelity"]
         assert 0 <= fid["label_agreement"] <= 100 and 0 <= fid["miou_vs_fp32"] <= 100
         assert fid["max_abs_logit_diff"] >= fid["mean_abs_logit_diff"] > 0
-    assert saved["models"]["fp16"]["fidelity"]["mean_abs_logit_diff"] < saved["models"]["int8"]["fidelity"]["mean_abs_logit_diff"]
+    mean_diff = {p: saved["models"][p]["fidelity"]["mean_abs_logit_diff"] for p in ("fp16", "int8")}
+    assert mean_diff["fp16"] < mean_diff["int8"]
 
 
 def test_calibration_cache_is_reused_and_invalidated(precision_models, tmp_path):
@@ -254,7 +258,8 @@ def test_ground_truth_miou_in_the_report(precision_models, photos, tmp_path):
     images.mkdir()
     labels.mkdir()
     frames = [processing.resize_bilinear(f, TINY) for _, f in photos[:3]]
-    truth = processing.labels_from_output(_run(precision_models["fixed"]["fp32"], frames), _spec(_load(precision_models["fixed"]["fp32"])))
+    fp32 = precision_models["fixed"]["fp32"]
+    truth = processing.labels_from_output(_run(fp32, frames), _spec(_load(fp32)))
     for i, (frame, label) in enumerate(zip(frames, truth)):
         cv2.imwrite(str(images / f"{i}.png"), frame)
         cv2.imwrite(str(labels / f"{i}.png"), label)

@@ -15,7 +15,8 @@ from bisenet_deploy.model.demo import demo_checkpoint_path
 SIZE = (512, 512)
 
 pytestmark = pytest.mark.skipif(
-    demo_checkpoint_path() is None, reason="trained demo weights (bisenet_deploy/assets/demo_shapes_r18.pth) not packaged"
+    demo_checkpoint_path() is None,
+    reason="trained demo weights (bisenet_deploy/assets/demo_shapes_r18.pth) not packaged",
 )
 
 
@@ -33,7 +34,9 @@ def trained_precisions(tmp_path_factory):
     calib = root / "calib.npy"
     np.save(calib, np.stack([s.image for s in shapes.scenes(16, SIZE, split="train", seed=7)]))
     images, labels = shapes.write_scene_folder(root / "val", shapes.validation_scenes(4, SIZE))
-    options = PrecisionOptions(calib=calib, calib_count=16, val_images=images, val_labels=labels, val_count=4, progress=False)
+    options = PrecisionOptions(
+        calib=calib, calib_count=16, val_images=images, val_labels=labels, val_count=4, progress=False
+    )
     outcome = make_precisions(path, options)
     return path, outcome, shapes
 

@@ -243,7 +243,9 @@ def read_frames(
         order = order[:count]  # no replacements: the frames would no longer be evenly spaced
     digest = hashlib.sha256()
     out = Frames([], [], source.description)
-    bar = tqdm(total=min(count, len(order)), desc=f"reading {what} frames", unit="frame", disable=not progress, leave=False)
+    bar = tqdm(
+        total=min(count, len(order)), desc=f"reading {what} frames", unit="frame", disable=not progress, leave=False
+    )
     try:
         position = 0
         while len(out.frames) < count and position < len(order):
@@ -296,7 +298,9 @@ def preprocessing_key(spec: ModelSpec) -> dict:
     }
 
 
-def calibration_batches(frames: Sequence[np.ndarray], spec: ModelSpec, batch: int = 1) -> Iterator[tuple[np.ndarray, int]]:
+def calibration_batches(
+    frames: Sequence[np.ndarray], spec: ModelSpec, batch: int = 1
+) -> Iterator[tuple[np.ndarray, int]]:
     """(network input batch, number of real frames in it): ``preprocess`` with the artifact's
     spec. A fixed batch size larger than what is left is filled up by repeating frames; the
     count tells callers which rows are real."""

@@ -3,7 +3,8 @@
 Sensitivity is measured, one layer at a time: the INT8 model with just that convolution
 kept in FP32, against the FP32 labels. Then layers are moved back to FP32 greedily, most
 helpful first, re-measuring the whole model after each and keeping a layer only if the
-whole model improves, until the target agreement is met (or no helpful layer is left). Measured on the search frames (calibration frames), so the held-out
+whole model improves, until the target agreement is met (or no helpful layer is left).
+Measured on the search frames (calibration frames), so the held-out
 frames of the fidelity report stay an independent check.
 """
 
@@ -62,7 +63,8 @@ def int8_fallback(
     ref = model_labels(model, spec, frames, batch)
 
     def agreement(fp32: dict[str, str]) -> float:
-        return agreement_with(quantize_int8(model, plan_int8(model, fp32), ranges, check=False), spec, frames, batch, ref)
+        candidate = quantize_int8(model, plan_int8(model, fp32), ranges, check=False)
+        return agreement_with(candidate, spec, frames, batch, ref)
 
     kept = dict(base_fp32)
     baseline = agreement(kept)

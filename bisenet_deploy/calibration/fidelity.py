@@ -60,13 +60,6 @@ class Fidelity:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def summary(self) -> str:
-        gt = f", mIoU vs labels {self.miou_vs_ground_truth:.2f}%" if self.miou_vs_ground_truth is not None else ""
-        return (
-            f"agreement {self.label_agreement:.3f}%, mIoU vs FP32 {self.miou_vs_fp32:.2f}%, "
-            f"max |logit diff| {self.max_abs_logit_diff:.3g}, mean {self.mean_abs_logit_diff:.3g}{gt}"
-        )
-
 
 class _Tally:
     """Running logit differences and collected labels of one candidate."""

@@ -115,7 +115,8 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> onnx.
             graph.initializer.append(_to_fp16(index.initializers[name], half[name]))
         else:
             half[name] = unique_name(f"{name}_fp16", names)
-            new_nodes.append(helper.make_node("Cast", [name], [half[name]], name=unique_name(f"{name}_to_fp16", names), to=TensorProto.FLOAT16))
+            cast = unique_name(f"{name}_to_fp16", names)
+            new_nodes.append(helper.make_node("Cast", [name], [half[name]], name=cast, to=TensorProto.FLOAT16))
         return half[name]
 
     casts_back: set[str] = set()
@@ -123,7 +124,8 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Iterable[str] = ()) -> onnx.
     def fp32_version(name: str) -> str:
         if name in produced_half and name not in casts_back:
             casts_back.add(name)
-            new_nodes.append(helper.make_node("Cast", [half[name]], [name], name=unique_name(f"{name}_to_fp32", names), to=TensorProto.FLOAT))
+            cast = unique_name(f"{name}_to_fp32", names)
+            new_nodes.append(helper.make_node("Cast", [half[name]], [name], name=cast, to=TensorProto.FLOAT))
         return name
 
     for node in list(graph.node):
@@ -153,13 +155,16 @@ def _retype_attributes(node: onnx.NodeProto) -> None:
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
             attr.i = TensorProto.FLOAT16
-        elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+        elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and (
+            attr.t.data_type == TensorProto.FLOAT
+        ):
             attr.t.CopyFrom(_to_fp16(attr.t, attr.t.name))
 
 
 def fp16_summary(model: onnx.ModelProto) -> dict:
     """Counts for reports: FP16 and FP32 nodes in the converted graph."""
     types = tensor_types(model)
-    half = sum(1 for n in model.graph.node if n.op_type != "Cast" and any(types.get(t) == TensorProto.FLOAT16 for t in n.output))
+    nodes = [n for n in model.graph.node if n.op_type != "Cast"]
+    half = sum(1 for n in nodes if any(types.get(t) == TensorProto.FLOAT16 for t in n.output))
     casts = sum(1 for n in model.graph.node if n.op_type == "Cast")
     return {"fp16_node_count": half, "cast_count": casts}

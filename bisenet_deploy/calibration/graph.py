@@ -110,7 +110,10 @@ def _reachable(tensor: str, index: GraphIndex, downstream: bool) -> set[str]:
         if name in visited_tensors:
             continue
         visited_tensors.add(name)
-        nodes = index.consumers.get(name, []) if downstream else [index.producer[name]] if name in index.producer else []
+        if downstream:
+            nodes = index.consumers.get(name, [])
+        else:
+            nodes = [index.producer[name]] if name in index.producer else []
         for node in nodes:
             if node.name in seen:
                 continue

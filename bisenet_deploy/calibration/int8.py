@@ -104,7 +104,10 @@ def default_fp32_convs(model: onnx.ModelProto) -> dict[str, str]:
         if len(shape) == 4 and shape[2] == 1 and shape[3] == 1:
             keep[node.name] = "works on globally pooled 1x1 features (attention): INT8 saves nothing there"
         elif node.output[0] == body.logits:
-            keep[node.name] = "produces the logits: no Q can follow it (onnxruntime cannot fuse it) and its rounding lands on the scores"
+            keep[node.name] = (
+                "produces the logits: no Q can follow it (onnxruntime cannot fuse it) "
+                "and its rounding lands on the scores"
+            )
     return keep
 
 
@@ -131,15 +134,15 @@ def plan_int8(model: onnx.ModelProto, fp32_convs: dict[str, str] | None = None) 
     reaches: dict[str, bool] = {}
     for node in reversed(nodes):
         if node.name in glue_candidates:
-            reaches[node.name] = any(
-                c.name in conv_set or reaches.get(c.name, False) for t in node.output for c in index.consumers.get(t, [])
-            )
+            users = [c for t in node.output for c in index.consumers.get(t, [])]
+            reaches[node.name] = any(c.name in conv_set or reaches.get(c.name, False) for c in users)
     # Forward: is it fed by an int8 node?
     int8_nodes = set(conv_set)
     glue = []
     for node in nodes:
         if node.name in glue_candidates and reaches[node.name]:
-            if any(index.producer.get(t) is not None and index.producer[t].name in int8_nodes for t in activations(node)):
+            producers = [index.producer[t].name for t in activations(node) if t in index.producer]
+            if any(p in int8_nodes for p in producers):
                 int8_nodes.add(node.name)
                 glue.append(node.name)
 
@@ -224,8 +227,10 @@ def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges, 
             zero_points[tensor] = zp.name
         graph.initializer.append(scale)
         q_out, dq_out = unique(f"{tensor}_q{step}"), unique(f"{tensor}_dq{step}")
-        new_nodes.append(helper.make_node("QuantizeLinear", [tensor, scale.name, zero_points[tensor]], [q_out], name=unique(f"{tensor}_Q{step}")))
-        new_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale.name, zero_points[tensor]], [dq_out], name=unique(f"{tensor}_DQ{step}")))
+        params = [scale.name, zero_points[tensor]]
+        q_name, dq_name = unique(f"{tensor}_Q{step}"), unique(f"{tensor}_DQ{step}")
+        new_nodes.append(helper.make_node("QuantizeLinear", [tensor, *params], [q_out], name=q_name))
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_out, *params], [dq_out], name=dq_name))
         by_name[consumer].input[slot] = dq_out
 
     int8_weights: dict[str, tuple[str, str, str]] = {}
@@ -240,7 +245,9 @@ def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges, 
             graph.initializer.extend([q_init, s_init, z_init])
             int8_weights[weight] = (q_init.name, s_init.name, z_init.name)
         dq_out = unique(f"{weight}_dq")
-        new_nodes.append(helper.make_node("DequantizeLinear", list(int8_weights[weight]), [dq_out], name=unique(f"{name}_weight_DQ"), axis=0))
+        dq_name = unique(f"{name}_weight_DQ")
+        dq = helper.make_node("DequantizeLinear", list(int8_weights[weight]), [dq_out], name=dq_name, axis=0)
+        new_nodes.append(dq)
         conv.input[1] = dq_out
 
     for name in plan.glue:

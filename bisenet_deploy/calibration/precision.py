@@ -36,7 +36,15 @@ from .fidelity import compare_models
 from .fp16 import body_float_tensors, convert_fp16, fp16_summary, nodes_matching, overflow_nodes
 from .graph import ensure_node_names, graph_sha256
 from .int8 import default_fp32_convs, int8_summary, plan_int8, qdq_problems, quantize_int8
-from .ranges import CalibrationMethod, TensorRanges, cache_key, cache_path_for, collect_ranges, load_cached_ranges, save_ranges
+from .ranges import (
+    CalibrationMethod,
+    TensorRanges,
+    cache_key,
+    cache_path_for,
+    collect_ranges,
+    load_cached_ranges,
+    save_ranges,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 Log = Callable[[str], None]
@@ -71,7 +79,8 @@ class PrecisionOutcome:
         out = []
         for precision, info in self.report.get("models", {}).items():
             fid = info["fidelity"]
-            gt = f", mIoU vs labels {fid['miou_vs_ground_truth']:.2f}%" if fid.get("miou_vs_ground_truth") is not None else ""
+            gt_miou = fid.get("miou_vs_ground_truth")
+            gt = f", mIoU vs labels {gt_miou:.2f}%" if gt_miou is not None else ""
             out.append(
                 f"{precision}: label agreement {fid['label_agreement']:.3f}%, mIoU vs FP32 {fid['miou_vs_fp32']:.2f}%, "
                 f"max |logit diff| {fid['max_abs_logit_diff']:.3g} (mean {fid['mean_abs_logit_diff']:.3g}){gt} "
@@ -118,7 +127,9 @@ def _batch_size(model: onnx.ModelProto) -> int:
     return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 1
 
 
-def _measure_ranges(model, spec, frames: Frames, options: PrecisionOptions, cache: Path, log: Log) -> tuple[TensorRanges, str]:
+def _measure_ranges(
+    model: onnx.ModelProto, spec: ModelSpec, frames: Frames, options: PrecisionOptions, cache: Path, log: Log
+) -> tuple[TensorRanges, str]:
     """Activation ranges for every tensor INT8 might quantize and every tensor FP16 checks."""
     quantized = plan_int8(model, fp32_convs={}).tensors
     observed = body_float_tensors(model)
@@ -143,12 +154,13 @@ def _heldout(source, calib: Frames, spec: ModelSpec, options: PrecisionOptions, 
     if options.val_images is not None:
         val = validation_set(options.val_images, options.val_labels, options.val_count, size, options.progress)
         return val.frames, val.labels, True
-    frames = read_frames(source, options.val_count, size, options.seed + 1, calib.used_items, options.progress, "validation")
+    seed, progress = options.seed + 1, options.progress
+    frames = read_frames(source, options.val_count, size, seed, calib.used_items, progress, "validation")
     if frames.frames:
         return frames, None, True
     if options.calib is not None:
         samples = open_frame_source(None)
-        frames = read_frames(samples, options.val_count, size, options.seed + 1, progress=options.progress, what="validation")
+        frames = read_frames(samples, options.val_count, size, seed, progress=progress, what="validation")
         if frames.frames:
             return frames, None, True
     log("note: no frames left that calibration did not use; fidelity is measured on calibration frames")
@@ -160,7 +172,11 @@ def _stamp(model: onnx.ModelProto, precision: str, calibration: dict) -> None:
     versions.update(tool_versions("onnx", "onnxruntime"))
     set_metadata(
         model,
-        {PRECISION_KEY: precision, CALIBRATION_KEY: json.dumps(calibration, sort_keys=True), VERSIONS_KEY: json.dumps(versions, sort_keys=True)},
+        {
+            PRECISION_KEY: precision,
+            CALIBRATION_KEY: json.dumps(calibration, sort_keys=True),
+            VERSIONS_KEY: json.dumps(versions, sort_keys=True),
+        },
     )
 
 
@@ -253,4 +269,11 @@ def make_precisions(
     return outcome
 
 
-__all__ = ["PRECISIONS", "CalibrationDataError", "PrecisionOptions", "PrecisionOutcome", "make_precisions", "precision_path"]
+__all__ = [
+    "PRECISIONS",
+    "CalibrationDataError",
+    "PrecisionOptions",
+    "PrecisionOutcome",
+    "make_precisions",
+    "precision_path",
+]

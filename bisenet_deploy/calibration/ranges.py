@@ -250,7 +250,9 @@ def save_ranges(path: Path, key: dict, ranges: TensorRanges, provenance: dict) -
     write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
 
 
-def cache_key(model_sha256: str, data_sha256: str, preprocessing: dict, method: CalibrationMethod, tensors: Iterable[str]) -> dict:
+def cache_key(
+    model_sha256: str, data_sha256: str, preprocessing: dict, method: CalibrationMethod, tensors: Iterable[str]
+) -> dict:
     """What the cached ranges depend on; ``tensors`` changes when the placement code does."""
     tensor_hash = hashlib.sha256("\n".join(sorted(set(tensors))).encode()).hexdigest()
     return {

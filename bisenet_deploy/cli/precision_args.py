@@ -94,4 +94,10 @@ def make_precisions_from_args(
     return [fp32_path if p == "fp32" else result.paths[p] for p in args.precision]
 
 
-__all__ = ["EXAMPLES", "add_precision_arguments", "check_precision_args", "make_precisions_from_args", "reduced_precisions"]
+__all__ = [
+    "EXAMPLES",
+    "add_precision_arguments",
+    "check_precision_args",
+    "make_precisions_from_args",
+    "reduced_precisions",
+]
