@@ -1,0 +1,87 @@
+"""Real photographs as benchmark inputs, and the fidelity measured on them.
+
+The same photos (the sample photos shipped with scikit-image/scikit-learn/matplotlib, or
+``--images DIR``) are the timed inputs and the fidelity set, so speed and accuracy figures
+describe the same pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..runtime import processing
+from ..runtime.segmenter import Segmenter
+from ..runtime.sources import list_images, read_image
+from ..samples import sample_photos
+from .fidelity import ComparisonAccumulator
+
+Photos = list[tuple[str, np.ndarray]]
+
+
+def benchmark_photos(images: Path | None, limit: int) -> tuple[Photos, str]:
+    """(name, BGR image) pairs and a description for the protocol header."""
+    if images is not None:
+        if not images.is_dir():
+            raise UserError(f"--images '{images}' is not a folder")
+        found = [(p.name, img) for p in list_images(images)[:limit] if (img := read_image(p)) is not None]
+        if not found:
+            raise UserError(f"--images '{images}' holds no readable images")
+        return found, f"{len(found)} images from {images}"
+    found = sample_photos(limit)
+    if found:
+        return found, f"{len(found)} real photographs shipped with scikit-image/scikit-learn/matplotlib"
+    try:
+        from ..export.verify import random_frames
+    except ImportError:
+        raise UserError("no sample photos installed (scikit-image/scikit-learn); give --images DIR") from None
+    frames = random_frames(4, (512, 512))
+    return [(f"random-{i}", f) for i, f in enumerate(frames)], "4 seeded synthetic frames (no photographs found)"
+
+
+def frame_sets_for(photos: Photos, frame_size: tuple[int, int], batch: int) -> list[list[np.ndarray]]:
+    """Batches of photos resized to the frame size ahead of time (decoding is not timed);
+    successive calls cycle through them."""
+    h, w = frame_size
+    frames = [cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for _, img in photos]
+    count = max(1, min(len(frames), 4))
+    return [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(count)]
+
+
+def network_outputs(seg: Segmenter, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels, logits or None) of one frame at the network resolution."""
+    frames = [frame] * (seg.batch_size or 1)  # fixed-batch artifacts: fill the batch
+    output = seg.infer(seg.preprocess(frames))[:1]
+    labels = processing.labels_from_output(output, seg.spec)[0]
+    logits = output[0] if seg.spec.output_kind == "logits" else None
+    return labels, logits
+
+
+def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photos: Photos,
+                     fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None]) -> None:
+    """Agreement of every (contestant, runner) with the reference on the photos, once per
+    size; results go into ``fidelity`` under (name, size), None when the reference cannot
+    run at this size. Photo by photo, so no logits pile up in memory."""
+    todo = [(c, r) for c, r in runners if (c.name, size) not in fidelity and c is not reference]
+    if not todo:
+        return
+    ref = next((r for c, r in runners if c is reference), None)
+    if ref is None:
+        for c, _ in todo:
+            fidelity[(c.name, size)] = None
+        return
+    label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
+    acc = {c.name: ComparisonAccumulator(label_classes) for c, _ in todo}
+    for _, photo in photos:
+        ref_labels, ref_logits = network_outputs(ref.segmenter, photo)
+        for c, runner in todo:
+            labels, logits = network_outputs(runner.segmenter, photo)
+            acc[c.name].add(ref_labels, labels, ref_logits, logits)
+    for c, _ in todo:
+        result = acc[c.name].result().to_dict()
+        result["images"] = len(photos)
+        fidelity[(c.name, size)] = result

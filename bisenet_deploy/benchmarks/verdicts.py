@@ -1,0 +1,111 @@
+"""Plain-language conclusions drawn from a finished result (a dict, as written to JSON).
+
+Pure functions of the result, so they can be tested on synthetic results and re-derived
+from any saved JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .stats import median_ratio
+
+#: INT8 must beat FP16 by this factor to be worth its calibration and accuracy risk.
+INT8_MIN_GAIN = 1.10
+#: ... and lose at most this many points of label agreement.
+INT8_MAX_AGREEMENT_LOSS = 1.0
+SEGMENTER_MAX_OVERHEAD_PCT = 10.0
+NOISY_CV = 0.10
+#: 1-minute load average per usable CPU above which the machine counts as busy
+BUSY_LOAD = 0.75
+
+
+def _v(level: str, text: str) -> dict[str, str]:
+    return {"level": level, "text": text}
+
+
+def _agreement(row: dict[str, Any]) -> float | None:
+    fid = row.get("fidelity")
+    return fid.get("label_agreement") if fid else None
+
+
+def _pair(rows: list[dict[str, Any]], row: dict[str, Any], precision: str) -> dict[str, Any] | None:
+    """The row of ``precision`` on the same backend (TensorRT INT8 vs TensorRT FP16): across
+    backends a precision comparison would mostly measure the backends."""
+    return next((r for r in rows if r["precision"] == precision and r["backend"] == row["backend"]), None)
+
+
+def int8_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
+    """INT8 against FP16 (or FP32 when there is no FP16): speed from per-round ratios of
+    the same rounds, accuracy as label agreement with the reference."""
+    out = []
+    where = f"{cell['size']} batch {cell['batch']}"
+    for row in cell["rows"]:
+        if row["precision"] != "int8":
+            continue
+        base = _pair(cell["rows"], row, "fp16") or _pair(cell["rows"], row, "fp32")
+        if base is None:
+            continue
+        gain = median_ratio(base["samples_ms"], row["samples_ms"])
+        a_int8, a_base = _agreement(row), _agreement(base)
+        loss = None if a_int8 is None or a_base is None else a_base - a_int8
+        label = base["precision"].upper()
+        facts = f"{row['name']} vs {base['name']} at {where}: {gain:.2f}x" + (
+            f", label agreement {a_int8:.2f}% vs {a_base:.2f}%" if loss is not None else "")
+        problems = []
+        if gain < INT8_MIN_GAIN:
+            problems.append(f"INT8 is less than {INT8_MIN_GAIN - 1:.0%} faster than {label}")
+        if loss is not None and loss > INT8_MAX_AGREEMENT_LOSS:
+            problems.append(f"INT8 loses more than {INT8_MAX_AGREEMENT_LOSS:g} point of label agreement")
+        if problems:
+            out.append(_v("verdict", f"{'; '.join(problems)} ({facts}): recommend {label}"))
+        else:
+            out.append(_v("verdict", f"INT8 pays off over {label} ({facts})"))
+    return out
+
+
+def row_warnings(cell: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    where = f"{cell['size']} batch {cell['batch']}"
+    for row in cell["rows"]:
+        overhead = row.get("segmenter_overhead_pct")
+        if overhead is not None and overhead > SEGMENTER_MAX_OVERHEAD_PCT:
+            stages = row["stages_ms"]
+            worst = max(("preprocess", "postprocess"), key=lambda k: stages.get(k) or 0.0)
+            hint = (" (export with --argmax to move the argmax into the graph, or use output_size='network')"
+                    if worst == "postprocess" else " (frames larger than the network input are resized on the host)")
+            out.append(_v("warning", f"{row['name']} at {where}: Segmenter end to end is {overhead:.1f}% over the raw "
+                          f"backend call (> {SEGMENTER_MAX_OVERHEAD_PCT:g}%); largest host stage: {worst} "
+                          f"{stages.get(worst) or 0:.1f} ms{hint}"))
+        agreement = _agreement(row)
+        floor = {"fp32": 99.9, "fp16": 99.0}.get(row["precision"])
+        if row["role"] != "reference" and agreement is not None and floor is not None and agreement < floor:
+            out.append(_v("warning", f"{row['name']} at {where}: label agreement with the reference is only "
+                          f"{agreement:.2f}% (expected >= {floor}% for {row['precision'].upper()})"))
+        cv = row["latency_ms"]["std"] / row["latency_ms"]["mean"] if row["latency_ms"]["mean"] else 0.0
+        if cv > NOISY_CV:
+            out.append(_v("warning", f"{row['name']} at {where}: noisy timings (std is {cv:.0%} of the mean); "
+                          "rerun on an idle machine before quoting them"))
+        if not row.get("warmup_stable", True):
+            out.append(_v("warning", f"{row['name']} at {where}: latency did not settle during "
+                          f"{row['warmup_runs']} warm-up calls"))
+        wins = row.get("windows") or []
+        if len(wins) >= 2 and wins[-1]["median_ms"] > 1.10 * wins[0]["median_ms"]:
+            out.append(_v("warning", f"{row['name']} at {where}: FPS fell from {wins[0]['fps']:.1f} to "
+                          f"{wins[-1]['fps']:.1f} over the run (thermal throttling or clock changes?)"))
+    return out
+
+
+def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
+    out = [_v("note", n) for n in result["protocol"]["reference"].get("notes", [])]
+    system = result["protocol"]["system"]
+    jetson = system.get("jetson") or {}
+    out += [_v("warning", w) for w in jetson.get("warnings", [])]
+    load, cpus = system.get("load_average"), system["cpu"].get("usable_cpus") or 1
+    if load and load[0] > BUSY_LOAD * cpus:
+        out.append(_v("warning", f"the machine was busy when the run started (load average {load[0]:.1f} on {cpus} "
+                      "CPUs, including anything run just before): other work competes for the cores"))
+    for cell in result["cells"]:
+        out += int8_verdicts(cell)
+        out += row_warnings(cell)
+    return out

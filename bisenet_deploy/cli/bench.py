@@ -1,0 +1,159 @@
+"""``bisenet-bench``: FPS and accuracy of artifacts against the PyTorch reference, one run."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .common import HelpFormatter, cli_entry, size_arg
+
+PROG = "bisenet-bench"
+
+EXAMPLES = """\
+examples:
+  bisenet-bench model.onnx model.int8.onnx          # PyTorch reference found through the metadata
+  bisenet-bench --engine model.int8.engine --engine model.fp16.engine --onnx model.onnx
+  bisenet-bench --checkpoint model.pth model.onnx --sizes 512x1024,768x1536,1024x2048 --batch 1,4
+  bisenet-bench --demo demo/model.onnx --sizes 512x512 --json out.json --plot out.png
+  bisenet-bench --checkpoint model.pth --device cuda --torch-variant fp16 --torch-variant fp16+channels_last
+  bisenet-bench model.fp16.engine --duration 60        # sustained: FPS over time (Jetson throttling)
+
+The reference is the PyTorch model (--checkpoint, --demo, or the checkpoint recorded in the
+artifact's metadata when it is present with a matching SHA-256); without one, the FP32 ONNX
+model is the reference and the report says so.
+"""
+
+
+def _list(kind):
+    def parse(text: str):
+        try:
+            return [kind(t) for t in text.split(",") if t.strip()]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
+                                "PyTorch reference, in one run.", epilog=EXAMPLES, formatter_class=HelpFormatter)
+    g = p.add_argument_group("what to compare")
+    g.add_argument("artifacts", nargs="*", type=Path, help=".onnx, .engine/.plan or .pth files (any mix)")
+    g.add_argument("--onnx", action="append", type=Path, default=[], help="ONNX model (repeatable)")
+    g.add_argument("--engine", action="append", type=Path, default=[], help="TensorRT engine (repeatable)")
+    g.add_argument("--checkpoint", action="append", type=Path, default=[],
+                   help="PyTorch checkpoint; the first one is the reference (repeatable)")
+    g.add_argument("--demo", action="store_true", help="the built-in demo model is the PyTorch reference")
+    g.add_argument("--torch-variant", action="append", default=[], metavar="OPTS",
+                   help="extra PyTorch row: fp16, channels_last, cuda_graph joined with '+' (CUDA; repeatable)")
+    g.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle checkpoints (trusted files only)")
+
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--sizes", type=_list(size_arg), help="input sizes HxW, comma-separated (default: the artifacts')")
+    g.add_argument("--batch", type=_list(_positive_int), help="batch sizes, comma-separated (default: 1)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where backends run")
+    g.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: the usable CPUs)")
+    g.add_argument("--iterations", type=_positive_int, default=30, help="timed rounds (each backend once per round)")
+    g.add_argument("--duration", type=float, help="sustained mode: seconds per cell instead of --iterations")
+    g.add_argument("--window", type=float, help="sustained mode: FPS-over-time window in seconds (default: duration/10)")
+    g.add_argument("--warmup", type=_positive_int, default=3, help="minimum warm-up calls per backend and cell")
+    g.add_argument("--warmup-max", type=_positive_int, default=20, help="maximum warm-up calls")
+    g.add_argument("--warmup-tolerance", type=float, default=0.05,
+                   help="warm-up ends when the median of the last 3 calls moves less than this (relative)")
+    g.add_argument("--images", type=Path, help="folder of images for inputs and fidelity (default: sample photos)")
+    g.add_argument("--max-images", type=_positive_int, default=8, help="at most this many images")
+    g.add_argument("--frame-size", type=size_arg, help="resize inputs to this camera size first (default: network size)")
+    g.add_argument("--peak-gflops", type=float, help="the CPU's fp32 peak, instead of measuring it")
+    g.add_argument("--sysfs-root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("output")
+    g.add_argument("--json", type=Path, help="write the full result (with raw samples) as JSON")
+    g.add_argument("--csv", type=Path, help="write one CSV row per backend and cell")
+    g.add_argument("--markdown", type=Path, help="write the report as markdown")
+    g.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log; print only the report")
+    return p
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..benchmarks.contestants import parse_torch_variant
+    from ..benchmarks.harness import WarmUp
+    from ..benchmarks.runner import BenchConfig, run_benchmark
+    from ..fileio import check_output_path
+
+    checkpoints = list(args.checkpoint) + [a for a in args.artifacts if a.suffix.lower() in (".pth", ".pt")]
+    artifacts = [a for a in args.artifacts if a.suffix.lower() not in (".pth", ".pt")] + args.onnx + args.engine
+    if not artifacts and not checkpoints and not args.demo:
+        raise UserError("nothing to benchmark: give artifacts (.onnx/.engine/.pth), --checkpoint or --demo")
+    if args.demo and checkpoints:
+        raise UserError("--demo and --checkpoint both name the reference; give one of them")
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be >= 1")
+    outputs = [p for p in (args.json, args.csv, args.markdown, args.plot) if p is not None]
+    for path in outputs:
+        check_output_path(path)  # fail before minutes of timing, not after
+    plot_problem = None
+    if args.plot is not None:
+        from ..benchmarks.plot import matplotlib_missing
+
+        plot_problem = matplotlib_missing()
+
+    config = BenchConfig(
+        artifacts=artifacts,
+        checkpoints=checkpoints,
+        demo=args.demo,
+        torch_variants=[parse_torch_variant(v) for v in args.torch_variant],
+        sizes=args.sizes,
+        batches=args.batch,
+        device=args.device,
+        threads=args.threads,
+        iterations=args.iterations,
+        duration=args.duration,
+        window=args.window,
+        warmup=WarmUp(min_runs=args.warmup, max_runs=max(args.warmup, args.warmup_max), tolerance=args.warmup_tolerance),
+        images=args.images,
+        max_images=args.max_images,
+        frame_size=args.frame_size,
+        peak_gflops=args.peak_gflops,
+        sysfs_root=str(args.sysfs_root),
+        progress=not args.quiet,
+        trust_checkpoint=args.trust_checkpoint,
+        command=" ".join([PROG] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]),
+    )
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+    from ..benchmarks import report
+
+    result = run_benchmark(config, log)
+    sys.stdout.write(report.format_terminal(result))
+    for path in report.write_outputs(result, args.json, args.csv, args.markdown):
+        log(f"wrote {path}")
+    if args.plot is not None:
+        if plot_problem:
+            print(f"{PROG}: note: {plot_problem}", file=sys.stderr)
+        else:
+            from ..benchmarks.plot import write_plot
+
+            log(f"wrote {write_plot(result, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
