@@ -13,9 +13,15 @@ placement (Q/DQ on convolution inputs) therefore runs *slower* than FP32 in onnx
 weight is dequantized on every run and the convolution stays float. The placement here
 satisfies both:
 
-* **int8 nodes**: every Conv in the network body (except those kept in FP32, below), and
-  every Relu / Add / MaxPool that is fed by an int8 node *and* leads through such nodes to
-  an int8 Conv (the residual path of a ResNet block). Their activation inputs get Q/DQ.
+* **int8 nodes**: every Conv in the network body (except those kept in FP32, below); every
+  Relu / Add that is fed by an int8 node *and* leads through such nodes to an int8 Conv
+  (the residual path of a ResNet block); and every MaxPool / Resize / Concat that leads to
+  one. Their data inputs get Q/DQ.
+* **one scale through movement ops**: MaxPool, Resize and Concat only move or interpolate
+  values, so their inputs are quantized with the range of what they produce (followed
+  through Resize -> Concat): the Concat in front of the feature-fusion convolution then
+  costs no more than quantizing its output, which that convolution needs anyway, and
+  onnxruntime runs them on int8 data without requantizing.
 * **conv outputs**: the output of an int8 Conv with a single consumer gets Q/DQ too, so the
   group ``DQ -> Conv -> Q`` is complete (onnxruntime's QLinearConv).
 * **one Q/DQ pair per consumer**: a tensor that feeds several int8 nodes gets its own pair
@@ -29,17 +35,17 @@ satisfies both:
   int8 saves nothing there and costs accuracy) and the head convolution that produces the
   logits (no Q can follow it, so onnxruntime cannot fuse it, and its rounding lands on the
   logits directly). In-graph preprocessing and ArgMax are outside the body and untouched.
-* MaxPool outputs reuse their input's scale (max commutes with a monotonic quantizer).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ExportError
 from ..export.metadata import opset_of
@@ -50,13 +56,29 @@ from .graph import (
     network_body,
     prune_initializers,
     tensor_shapes,
+    tensor_types,
     toposort,
     unique_name,
 )
 from .ranges import TensorRanges
 
-GLUE_OPS = ("Relu", "Add", "MaxPool")
+#: Elementwise ops that run in INT8 between quantized convolutions (residual path).
+ARITH_OPS = ("Relu", "Add")
+#: Ops that only move or interpolate values: they share one scale with what they feed, so
+#: they run on int8 data with no requantization (and onnxruntime drops their Q/DQ).
+MOVEMENT_OPS = ("MaxPool", "Resize", "Concat")
 MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+
+
+class Edge(NamedTuple):
+    """One Q/DQ pair: on ``tensor`` where ``consumer`` reads it at input ``slot``, with the
+    range calibration measured for ``range_of`` (the tensor itself, or what a movement op
+    produces)."""
+
+    tensor: str
+    consumer: str
+    slot: int
+    range_of: str
 
 
 @dataclass
@@ -65,15 +87,13 @@ class Int8Plan:
 
     convs: list[str]
     glue: list[str]
-    edges: list[tuple[str, str, int]]  # (tensor, consumer node, input index)
-    shared_scale: dict[str, str] = field(default_factory=dict)  # tensor -> tensor whose range it uses
+    edges: list[Edge]
     fp32_nodes: dict[str, str] = field(default_factory=dict)  # conv kept in FP32 -> why
 
     @property
     def tensors(self) -> list[str]:
         """Tensors whose ranges calibration must measure."""
-        names = {t for t, _, _ in self.edges} | set(self.shared_scale.values())
-        return sorted(names)
+        return sorted({e.range_of for e in self.edges})
 
 
 def quantizable_convs(model: onnx.ModelProto) -> list[str]:
@@ -111,6 +131,11 @@ def default_fp32_convs(model: onnx.ModelProto) -> dict[str, str]:
     return keep
 
 
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    inputs = node.input[:1] if node.op_type in ("MaxPool", "Resize") else node.input
+    return [t for t in inputs if t]
+
+
 def plan_int8(model: onnx.ModelProto, fp32_convs: dict[str, str] | None = None) -> Int8Plan:
     """Decide the Q/DQ placement (see module docstring); ``fp32_convs`` maps convolution
     names kept in FP32 to the reason (default: ``default_fp32_convs``)."""
@@ -122,60 +147,71 @@ def plan_int8(model: onnx.ModelProto, fp32_convs: dict[str, str] | None = None) 
     convs = [c for c in quantizable_convs(model) if c not in fp32]
     conv_set = set(convs)
     nodes = [n for n in graph.node if n.name in body.nodes]
-
-    def activations(node: onnx.NodeProto) -> list[str]:
-        inputs = node.input[:1] if node.op_type == "MaxPool" else node.input
-        return [t for t in inputs if t]
-
-    glue_candidates = {
-        n.name for n in nodes if n.op_type in GLUE_OPS and not any(index.is_constant(t) for t in activations(n))
+    by_name = {n.name: n for n in nodes}
+    types = tensor_types(model)
+    # Float activations only: the shape arithmetic of dynamic graphs (int64 Concat feeding
+    # Resize sizes) is not quantized.
+    candidates = {
+        n.name for n in nodes
+        if n.op_type in ARITH_OPS + MOVEMENT_OPS
+        and all(types.get(t) == TensorProto.FLOAT and not index.is_constant(t) for t in _data_inputs(n))
     }
+
+    def users(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """Nodes that read ``node``'s output as data (not as a shape or size)."""
+        return [c for t in node.output for c in index.consumers.get(t, []) if t in _data_inputs(c)]
+
     # Backward: does a glue node lead, through glue nodes only, to an int8 conv?
     reaches: dict[str, bool] = {}
     for node in reversed(nodes):
-        if node.name in glue_candidates:
-            users = [c for t in node.output for c in index.consumers.get(t, [])]
-            reaches[node.name] = any(c.name in conv_set or reaches.get(c.name, False) for c in users)
-    # Forward: is it fed by an int8 node?
+        if node.name in candidates:
+            reaches[node.name] = any(c.name in conv_set or reaches.get(c.name, False) for c in users(node))
+    # Forward: arithmetic glue must also be fed by an int8 node (else it has nothing to fuse
+    # with); movement ops only need to feed one.
     int8_nodes = set(conv_set)
     glue = []
     for node in nodes:
-        if node.name in glue_candidates and reaches[node.name]:
-            producers = [index.producer[t].name for t in activations(node) if t in index.producer]
-            if any(p in int8_nodes for p in producers):
-                int8_nodes.add(node.name)
-                glue.append(node.name)
+        if node.name not in candidates or not reaches[node.name]:
+            continue
+        fed = any(index.producer[t].name in int8_nodes for t in _data_inputs(node) if t in index.producer)
+        if node.op_type in MOVEMENT_OPS or fed:
+            int8_nodes.add(node.name)
+            glue.append(node.name)
 
-    edges: list[tuple[str, str, int]] = []
+    def range_source(node: onnx.NodeProto) -> str:
+        """A movement op's inputs use the range of what it produces, followed through a chain
+        of movement ops (Resize -> Concat): one scale from end to end, no requantization."""
+        following = users(node)
+        if len(following) == 1 and following[0].op_type in MOVEMENT_OPS and following[0].name in int8_nodes:
+            return range_source(following[0])
+        return node.output[0]
+
+    edges: list[Edge] = []
     seen = set()
 
     def add(tensor: str, consumer: onnx.NodeProto, slot: int) -> None:
         if (tensor, consumer.name, slot) not in seen:
             seen.add((tensor, consumer.name, slot))
-            edges.append((tensor, consumer.name, slot))
+            moving = consumer.op_type in MOVEMENT_OPS and consumer.name in int8_nodes
+            edges.append(Edge(tensor, consumer.name, slot, range_source(consumer) if moving else tensor))
 
     outputs = set(index.output_names)
     for node in nodes:
         if node.name in conv_set:
             add(node.input[0], node, 0)
         elif node.name in int8_nodes:
-            for slot, tensor in enumerate(node.input[:1] if node.op_type == "MaxPool" else node.input):
+            data = node.input[:1] if node.op_type in ("MaxPool", "Resize") else node.input
+            for slot, tensor in enumerate(data):
                 if tensor:
                     add(tensor, node, slot)
-    for node in nodes:
-        if node.name in conv_set:
-            out = node.output[0]
-            users = index.consumers.get(out, [])
-            if len(users) == 1 and out not in outputs and users[0].name in body.nodes:
-                slot = list(users[0].input).index(out)
-                add(out, users[0], slot)
+    for name in convs:
+        out = by_name[name].output[0]
+        following = index.consumers.get(out, [])
+        if len(following) == 1 and out not in outputs and following[0].name in body.nodes:
+            add(out, following[0], list(following[0].input).index(out))
     position = {n.name: i for i, n in enumerate(nodes)}
-    edges.sort(key=lambda e: (position[e[1]], e[2]))
-    shared = {}
-    for node in nodes:
-        if node.name in int8_nodes and node.op_type == "MaxPool":
-            shared[node.output[0]] = node.input[0]
-    return Int8Plan(convs=convs, glue=glue, edges=edges, shared_scale=shared, fp32_nodes=fp32)
+    edges.sort(key=lambda e: (position[e.consumer], e.slot))
+    return Int8Plan(convs=convs, glue=glue, edges=edges, fp32_nodes=fp32)
 
 
 def _nudged(scale: float, steps: int) -> np.ndarray:
@@ -214,8 +250,7 @@ def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges, 
     def unique(base: str) -> str:
         return unique_name(base, names)
 
-    for tensor, consumer, slot in plan.edges:
-        source = plan.shared_scale.get(tensor, tensor)
+    for tensor, consumer, slot, source in plan.edges:
         if source not in ranges.amax:
             raise ExportError(f"no calibration range for tensor '{source}' (stale cache?)")
         step = pairs[tensor]
