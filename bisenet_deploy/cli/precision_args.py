@@ -15,35 +15,41 @@ EXAMPLES = """\
 """
 
 
+# Appended to help texts that say their default themselves: renders as nothing and keeps
+# ArgumentDefaultsHelpFormatter from adding "(default: None)" (as in engine_args).
+_SAID = "%(default).0s"
+
+
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "precision",
         "write FP16 / INT8 ONNX models (model.fp16.onnx, model.int8.onnx) beside the FP32 one, "
         "with a fidelity report (model.fidelity.json)",
     )
-    g.add_argument(
-        "--precision",
-        type=choices_list(("fp32", "fp16", "int8")),
-        default=("fp32",),
-        help="models to write, comma-separated: fp32,fp16,int8",
-    )
-    g.add_argument("--calib", type=Path, help="calibration data: image folder, video or .npy of uint8 frames "
-                   "(default: two thirds of the built-in sample photos)")
-    g.add_argument("--calib-count", type=int, default=64, help="calibration frames (a seeded random subset)")
+    g.add_argument("--precision", type=choices_list(("fp32", "fp16", "int8")), default=("fp32",), metavar="LIST",
+                   help=f"models to write, comma-separated: fp32,fp16,int8 (default: fp32){_SAID}")
+    g.add_argument("--calib", type=Path, metavar="PATH",
+                   help="calibration data: image folder, video or .npy of uint8 frames "
+                   f"(default: two thirds of the built-in sample photos){_SAID}")
+    g.add_argument("--calib-count", type=int, default=64, metavar="N",
+                   help="calibration frames (a seeded random subset)")
     g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="entropy",
                    help="how INT8 ranges are chosen")
-    g.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile")
-    g.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration subset")
-    g.add_argument("--no-calib-cache", action="store_true", help="recalibrate even when model.calib.json matches")
-    g.add_argument("--val-images", type=Path, help="held-out images for the fidelity report "
-                   "(default: calibration items that were not used)")
-    g.add_argument("--val-labels", type=Path, help="ground-truth label maps for --val-images (same names, class ids)")
-    g.add_argument("--val-count", type=int, default=16, help="held-out frames in the fidelity report")
+    g.add_argument("--percentile", type=float, default=99.99, metavar="PCT", help="for --calib-method percentile")
+    g.add_argument("--calib-seed", type=int, default=0, metavar="N", help="seed of the calibration subset")
+    g.add_argument("--no-calib-cache", action="store_true",
+                   help=f"recalibrate even when model.calib.json matches{_SAID}")
+    g.add_argument("--val-images", type=Path, metavar="DIR",
+                   help=f"held-out images for the fidelity report (default: calibration items not used){_SAID}")
+    g.add_argument("--val-labels", type=Path, metavar="DIR",
+                   help=f"ground-truth label maps for --val-images (same names, class ids){_SAID}")
+    g.add_argument("--val-count", type=int, default=16, metavar="N", help="held-out frames in the fidelity report")
     g.add_argument("--int8-fallback", choices=("none", "auto"), default="none",
                    help="auto: keep the convolutions whose INT8 rounding costs most agreement in FP32")
-    g.add_argument("--int8-target", type=float, default=99.0, help="label agreement (%%) --int8-fallback auto aims for")
-    g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(),
-                   help="op types or node names kept in FP32 in the FP16 model, comma-separated")
+    g.add_argument("--int8-target", type=float, default=99.0, metavar="PCT",
+                   help="label agreement (%%) --int8-fallback auto aims for")
+    g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(), metavar="OPS",
+                   help=f"op types or node names kept in FP32 in the FP16 model, comma-separated{_SAID}")
 
 
 def reduced_precisions(args: argparse.Namespace) -> list[str]:
