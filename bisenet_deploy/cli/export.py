@@ -24,6 +24,7 @@ examples:
   bisenet-export model.pth --argmax --fuse-preprocess   # uint8 BGR frames in, int32 labels out
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
+  bisenet-export 79999_iter.pth                  # face-parsing.PyTorch, detected from the weights
 """ + PRECISION_EXAMPLES + ENGINE_EXAMPLES
 
 
@@ -48,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", help="architecture family, overriding auto-detection")
+    g.add_argument(
+        "--arch",
+        help="architecture family, overriding auto-detection: bisenet_v1, ooooverflow, "
+        "coincheung_v1, coincheung_v2, face_parsing",
+    )
     g.add_argument(
         "--trust-checkpoint",
         action="store_true",

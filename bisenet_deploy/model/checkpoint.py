@@ -1,4 +1,4 @@
-"""Safe loading of BiSeNet checkpoints -> (nn.Module, ModelSpec).
+"""Safe loading of BiSeNet checkpoints -> (nn.Module, ModelSpec); family matching in ``matching``.
 
 Safety: ``torch.load(weights_only=True)`` always, unless the caller passes ``trust=True``
 (CLI ``--trust-checkpoint``). Training scripts often pickle their own objects next to the
@@ -23,7 +23,8 @@ from torch import nn
 from ..errors import CheckpointError
 from ..fileio import sha256_file
 from ..spec import ModelSpec
-from .families import Family, LayoutError, families, get_family
+from .families import Family
+from .matching import match_family
 
 #: Keys under which training code commonly nests the state_dict, in order of preference.
 STATE_DICT_KEYS = (
@@ -238,87 +239,6 @@ def strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
             sd = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
             stripped.append(prefix)
     return sd, stripped
-
-
-# --- matching a family --------------------------------------------------------------------
-
-
-@dataclass
-class _Fit:
-    family: Family
-    params: dict[str, Any] = field(default_factory=dict)
-    reasons: list[str] = field(default_factory=list)
-    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    error: str = ""
-    score: float = 0.0
-
-    @property
-    def exact(self) -> bool:
-        return not (self.error or self.missing or self.unexpected or self.mismatched)
-
-    def describe(self, limit: int = 4) -> str:
-        if self.error:
-            return f"{self.family.name}: {self.error}"
-        parts = []
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape", self.mismatched)):
-            if keys:
-                more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-                parts.append(f"{label} {', '.join(keys[:limit])}{more}")
-        return f"{self.family.name} ({self.score:.0%} of keys fit): " + "; ".join(parts)
-
-
-def _fit(family: Family, sd: dict[str, torch.Tensor]) -> _Fit:
-    fit = _Fit(family)
-    try:
-        fit.params, fit.reasons = family.infer(sd)
-        fit.state_dict = family.clean(dict(sd), fit.reasons)
-        with torch.device("meta"):
-            expected = family.build(**fit.params).state_dict()
-    except LayoutError as exc:
-        fit.error = str(exc)
-        return fit
-    given = fit.state_dict
-    # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's counter; it does not affect eval.
-    fit.missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
-    fit.unexpected = [k for k in given if k not in expected]
-    fit.mismatched = [
-        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
-    ]
-    union = len(set(expected) | set(given)) or 1
-    fit.score = (len(set(expected) & set(given)) - len(fit.mismatched)) / union
-    return fit
-
-
-def match_family(sd: dict[str, torch.Tensor], arch: str | None = None) -> _Fit:
-    """Find the family whose layout the state_dict has exactly; clear error otherwise."""
-    if arch is not None:
-        try:
-            candidates = [get_family(arch)]
-        except KeyError as exc:
-            raise CheckpointError(str(exc.args[0])) from None
-    else:
-        candidates = list(families().values())
-    fits = [_fit(f, sd) for f in candidates]
-    exact = [f for f in fits if f.exact]
-    if len(exact) == 1:
-        return exact[0]
-    if len(exact) > 1:
-        names = ", ".join(f.family.name for f in exact)
-        raise CheckpointError(f"checkpoint layout fits several architectures ({names}); choose one with --arch")
-    fits.sort(key=lambda f: f.score, reverse=True)
-    if arch is not None:
-        raise CheckpointError(f"checkpoint does not fit --arch {arch}: {fits[0].describe()}")
-    closest = " | ".join(f.describe(3) for f in fits[:2])
-    sample = ", ".join(list(sd)[:3])
-    raise CheckpointError(
-        f"unknown checkpoint layout (first keys: {sample}); closest: {closest}. "
-        "If it is a supported family, pass --arch to see what does not fit"
-    )
 
 
 # --- public entry point -------------------------------------------------------------------

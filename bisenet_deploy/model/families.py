@@ -3,11 +3,15 @@
 A family knows one code base's parameter layout. Detection infers constructor arguments
 from the weights (class count, backbone, architecture variant), builds the network on the
 ``meta`` device (no memory, no download) and compares the key sets and shapes: the family
-whose layout matches exactly wins, and near misses are reported by name.
+whose layout matches exactly wins, and near misses are reported by name (see ``matching``).
+
+Built-in families: ``bisenet_v1`` (below) and one module per public code base
+(``ooooverflow``, ``coincheung_v1``, ``coincheung_v2``, ``face_parsing``), imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +43,9 @@ class Family:
             order, class names, input size, size divisor, variant, backbone).
         clean: state_dict -> state_dict with quirks removed (duplicate aliases, unused
             backbone classifiers...); reasons for each removal are appended to the list.
+        example: constructor kwargs of a typical network of the family; when ``infer``
+            rejects a state_dict, its key names are compared with this layout to rank
+            how close the family came.
     """
 
     name: str
@@ -49,6 +56,7 @@ class Family:
     clean: Callable[[dict[str, torch.Tensor], list[str]], dict[str, torch.Tensor]] = field(
         default=lambda sd, notes: sd
     )
+    example: Mapping[str, Any] = field(default_factory=dict)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -74,10 +82,16 @@ def get_family(name: str) -> Family:
     return all_families[name]
 
 
+#: Modules of the other built-in families; each registers its family when imported.
+_BUILTIN_MODULES = ("ooooverflow", "coincheung_v1", "coincheung_v2", "face_parsing")
+
+
 def _load_builtin() -> None:
-    # Families live in their own modules and register on import; bisenet_v1 is below.
+    # Imported lazily: the registry is cheap to import, the networks are built on demand.
     if "bisenet_v1" not in _FAMILIES:
         register(BISENET_V1)
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 # --- helpers shared by family definitions -------------------------------------------------
@@ -114,6 +128,18 @@ def require(sd: StateDict, key: str) -> torch.Tensor:
     if key not in sd:
         raise LayoutError(f"key '{key}' is missing")
     return sd[key]
+
+
+def drop_prefixed(
+    sd: dict[str, torch.Tensor], prefixes: tuple[str, ...], notes: list[str], why: str
+) -> dict[str, torch.Tensor]:
+    """Remove keys under ``prefixes`` (modules the eval forward never uses), with a note."""
+    kept = {k: v for k, v in sd.items() if not k.startswith(prefixes)}
+    dropped = len(sd) - len(kept)
+    if dropped:
+        names = sorted({p.rstrip(".") for p in prefixes if any(k.startswith(p) for k in sd)})
+        notes.append(f"ignored {', '.join(names)} ({dropped} tensors): {why}")
+    return kept
 
 
 # --- bisenet_v1: our own layout and the seed sketch's -------------------------------------
@@ -167,4 +193,5 @@ BISENET_V1 = Family(
     infer=_infer_bisenet_v1,
     build=_build_bisenet_v1,
     spec_fields=_bisenet_v1_spec,
+    example={"num_classes": 19},
 )
