@@ -5,7 +5,7 @@ tensor we keep its running max |x| and, for the histogram methods, a histogram o
 (symmetric quantization only needs the magnitude). The histogram keeps a fixed bin width
 chosen on the first batch and grows when later batches reach further; past ``MAX_BINS``
 neighbouring bins are merged (width doubles). Bins therefore always align, so merging is
-exact and the result does not depend on how the data is split into batches.
+exact: the histogram depends only on the values and the order they arrive in.
 
 Methods (``amax`` is the clipping threshold; the INT8 scale is ``amax / 127``):
 
@@ -42,7 +42,9 @@ BINS = 2048
 MAX_BINS = 8192
 ENTROPY_LEVELS = 128  # positive levels of a symmetric int8 grid
 MIN_AMAX = 1e-5  # a tensor that is always zero still needs a positive scale
-CACHE_FORMAT = 1
+#: Part of every cache key: bump it whenever the histogram or threshold algorithms change,
+#: so ranges computed by older code are recalibrated.
+CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -117,39 +119,43 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
 
 
 def entropy_amax(counts: np.ndarray, width: float, levels: int = ENTROPY_LEVELS) -> float:
-    """Threshold (a bin edge) minimising KL(clipped reference || quantized), all candidate
-    edges at once.
+    """Threshold (a bin edge) minimising KL(P || Q), all candidate edges at once.
 
-    For a candidate edge ``i`` the reference ``p`` is ``hist[:i]`` with the mass beyond it
-    added to its last bin; ``q`` merges ``hist[:i]`` into ``levels`` groups and spreads each
-    group's mass evenly over its non-empty bins (what quantizing to ``levels`` steps keeps).
-    With prefix sums every term of ``KL = sum p log p - sum p log q`` (normalized) is a few
-    lookups per group, so the search is one vectorized pass instead of a loop over edges.
+    For a candidate edge ``i``, ``P`` is ``hist[:i]`` with the mass beyond it folded into its
+    last bin (what clipping does to the values); ``Q`` merges the unclipped ``hist[:i]`` into
+    ``levels`` groups and spreads each group's mass evenly over the bins where ``P`` is
+    non-zero (what ``levels`` quantization steps can represent). Clipping too much piles
+    mass into ``P``'s last bin that ``Q`` lacks; clipping too little makes the groups coarse.
+    A candidate whose last group is empty but must hold clipped mass cannot represent it and
+    is skipped. With prefix sums every candidate costs a few lookups per group, so the search
+    is one vectorized pass.
     """
     hist = counts.astype(np.float64)
     n = int(np.max(np.nonzero(hist)[0]) + 1) if hist.any() else 0
     if n <= levels:
         return n * width
-    hist = hist[:n]
+    hist = hist[:n].copy()
+    # The first bin holds the exact zeros a ReLU produces (often half of all values); that
+    # spike would dominate the divergence and push the threshold far too low, so it is
+    # flattened to its neighbour's height, as NVIDIA's pytorch-quantization does.
+    hist[0] = hist[1]
     mass = np.concatenate([[0.0], np.cumsum(hist)])
     nonzero = np.concatenate([[0.0], np.cumsum(hist > 0)])
     plogp_prefix = np.concatenate([[0.0], np.cumsum(_xlogx(hist))])
     total = mass[n]
     edges = np.arange(levels, n + 1)
+    last, tail = hist[edges - 1], total - mass[edges]
     starts = (np.arange(levels + 1)[None, :] * edges[:, None]) // levels
     group_mass = mass[starts[:, 1:]] - mass[starts[:, :-1]]
     group_nonzero = nonzero[starts[:, 1:]] - nonzero[starts[:, :-1]]
+    group_nonzero[:, -1] += (last + tail > 0).astype(np.float64) - (last > 0)
     level = np.divide(group_mass, group_nonzero, out=np.zeros_like(group_mass), where=group_nonzero > 0)
     log_level = np.log(np.where(level > 0, level, 1.0))
-    last = hist[edges - 1]
-    tail = total - mass[edges]
-    plogq = np.sum(group_mass * log_level, axis=1) + np.where(last > 0, tail * log_level[:, -1], 0.0)
+    plogq = np.sum(group_mass * log_level, axis=1) + tail * log_level[:, -1]
     plogp = plogp_prefix[edges - 1] + _xlogx(last + tail)
     kept = mass[edges]
     kl = (plogp - plogq) / total - np.log(total) + np.log(np.where(kept > 0, kept, 1.0))
-    # Clipped mass landing on an empty bin has no quantized counterpart, and an edge below
-    # every value keeps nothing: neither is a candidate.
-    kl = np.where(((last == 0) & (tail > 0)) | (kept == 0), np.inf, kl)
+    kl = np.where(((level[:, -1] == 0) & (tail > 0)) | (kept == 0), np.inf, kl)
     return int(edges[np.argmin(kl)]) * width
 
 
