@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..spec import ModelSpec
 from .fidelity import agreement_with, model_labels
-from .int8 import plan_int8, quantize_int8
+from .int8 import DEFAULT_WEIGHT_BITS, plan_int8, quantize_int8
 from .ranges import TensorRanges
 
 REASON = "kept in FP32 by --int8-fallback auto (agreement +{gain:.3f} points when kept)"
@@ -56,6 +56,7 @@ def int8_fallback(
     target: float,
     base_fp32: dict[str, str],
     batch: int = 1,
+    weight_bits: int = DEFAULT_WEIGHT_BITS,
     log: Callable[[str], None] = lambda msg: None,
     progress: bool = True,
 ) -> FallbackResult:
@@ -63,7 +64,7 @@ def int8_fallback(
     ref = model_labels(model, spec, frames, batch)
 
     def agreement(fp32: dict[str, str]) -> float:
-        candidate = quantize_int8(model, plan_int8(model, fp32), ranges, check=False)
+        candidate = quantize_int8(model, plan_int8(model, fp32), ranges, weight_bits, check=False)
         return agreement_with(candidate, spec, frames, batch, ref)
 
     kept = dict(base_fp32)

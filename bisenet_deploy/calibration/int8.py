@@ -23,7 +23,9 @@ satisfies both:
   costs no more than quantizing its output, which that convolution needs anyway, and
   onnxruntime runs them on int8 data without requantizing.
 * **conv outputs**: the output of an int8 Conv with a single consumer gets Q/DQ too, so the
-  group ``DQ -> Conv -> Q`` is complete (onnxruntime's QLinearConv).
+  group ``DQ -> Conv -> Q`` is complete (onnxruntime's QLinearConv). Where that consumer is
+  a ReLU, the pair uses the ReLU output's range: negative values clip, which the ReLU would
+  zero anyway, and the surviving values keep the resolution TensorRT's placement gives them.
 * **one Q/DQ pair per consumer**: a tensor that feeds several int8 nodes gets its own pair
   for each. onnxruntime's common-subexpression pass merges identical pairs (and a merged Q
   has several consumers again), so the pairs of one tensor differ by one float32 ulp in
@@ -32,9 +34,9 @@ satisfies both:
   onnxruntime has an int8 kernel for LeakyRelu and none for Relu. TensorRT fuses either
   into the convolution.
 * **kept in FP32**: convolutions on globally pooled (1 x 1) features (attention branches:
-  int8 saves nothing there and costs accuracy) and the head convolution that produces the
-  logits (no Q can follow it, so onnxruntime cannot fuse it, and its rounding lands on the
-  logits directly). In-graph preprocessing and ArgMax are outside the body and untouched.
+  int8 saves nothing there and costs accuracy) and the head convolution that computes the
+  logits, also when an upsampling follows it (a Q on its output would round the class
+  scores; without one onnxruntime cannot fuse it). In-graph preprocessing and ArgMax are outside the body and untouched.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ ARITH_OPS = ("Relu", "Add")
 #: they run on int8 data with no requantization (and onnxruntime drops their Q/DQ).
 MOVEMENT_OPS = ("MaxPool", "Resize", "Concat")
 MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+#: Weights use 7 of the 8 bits (-63..63) by default. onnxruntime's int8 convolution on x86
+#: CPUs without VNNI (AVX2) multiplies uint8 activations (int8 shifted by 128) by int8
+#: weights in pairs summed into int16 with saturation (VPMADDUBSW): 255 * 127 * 2 overflows,
+#: 255 * 63 * 2 cannot. Measured on a randomized BiSeNet: 8-bit weights lost ~10 points of
+#: label agreement to saturation in onnxruntime against the same model's exact Q/DQ
+#: arithmetic; 7-bit ones lost none. TensorRT has no such limit; ``weight_bits=8`` gives it
+#: (and VNNI CPUs) one more bit.
+DEFAULT_WEIGHT_BITS = 7
 
 
 class Edge(NamedTuple):
@@ -110,12 +120,29 @@ def quantizable_convs(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def head_convs(graph: onnx.GraphProto, index: GraphIndex, logits: str) -> set[str]:
+    """The convolutions that compute the logits: reached walking back from the logits
+    tensor through anything but another convolution (e.g. the upsampling after a head)."""
+    heads, stack, seen = set(), [logits], set()
+    while stack:
+        node = index.producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in ("Conv", "ConvTranspose"):
+            heads.add(node.name)
+        else:
+            stack.extend(t for t in node.input if t and not index.is_constant(t))
+    return heads
+
+
 def default_fp32_convs(model: onnx.ModelProto) -> dict[str, str]:
     """Convolutions that stay FP32 unless asked otherwise, with the reason."""
     graph = model.graph
     index = GraphIndex(graph)
     body = network_body(graph, index)
     shapes = tensor_shapes(model)
+    heads = head_convs(graph, index, body.logits)
     keep = {}
     for node in graph.node:
         if node.name not in body.nodes or node.op_type != "Conv":
@@ -123,10 +150,10 @@ def default_fp32_convs(model: onnx.ModelProto) -> dict[str, str]:
         shape = shapes.get(node.output[0], ())
         if len(shape) == 4 and shape[2] == 1 and shape[3] == 1:
             keep[node.name] = "works on globally pooled 1x1 features (attention): INT8 saves nothing there"
-        elif node.output[0] == body.logits:
+        elif node.name in heads:
             keep[node.name] = (
-                "produces the logits: no Q can follow it (onnxruntime cannot fuse it) "
-                "and its rounding lands on the scores"
+                "computes the logits: rounding its output would land on the class scores, and without "
+                "a Q after it onnxruntime cannot fuse it anyway"
             )
     return keep
 
@@ -190,10 +217,18 @@ def plan_int8(model: onnx.ModelProto, fp32_convs: dict[str, str] | None = None) 
     seen = set()
 
     def add(tensor: str, consumer: onnx.NodeProto, slot: int) -> None:
-        if (tensor, consumer.name, slot) not in seen:
-            seen.add((tensor, consumer.name, slot))
-            moving = consumer.op_type in MOVEMENT_OPS and consumer.name in int8_nodes
-            edges.append(Edge(tensor, consumer.name, slot, range_source(consumer) if moving else tensor))
+        if (tensor, consumer.name, slot) in seen:
+            return
+        seen.add((tensor, consumer.name, slot))
+        if consumer.op_type in MOVEMENT_OPS and consumer.name in int8_nodes:
+            source = range_source(consumer)
+        elif consumer.op_type == "Relu":
+            # The ReLU zeroes whatever the quantizer clips on the negative side, so its input
+            # needs only the range of its output: full resolution for the values that survive.
+            source = consumer.output[0]
+        else:
+            source = tensor
+        edges.append(Edge(tensor, consumer.name, slot, source))
 
     outputs = set(index.output_names)
     for node in nodes:
@@ -221,18 +256,28 @@ def _nudged(scale: float, steps: int) -> np.ndarray:
     return np.array(value, dtype=np.float32)
 
 
-def weight_scales(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8 weights (range -127..127) and their scales."""
+def weight_scales(weight: np.ndarray, bits: int = DEFAULT_WEIGHT_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 weights (range +-(2**(bits-1) - 1)) and scales."""
+    limit = 2 ** (bits - 1) - 1
     amax = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1).astype(np.float64)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / limit, 1.0).astype(np.float32)
     shape = (-1,) + (1,) * (weight.ndim - 1)
-    q = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.round(weight / scale.reshape(shape)), -limit, limit).astype(np.int8)
     return q, scale
 
 
-def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges, check: bool = True) -> onnx.ModelProto:
-    """A new model with the Q/DQ pairs of ``plan`` (scales from ``ranges``) inserted;
-    ``check=False`` skips onnx.checker (for search loops that only run the model)."""
+def quantize_int8(
+    model: onnx.ModelProto,
+    plan: Int8Plan,
+    ranges: TensorRanges,
+    weight_bits: int = DEFAULT_WEIGHT_BITS,
+    check: bool = True,
+) -> onnx.ModelProto:
+    """A new model with the Q/DQ pairs of ``plan`` (scales from ``ranges``) inserted and
+    int8 weights of ``weight_bits`` (7 or 8, see ``DEFAULT_WEIGHT_BITS``); ``check=False``
+    skips onnx.checker (for search loops that only run the model)."""
+    if weight_bits not in (7, 8):
+        raise ExportError(f"INT8 weights use 7 or 8 bits, not {weight_bits}")
     opset = opset_of(model)
     if opset < MIN_QDQ_OPSET:
         raise ExportError(f"INT8 needs opset >= {MIN_QDQ_OPSET} (per-channel weights); this model has opset {opset}")
@@ -273,7 +318,7 @@ def quantize_int8(model: onnx.ModelProto, plan: Int8Plan, ranges: TensorRanges, 
         conv = by_name[name]
         weight = conv.input[1]
         if weight not in int8_weights:
-            q, scale = weight_scales(index.array(weight))
+            q, scale = weight_scales(index.array(weight), weight_bits)
             q_init = numpy_helper.from_array(q, unique(f"{weight}_int8"))
             s_init = numpy_helper.from_array(scale, unique(f"{weight}_scale"))
             z_init = numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), unique(f"{weight}_zero"))

@@ -35,7 +35,7 @@ from .fallback import int8_fallback
 from .fidelity import compare_models
 from .fp16 import body_float_tensors, convert_fp16, fp16_summary, nodes_matching, overflow_nodes
 from .graph import ensure_node_names, graph_sha256
-from .int8 import default_fp32_convs, int8_summary, plan_int8, qdq_problems, quantize_int8
+from .int8 import DEFAULT_WEIGHT_BITS, default_fp32_convs, int8_summary, plan_int8, qdq_problems, quantize_int8
 from .ranges import (
     CalibrationMethod,
     TensorRanges,
@@ -64,6 +64,7 @@ class PrecisionOptions:
     val_labels: Path | None = None
     val_count: int = 16
     int8_fallback: str = "none"  # "auto": keep sensitive convolutions in FP32
+    int8_weight_bits: int = DEFAULT_WEIGHT_BITS
     target_agreement: float = 99.0
     fp16_keep: tuple[str, ...] = ()
     progress: bool = True
@@ -232,15 +233,15 @@ def make_precisions(
         if options.int8_fallback == "auto":
             fallback = int8_fallback(
                 model, ranges, spec, calib.frames[:8], options.target_agreement, fp32_convs,
-                _batch_size(model), log, options.progress,
+                _batch_size(model), options.int8_weight_bits, log, options.progress,
             )
             fp32_convs = fallback.fp32_convs
-        quantized = quantize_int8(model, plan_int8(model, fp32_convs), ranges)
+        quantized = quantize_int8(model, plan_int8(model, fp32_convs), ranges, options.int8_weight_bits)
         problems = qdq_problems(quantized, opset)
         if problems:
             raise ExportError(f"INT8 model breaks a TensorRT Q/DQ rule: {problems[0]}")
         extra = len(fp32_convs) > len(defaults)
-        _stamp(quantized, "mixed" if extra else "int8", calibration)
+        _stamp(quantized, "mixed" if extra else "int8", {**calibration, "weight_bits": options.int8_weight_bits})
         built["int8"] = quantized
         summary = int8_summary(quantized)
         report["models"]["int8"] = {"fp32_convs": fp32_convs, **summary}
