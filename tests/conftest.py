@@ -96,3 +96,30 @@ def export_model5(model5, tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def precision_models(model5, photos, tmp_path_factory):
+    """Tiny exports of model5 with their FP16 and INT8 copies (``make_precisions``,
+    calibrated on the built-in photos): ``fixed`` (NCHW float in, logits out) and
+    ``dynamic`` (dynamic batch/height/width, uint8 frames in, in-graph argmax).
+
+    {variant: {"fp32"|"fp16"|"int8": path, "outcome": PrecisionOutcome, "log": [lines]}}
+    """
+    from bisenet_deploy.calibration.precision import PrecisionOptions, make_precisions
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.spec import ModelSpec
+
+    root = tmp_path_factory.mktemp("precision")
+    variants = {
+        "fixed": ExportOptions(size=TINY),
+        "dynamic": ExportOptions(size=TINY, dynamic=("batch", "height", "width"), argmax=True, fuse_preprocess=True),
+    }
+    out = {}
+    for name, options in variants.items():
+        path = root / f"{name}.onnx"
+        export_onnx(model5, ModelSpec(num_classes=5, input_size=TINY), path, options)
+        log: list[str] = []
+        outcome = make_precisions(path, PrecisionOptions(calib_count=6, val_count=4, progress=False), log=log.append)
+        out[name] = {"fp32": path, **outcome.paths, "outcome": outcome, "log": log}
+    return out

@@ -1,4 +1,4 @@
-"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model (-> TensorRT engine)."""
+"""``bisenet-export``: PyTorch checkpoint -> verified ONNX model (-> FP16 / INT8 ONNX, -> TensorRT engine)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from ..errors import UserError
 from .common import HelpFormatter, choices_list, cli_entry, size_arg
 from .engine_args import EXAMPLES as ENGINE_EXAMPLES
 from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
+from .precision_args import EXAMPLES as PRECISION_EXAMPLES
+from .precision_args import add_precision_arguments, check_precision_args, make_precisions_from_args, reduced_precisions
 
 PROG = "bisenet-export"
 
@@ -23,7 +25,7 @@ examples:
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
   bisenet-export 79999_iter.pth                  # face-parsing.PyTorch, detected from the weights
-""" + ENGINE_EXAMPLES
+""" + PRECISION_EXAMPLES + ENGINE_EXAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "checkpoint", nargs="?", type=Path, help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --engine"
+        "checkpoint", nargs="?", type=Path,
+        help="PyTorch checkpoint (.pth/.pt), or an .onnx model with --precision or --engine",
     )
     p.add_argument(
         "-o",
         "--output",
         type=Path,
-        help="output .onnx path (default: next to the checkpoint); the .engine path for an .onnx input",
+        help="output .onnx path (default: next to the checkpoint); for an .onnx input, the .engine path "
+        "(--engine) or the name the FP16/INT8 copies are named after (--precision)",
     )
     p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
 
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--atol", type=float, default=1e-3, help="allowed max |logit diff| (absolute part)")
     g.add_argument("--rtol", type=float, default=1e-4, help="allowed max |logit diff| per unit of max |logit|")
     g.add_argument("--min-agreement", type=float, default=99.9, help="minimum label agreement in percent")
+    add_precision_arguments(p)
     add_engine_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     return p
@@ -106,14 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--batch must be >= 1")
     if args.verify_images is not None and not args.verify_images.is_dir():
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
+    reduced = reduced_precisions(args)
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
-        if not args.engine:
+        if not args.engine and not reduced:
             raise UserError(
                 f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export, "
-                "or add --engine to build a TensorRT engine from it"
+                "or add --precision fp16,int8 or --engine to make FP16/INT8 copies or a TensorRT engine of it"
             )
-        return build_engines_from_args(args, [args.checkpoint], args.output, log)
+        if not reduced:
+            return build_engines_from_args(args, [args.checkpoint], args.output, log)
+        check_engine_args(args)
+        check_precision_args(args)
+        models = make_precisions_from_args(args, args.checkpoint, args.output or args.checkpoint, log)
+        return build_engines_from_args(args, models, None, log) if args.engine else 0
     check_engine_args(args)
+    check_precision_args(args)
 
     # torch is imported here, not at module import, so `--help` stays instant.
     from ..export.onnx import ExportOptions
@@ -173,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         print("verification skipped (--no-verify)")
     if "UNTRAINED" in str(spec.extra.get("weights", "")):
         print(f"note: {spec.extra['weights']}")
+    models = [outcome.onnx_path]
+    if reduced:
+        models = make_precisions_from_args(args, outcome.onnx_path, outcome.onnx_path, log)
     if args.engine:
-        return build_engines_from_args(args, [outcome.onnx_path], None, log)
+        return build_engines_from_args(args, models, None, log)
     return 0
 
 

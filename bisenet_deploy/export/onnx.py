@@ -28,6 +28,7 @@ from torch import nn
 from ..errors import ExportError
 from ..spec import METADATA_KEY, PRECISION_KEY, VERSIONS_KEY, ModelSpec
 from ..versions import tool_versions
+from .metadata import opset_of, read_metadata, set_metadata  # noqa: F401 - re-exported
 
 INPUT_NAME = "input"
 LOGITS_NAME = "logits"
@@ -133,25 +134,6 @@ def _dynamic_axes(spec: ModelSpec) -> dict[str, dict[int, str]] | None:
     }
 
 
-def _opset_of(proto: Any) -> int:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
-
-
-def set_metadata(proto: Any, entries: dict[str, str]) -> None:
-    """Replace or add ``metadata_props`` entries."""
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in entries.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            prop = proto.metadata_props.add()
-            prop.key, prop.value = key, value
-
-
-def read_metadata(proto: Any) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
-
-
 def export_onnx(model: nn.Module, spec: ModelSpec, output: str | Path, options: ExportOptions) -> ExportResult:
     """Export ``model`` (eval mode) to ``output``; returns the artifact's spec.
 
@@ -192,7 +174,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | Path, options: 
         proto, note = _simplify(proto)
         notes.append(note)
 
-    opset = _opset_of(proto)
+    opset = opset_of(proto)
     if opset != options.opset:
         raise ExportError(f"exported graph has opset {opset}, expected {options.opset}")
     set_metadata(

@@ -1,0 +1,131 @@
+"""How far FP16 / INT8 models are from their FP32 source, on held-out frames.
+
+Every model runs in onnxruntime on the CPU over the same preprocessed frames. Logits come
+from the network's logits tensor (added as an extra output where the graph ends in ArgMax),
+labels from the model's own output. Figures use ``benchmarks.fidelity`` so "agreement" and
+"mIoU" mean the same everywhere in the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from ..benchmarks.fidelity import label_agreement, mean_iou
+from ..runtime import processing
+from ..spec import ModelSpec
+from .data import calibration_batches
+from .graph import ensure_node_names, network_body, with_outputs
+from .ranges import inference_session
+
+
+class ModelRunner:
+    """A CPU session that returns (labels, logits) for preprocessed batches."""
+
+    def __init__(self, model: onnx.ModelProto, spec: ModelSpec, logits_name: str) -> None:
+        self.spec = spec
+        self.session = inference_session(with_outputs(model, [logits_name]))
+        self.input = self.session.get_inputs()[0].name
+        self.names = [self.session.get_outputs()[0].name]
+        if logits_name != self.names[0]:
+            self.names.append(logits_name)
+
+    def run(self, batch: np.ndarray, real: int) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self.session.run(self.names, {self.input: batch})
+        labels = processing.labels_from_output(outputs[0][:real], self.spec)
+        logits = outputs[-1][:real].astype(np.float32, copy=False)
+        return labels, logits
+
+
+def logits_tensor(model: onnx.ModelProto) -> str:
+    ensure_node_names(model.graph)
+    return network_body(model.graph).logits
+
+
+@dataclass
+class Fidelity:
+    """One candidate against the FP32 reference (and optionally ground truth)."""
+
+    label_agreement: float
+    miou_vs_fp32: float
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+    frames: int
+    pixels: int
+    miou_vs_ground_truth: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Tally:
+    """Running logit differences and collected labels of one candidate."""
+
+    def __init__(self) -> None:
+        self.labels: list[np.ndarray] = []
+        self.max_diff, self.abs_sum, self.count = 0.0, 0.0, 0
+
+    def add(self, labels: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray) -> None:
+        self.labels.append(labels)
+        diff = np.abs(logits - ref_logits)
+        self.max_diff = max(self.max_diff, float(diff.max()))
+        self.abs_sum += float(diff.sum(dtype=np.float64))
+        self.count += diff.size
+
+
+def compare_models(
+    reference: onnx.ModelProto,
+    candidates: dict[str, onnx.ModelProto],
+    spec: ModelSpec,
+    frames: Sequence[np.ndarray],
+    batch: int = 1,
+    ground_truth: Sequence[np.ndarray] | None = None,
+) -> tuple[dict[str, Fidelity], float | None]:
+    """Each candidate against ``reference`` on ``frames``: one pass, all models per batch,
+    so only label maps are kept. Also returns the reference's mIoU against ground truth."""
+    logits_name = logits_tensor(reference)
+    ref_runner = ModelRunner(reference, spec, logits_name)
+    runners = {name: ModelRunner(model, spec, logits_name) for name, model in candidates.items()}
+    tallies = {name: _Tally() for name in candidates}
+    ref_labels = []
+    for array, real in calibration_batches(frames, spec, batch):
+        labels, logits = ref_runner.run(array, real)
+        ref_labels.append(labels)
+        for name, runner in runners.items():
+            tallies[name].add(*runner.run(array, real), logits)
+    reference_labels = np.concatenate(ref_labels)
+    classes = max(2, spec.num_classes)
+    results = {}
+    for name, tally in tallies.items():
+        labels = np.concatenate(tally.labels)
+        results[name] = Fidelity(
+            label_agreement=label_agreement(reference_labels, labels),
+            miou_vs_fp32=mean_iou(labels, reference_labels, classes, ignore_index=None),
+            max_abs_logit_diff=tally.max_diff,
+            mean_abs_logit_diff=tally.abs_sum / max(tally.count, 1),
+            frames=len(frames),
+            pixels=int(labels.size),
+            miou_vs_ground_truth=None if ground_truth is None else ground_truth_miou(labels, ground_truth, classes),
+        )
+    ref_gt = None if ground_truth is None else ground_truth_miou(reference_labels, ground_truth, classes)
+    return results, ref_gt
+
+
+def model_labels(model: onnx.ModelProto, spec: ModelSpec, frames: Sequence[np.ndarray], batch: int = 1) -> np.ndarray:
+    """The labels a model gives for ``frames`` (N, H, W)."""
+    runner = ModelRunner(model, spec, model.graph.output[0].name)
+    return np.concatenate([runner.run(array, real)[0] for array, real in calibration_batches(frames, spec, batch)])
+
+
+def ground_truth_miou(labels: np.ndarray, ground_truth: Sequence[np.ndarray], classes: int) -> float:
+    return mean_iou(labels, np.stack(list(ground_truth)), classes, ignore_index=255)
+
+
+def agreement_with(
+    candidate: onnx.ModelProto, spec: ModelSpec, frames: Sequence[np.ndarray], batch: int, ref_labels: np.ndarray
+) -> float:
+    """Label agreement (%) of ``candidate`` with reference labels (no logits needed)."""
+    return label_agreement(ref_labels, model_labels(candidate, spec, frames, batch))

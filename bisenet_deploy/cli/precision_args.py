@@ -1,0 +1,113 @@
+"""``--precision`` and the calibration / fidelity options of ``bisenet-export`` (parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import UserError
+from .common import choices_list
+
+EXAMPLES = """\
+  bisenet-export model.pth --precision fp32,fp16,int8 --calib frames/   # + model.fp16.onnx, model.int8.onnx
+  bisenet-export model.onnx --precision int8 --calib clip.mp4 --val-images val/img --val-labels val/lbl
+"""
+
+
+# Appended to help texts that say their default themselves: renders as nothing and keeps
+# ArgumentDefaultsHelpFormatter from adding "(default: None)" (as in engine_args).
+_SAID = "%(default).0s"
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "precision",
+        "write FP16 / INT8 ONNX models (model.fp16.onnx, model.int8.onnx) beside the FP32 one, "
+        "with a fidelity report (model.fidelity.json)",
+    )
+    g.add_argument("--precision", type=choices_list(("fp32", "fp16", "int8")), default=("fp32",), metavar="LIST",
+                   help=f"models to write, comma-separated: fp32,fp16,int8 (default: fp32){_SAID}")
+    g.add_argument("--calib", type=Path, metavar="PATH",
+                   help="calibration data: image folder, video or .npy of uint8 frames "
+                   f"(default: two thirds of the built-in sample photos){_SAID}")
+    g.add_argument("--calib-count", type=int, default=64, metavar="N",
+                   help="calibration frames (a seeded random subset)")
+    g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="entropy",
+                   help="how INT8 ranges are chosen")
+    g.add_argument("--percentile", type=float, default=99.99, metavar="PCT", help="for --calib-method percentile")
+    g.add_argument("--calib-seed", type=int, default=0, metavar="N", help="seed of the calibration subset")
+    g.add_argument("--no-calib-cache", action="store_true",
+                   help=f"recalibrate even when model.calib.json matches{_SAID}")
+    g.add_argument("--val-images", type=Path, metavar="DIR",
+                   help=f"held-out images for the fidelity report (default: calibration items not used){_SAID}")
+    g.add_argument("--val-labels", type=Path, metavar="DIR",
+                   help=f"ground-truth label maps for --val-images (same names, class ids){_SAID}")
+    g.add_argument("--val-count", type=int, default=16, metavar="N", help="held-out frames in the fidelity report")
+    g.add_argument("--int8-fallback", choices=("none", "auto"), default="none",
+                   help="auto: keep the convolutions whose INT8 rounding costs most agreement in FP32")
+    g.add_argument("--int8-weight-bits", type=int, choices=(7, 8), default=7,
+                   help="7: no int16 saturation in onnxruntime's int8 kernels on CPUs without VNNI; "
+                   "8: one more bit for TensorRT")
+    g.add_argument("--int8-target", type=float, default=99.0, metavar="PCT",
+                   help="label agreement (%%) --int8-fallback auto aims for")
+    g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(), metavar="OPS",
+                   help=f"op types or node names kept in FP32 in the FP16 model, comma-separated{_SAID}")
+
+
+def reduced_precisions(args: argparse.Namespace) -> list[str]:
+    return [p for p in args.precision if p != "fp32"]
+
+
+def check_precision_args(args: argparse.Namespace) -> None:
+    """Fail before a long export on options or calibration sources that cannot work."""
+    if not reduced_precisions(args):
+        return
+    if args.calib_count < 1 or args.val_count < 1:
+        raise UserError("--calib-count and --val-count must be >= 1")
+    if args.val_labels is not None and args.val_images is None:
+        raise UserError("--val-labels needs --val-images")
+    from ..calibration.data import open_frame_source
+
+    open_frame_source(args.calib)  # a missing or empty source fails now
+
+
+def make_precisions_from_args(
+    args: argparse.Namespace, fp32_path: Path, base: Path, log: Callable[[str], None]
+) -> list[Path]:
+    """Write the reduced-precision models; returns the ONNX models the command made or was
+    given, in --precision order (what --engine builds)."""
+    from ..calibration.precision import PrecisionOptions, make_precisions
+    from ..calibration.ranges import CalibrationMethod
+
+    options = PrecisionOptions(
+        precisions=args.precision,
+        calib=args.calib,
+        calib_count=args.calib_count,
+        seed=args.calib_seed,
+        method=CalibrationMethod(args.calib_method, args.percentile),
+        use_cache=not args.no_calib_cache,
+        val_images=args.val_images,
+        val_labels=args.val_labels,
+        val_count=args.val_count,
+        int8_fallback=args.int8_fallback,
+        int8_weight_bits=args.int8_weight_bits,
+        target_agreement=args.int8_target,
+        fp16_keep=args.fp16_keep,
+        progress=not args.quiet,
+    )
+    result = make_precisions(fp32_path, options, output_base=base, log=log)
+    for line in result.lines():
+        print(line)
+    if result.report_path is not None:
+        print(f"fidelity report -> {result.report_path}")
+    return [fp32_path if p == "fp32" else result.paths[p] for p in args.precision]
+
+
+__all__ = [
+    "EXAMPLES",
+    "add_precision_arguments",
+    "check_precision_args",
+    "make_precisions_from_args",
+    "reduced_precisions",
+]
