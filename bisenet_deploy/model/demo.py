@@ -1,7 +1,11 @@
 """The built-in demo model, so every command can run without a user checkpoint.
 
-If the package ships trained demo weights (``assets/``), those are used; otherwise a BiSeNet
-with seeded random weights is built and labelled *untrained* everywhere it appears.
+The package ships trained demo weights, ``assets/demo_shapes_r18.pth``: BiSeNet-R18 (paper
+FFM) trained by ``scripts/train_demo_model.py`` on the synthetic shapes scenes of
+``bisenet_deploy.datasets.shapes`` (7 classes, 512x512, FP16 storage, the ModelSpec and the
+training record embedded). Its logits are decisive, so FP16/INT8 fidelity measured on it
+means something. Where the asset is missing (a stripped installation), a BiSeNet with seeded
+random weights is built instead and labelled *untrained* everywhere it appears.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ def demo_checkpoint_path() -> Path | None:
 
 
 def demo_model(num_classes: int = 19, seed: int = 0) -> LoadedCheckpoint:
-    """The trained demo model when packaged, else an untrained seeded BiSeNet-R18."""
+    """The trained demo model when packaged, else an untrained seeded BiSeNet-R18.
+
+    ``num_classes`` and ``seed`` only shape the untrained fallback; the trained model has
+    the shapes task's classes (``datasets.shapes.CLASS_NAMES``).
+    """
     path = demo_checkpoint_path()
     if path is not None:
         loaded = load_checkpoint(path)
