@@ -57,5 +57,23 @@ def choices_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and appends "(default: X)" where a default says something:
+    not for None, False or empty values, nor where the help text already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text.lower()
+            or default is None
+            or default is False
+            or default == []
+            or default == ()
+            or default is argparse.SUPPRESS
+            or action.option_strings == []
+            and action.nargs in ("?", "*")
+        ):
+            return text
+        return text + " (default: %(default)s)"

@@ -17,7 +17,7 @@ EXAMPLES = """\
 
 
 # Appended to help texts that already say what "not given" means: renders as nothing and keeps
-# ArgumentDefaultsHelpFormatter from adding "(default: None)".
+# HelpFormatter (cli.common) from adding a default.
 _SAID = "%(default).0s"
 
 

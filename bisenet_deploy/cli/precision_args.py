@@ -16,7 +16,7 @@ EXAMPLES = """\
 
 
 # Appended to help texts that say their default themselves: renders as nothing and keeps
-# ArgumentDefaultsHelpFormatter from adding "(default: None)" (as in engine_args).
+# HelpFormatter (cli.common) from adding a default.(as in engine_args).
 _SAID = "%(default).0s"
 
 
