@@ -18,21 +18,17 @@ WORK=${WORK:-build/bench-cpu}
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$WORK" "$OUT"
 
+# The demo model segments coloured objects: calibrate INT8 on training scenes and measure
+# speed and agreement on held-out scenes (photos never seen in training).
+"$PYTHON" -m bisenet_deploy.datasets.shapes "$WORK/scenes" --split heldout --count 8 --size 512x1024
 export_cmd=("$PYTHON" -m bisenet_deploy.cli.export --demo -q)
-precision=()
-if "$PYTHON" -m bisenet_deploy.cli.export --help | grep -q -- '--precision'; then
-    precision=(--precision fp32,int8)
-else
-    echo "bench_cpu: this bisenet-export has no --precision yet: no INT8 rows" >&2
-fi
-
 models=()
 for size in 512x512 512x1024; do
-    "${export_cmd[@]}" -o "$WORK/model-$size.onnx" --size "$size" "${precision[@]}"
-    models+=("$WORK/model-$size.onnx")
-    if [[ -f "$WORK/model-$size.int8.onnx" ]]; then
-        models+=("$WORK/model-$size.int8.onnx")
-    fi
+    "$PYTHON" -m bisenet_deploy.datasets.shapes "$WORK/calib-$size" --split train --count 32 --seed 7 --size "$size"
+    "${export_cmd[@]}" -o "$WORK/model-$size.onnx" --size "$size" --precision fp32,int8 \
+        --calib "$WORK/calib-$size/images" --calib-count 32 \
+        --val-images "$WORK/scenes/images" --val-labels "$WORK/scenes/labels" --val-count 8
+    models+=("$WORK/model-$size.onnx" "$WORK/model-$size.int8.onnx")
 done
 "${export_cmd[@]}" -o "$WORK/model-512x512.argmax.onnx" --size 512x512 --argmax --no-verify
 models+=("$WORK/model-512x512.argmax.onnx")
@@ -41,5 +37,5 @@ cpu=$("$PYTHON" -c 'import re; from bisenet_deploy.benchmarks.system import cpu_
 print(re.sub("[^a-z0-9]+", "-", c["model"].lower()).strip("-") + "-" + str(c["usable_cpus"]) + "c")')
 name="$OUT/cpu-$cpu"
 "$PYTHON" -m bisenet_deploy.cli.bench --demo "${models[@]}" \
-    --sizes 512x512,512x1024 --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" \
+    --sizes 512x512,512x1024 --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" --images "$WORK/scenes/images" \
     --json "$name.json" --csv "$name.csv" --markdown "$name.md" --plot "$name.png"
