@@ -104,3 +104,14 @@ def test_overlay_and_background_replacement():
     assert (out[full_mask == 0] == 200).all()
     colour = processing.replace_background(frame, mask, (0, 255, 0))
     assert (colour[full_mask == 0] == [0, 255, 0]).all()
+
+
+def test_palette_uses_colour_class_names():
+    names = ("background", "red", "yellow", "green", "cyan", "blue", "magenta")
+    palette = processing.palette_for(7, names)
+    # BGR, like the frames: red is (0, 0, 255), cyan (255, 255, 0).
+    assert palette[0].tolist() == [0, 0, 0] and palette[1].tolist() == [0, 0, 255] and palette[4].tolist() == [255, 255, 0]
+    assert len({tuple(c) for c in palette.tolist()}) == 7
+    # Other names (or a count mismatch) keep the generic palettes.
+    assert np.array_equal(processing.palette_for(7, ("background", "car", *names[2:])), processing.palette_for(7))
+    assert np.array_equal(processing.palette_for(19, names), processing.palette_for(19))

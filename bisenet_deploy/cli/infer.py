@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {"threads": args.threads} if args.threads else {}
     seg = Segmenter(args.model, backend=args.backend, device=args.device, backend_options=options,
                     output_size="network" if args.network_size else "frame")
-    palette = processing.palette_for(max(2, seg.spec.num_classes))
+    palette = processing.palette_for(max(2, seg.spec.num_classes), seg.spec.class_names)
     suffix = ".png" if mode == "mask" else f".{mode}.png"
 
     def draw(frame, mask):

@@ -164,8 +164,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float32, copy=False)))).astype(np.float32)
 
 
-def palette_for(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 BGR colours: Cityscapes for 19 classes, else a fixed spread."""
+#: BGR colours for classes named after a colour (e.g. the demo model's), so masks show them.
+NAMED_COLOURS = {
+    "background": (0, 0, 0), "black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128),
+    "red": (0, 0, 255), "yellow": (0, 255, 255), "green": (0, 255, 0), "cyan": (255, 255, 0),
+    "blue": (255, 0, 0), "magenta": (255, 0, 255), "orange": (0, 165, 255), "purple": (128, 0, 128),
+}
+
+
+def palette_for(num_classes: int, class_names: Sequence[str] = ()) -> np.ndarray:
+    """(num_classes, 3) uint8 BGR colours: the colours themselves when every class is named
+    after one (``NAMED_COLOURS``), Cityscapes for 19 classes, else a fixed spread."""
+    names = [str(n).lower() for n in class_names]
+    if len(names) == num_classes and num_classes > 1 and all(n in NAMED_COLOURS for n in names):
+        return np.array([NAMED_COLOURS[n] for n in names], dtype=np.uint8)
     if num_classes == 19:
         return CITYSCAPES_PALETTE.copy()
     if num_classes <= 2:
