@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import onnx
@@ -117,3 +118,23 @@ def test_precision_copies_then_engines(precision_models, tmp_path, capsys):
     assert sidecar["precision"] == "int8"
     assert sidecar["calibration"]["method"] == {"name": "entropy"} and sidecar["calibration"]["count"] == 3
     assert not (tmp_path / "model.fp32.engine").exists()  # only the precisions asked for
+
+
+def test_demo_calibrates_and_measures_on_shapes_scenes(tmp_path, capsys, photos):
+    """--demo without --calib/--val-images: the trained demo model is calibrated on shapes
+    scenes over training photos and measured against labels on held-out ones."""
+    from bisenet_deploy.model.demo import demo_checkpoint_path
+
+    if demo_checkpoint_path() is None:
+        pytest.skip("trained demo weights not packaged")
+    out = tmp_path / "demo.onnx"
+    code, stdout, _ = run(capsys, "--demo", "-o", out, "--size", "128x128", "--precision", "int8", *SMALL)
+    assert code == 0, stdout
+    report = json.loads((tmp_path / "demo.fidelity.json").read_text())
+    assert "bisenet-demo-scenes-" in report["calibration"]["source"]
+    assert report["calibration"]["count"] == 3
+    assert report["validation"]["ground_truth"] and report["validation"]["held_out"]
+    assert report["fp32_miou_vs_ground_truth"] > 30  # the model recognises the scenes' objects
+    source = report["calibration"]["source"]
+    scenes_dir = next(Path(w) for w in source.split() if "bisenet-demo-scenes-" in w)
+    assert not scenes_dir.parent.exists()  # the temporary scenes are gone

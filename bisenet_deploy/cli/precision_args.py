@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import UserError
@@ -77,18 +79,53 @@ def make_precisions_from_args(
 ) -> list[Path]:
     """Write the reduced-precision models; returns the ONNX models the command made or was
     given, in --precision order (what --engine builds)."""
+    with _demo_scenes(args, log) as (calib, val_images, val_labels):
+        return _make_precisions(args, fp32_path, base, log, calib, val_images, val_labels)
+
+
+@contextlib.contextmanager
+def _demo_scenes(args: argparse.Namespace, log: Callable[[str], None]) -> Iterator[tuple]:
+    """(calib, val_images, val_labels): as given, except with --demo (the trained shapes
+    model), where missing ones become shapes scenes in a temporary folder: training-photo
+    scenes for calibration, held-out ones with labels for the report. The built-in sample
+    photos show none of the demo model's classes."""
+    given = (args.calib, args.val_images, args.val_labels)
+    from ..model.demo import demo_checkpoint_path
+
+    if not getattr(args, "demo", False) or demo_checkpoint_path() is None or None not in given[:2]:
+        yield given
+        return
+    from ..datasets import shapes
+
+    size = tuple(args.size) if getattr(args, "size", None) else (512, 512)
+    calib, val_images, val_labels = given
+    with tempfile.TemporaryDirectory(prefix="bisenet-demo-scenes-") as tmp:
+        if calib is None:
+            log(f"--demo without --calib: calibrating on {args.calib_count} shapes scenes over the training photos")
+            items = shapes.scenes(args.calib_count, size, "train", seed=7)
+            calib, _ = shapes.write_scene_folder(Path(tmp) / "calib", items)
+        if val_images is None:
+            log(f"--demo without --val-images: measuring on {args.val_count} held-out shapes scenes with labels")
+            val_images, val_labels = shapes.write_scene_folder(Path(tmp) / "val", shapes.validation_scenes(args.val_count, size))
+        yield calib, val_images, val_labels
+
+
+def _make_precisions(
+    args: argparse.Namespace, fp32_path: Path, base: Path, log: Callable[[str], None],
+    calib: Path | None, val_images: Path | None, val_labels: Path | None,
+) -> list[Path]:
     from ..calibration.precision import PrecisionOptions, make_precisions
     from ..calibration.ranges import CalibrationMethod
 
     options = PrecisionOptions(
         precisions=args.precision,
-        calib=args.calib,
+        calib=calib,
         calib_count=args.calib_count,
         seed=args.calib_seed,
         method=CalibrationMethod(args.calib_method, args.percentile),
         use_cache=not args.no_calib_cache,
-        val_images=args.val_images,
-        val_labels=args.val_labels,
+        val_images=val_images,
+        val_labels=val_labels,
         val_count=args.val_count,
         int8_fallback=args.int8_fallback,
         int8_weight_bits=args.int8_weight_bits,
