@@ -71,7 +71,7 @@ def test_existing_onnx_to_int8_with_output_base(precision_models, tmp_path, caps
 
 def test_reduced_precision_input_is_refused(precision_models, capsys):
     code, _, err = run(capsys, precision_models["fixed"]["int8"], "--precision", "int8", *SMALL)
-    assert "already a int8 model" in _one_line_error(code, err)
+    assert "already reduced to int8" in _one_line_error(code, err)
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "unreadable", "text-file", "float-npy"])

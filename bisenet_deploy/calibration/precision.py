@@ -114,7 +114,7 @@ def load_fp32_model(path: str | Path) -> tuple[onnx.ModelProto, ModelSpec]:
     if METADATA_KEY not in meta:
         raise ArtifactError(f"'{path}' carries no ModelSpec; export it with bisenet-export first")
     if meta.get(PRECISION_KEY, "fp32") != "fp32":
-        raise ArtifactError(f"'{path}' is already a {meta[PRECISION_KEY]} model; start from the FP32 ONNX")
+        raise ArtifactError(f"'{path}' is already reduced to {meta[PRECISION_KEY]}; start from the FP32 ONNX")
     try:
         spec = ModelSpec.from_json(meta[METADATA_KEY])
     except SpecError as exc:
