@@ -27,7 +27,7 @@ setup: $(VENV)/.installed
 # The built-in demo model (BiSeNet-R18 trained on the synthetic shapes scenes): write calibration
 # scenes (training photos) and held-out scenes, export FP32/FP16/INT8 ONNX with a fidelity report,
 # segment a held-out scene, then benchmark PyTorch (reference) vs onnxruntime FP32 and INT8 at
-# 512x512 on the held-out scenes: about 4 minutes on 2 cores. Everything lands in $(DEMO_DIR)/.
+# 512x512 on the held-out scenes: about 75 s on 2 cores once set up. Everything lands in $(DEMO_DIR)/.
 demo: setup
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/python -m bisenet_deploy.datasets.shapes $(DEMO_DIR)/calib --split train --count 32 --seed 7
