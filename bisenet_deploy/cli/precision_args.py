@@ -90,9 +90,12 @@ def _demo_scenes(args: argparse.Namespace, log: Callable[[str], None]) -> Iterat
     scenes for calibration, held-out ones with labels for the report. The built-in sample
     photos show none of the demo model's classes."""
     given = (args.calib, args.val_images, args.val_labels)
-    from ..model.demo import demo_checkpoint_path
+    if not getattr(args, "demo", False) or None not in given[:2]:
+        yield given
+        return
+    from ..model.demo import demo_checkpoint_path  # imports torch: only for --demo
 
-    if not getattr(args, "demo", False) or demo_checkpoint_path() is None or None not in given[:2]:
+    if demo_checkpoint_path() is None:  # untrained fallback: no shapes classes to calibrate on
         yield given
         return
     from ..datasets import shapes

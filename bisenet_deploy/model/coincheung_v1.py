@@ -256,16 +256,12 @@ def _spec(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _build(**params: Any) -> nn.Module:
-    return CoinCheungBiSeNetV1(**params)
-
-
 FAMILY = register(
     Family(
         name="coincheung_v1",
         title="BiSeNetV1 of CoinCheung/BiSeNet (Cityscapes, ADE20k, COCO-Stuff, custom)",
         infer=_infer,
-        build=_build,
+        build=CoinCheungBiSeNetV1,
         spec_fields=_spec,
         clean=_clean,
         example={"num_classes": 19},

@@ -211,16 +211,12 @@ def _spec(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _build(**params: Any) -> nn.Module:
-    return OoooverflowBiSeNet(**params)
-
-
 FAMILY = register(
     Family(
         name="ooooverflow",
         title="BiSeNet of ooooverflow/BiSeNet (CamVid; ResNet-18 or ResNet-101 context path)",
         infer=_infer,
-        build=_build,
+        build=OoooverflowBiSeNet,
         spec_fields=_spec,
         clean=_clean,
         example={"num_classes": 12},
