@@ -18,7 +18,7 @@ from ..runtime import processing
 from ..runtime.segmenter import Segmenter
 from ..runtime.sources import list_images, read_image
 from ..samples import sample_photos
-from .fidelity import ComparisonAccumulator
+from ..metrics import ComparisonAccumulator
 
 Photos = list[tuple[str, np.ndarray]]
 

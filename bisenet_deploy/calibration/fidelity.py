@@ -2,7 +2,7 @@
 
 Every model runs in onnxruntime on the CPU over the same preprocessed frames. Logits come
 from the network's logits tensor (added as an extra output where the graph ends in ArgMax),
-labels from the model's own output. Figures use ``benchmarks.fidelity`` so "agreement" and
+labels from the model's own output. Figures use ``bisenet_deploy.metrics`` so "agreement" and
 "mIoU" mean the same everywhere in the project.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from ..benchmarks.fidelity import label_agreement, mean_iou
+from ..metrics import label_agreement, mean_iou
 from ..runtime import processing
 from ..spec import ModelSpec
 from .data import calibration_batches

@@ -78,7 +78,7 @@ def _labels(backend: Any, frames: list[np.ndarray], size_hw: tuple[int, int], ba
 
 def agreement_check(engine: Path, onnx: Path, frames, size_hw, threshold: float, batch: int = 1) -> CheckResult:
     """Label agreement of the engine with onnxruntime FP32 (minimum over frames)."""
-    from ..benchmarks.fidelity import label_agreement
+    from ..metrics import label_agreement
     from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
     from ..runtime.backends.tensorrt import TensorRTBackend
 

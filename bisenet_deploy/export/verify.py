@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..benchmarks.fidelity import compare_outputs
+from ..metrics import compare_outputs
 from ..runtime import processing
 from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
 from ..runtime.sources import list_images, read_image

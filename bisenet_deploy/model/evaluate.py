@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..benchmarks.fidelity import confusion_matrix
+from ..metrics import confusion_matrix
 from ..runtime import processing
 from ..spec import ModelSpec
 
