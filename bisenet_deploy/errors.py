@@ -28,3 +28,7 @@ class ArtifactError(UserError):
 
 class InputError(UserError):
     """A frame, image or data source the runtime cannot use."""
+
+
+class ClosedError(UserError):
+    """A Segmenter or backend was used after ``close()``."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..spec import ModelSpec
+from ..spec import ModelSpec, SpecError
 from . import processing
 from .backends import Backend, open_backend
 
@@ -71,7 +71,13 @@ class Segmenter:
         unknown = set(spec_overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
         if unknown:
             raise TypeError(f"unknown Segmenter arguments: {', '.join(sorted(unknown))}")
-        self.spec = base.replace(**spec_overrides) if spec_overrides else base
+        try:
+            self.spec = base.replace(**spec_overrides) if spec_overrides else base
+        except SpecError as exc:
+            raise ArtifactError(f"Segmenter arguments do not make a valid ModelSpec: {exc}") from None
+        problem = spec_mismatch(self.backend, self.spec)
+        if problem:
+            raise ArtifactError(f"'{self.backend.path.name}' does not fit its ModelSpec: {problem}")
         self.output_size = output_size
         batch_dim = self.backend.inputs[0].shape[0] if self.backend.inputs else None
         self.batch_size = batch_dim if isinstance(batch_dim, int) else None  # None: any batch
@@ -92,6 +98,12 @@ class Segmenter:
 
     def postprocess(self, output: np.ndarray, frame_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Backend output -> one uint8 label mask per frame."""
+        if self.spec.output_kind == "logits" and (output.ndim != 4 or output.shape[1] != self.spec.num_classes):
+            # A dynamic channel axis can only be checked here; masks with impossible labels never leave.
+            raise ArtifactError(
+                f"'{self.backend.path.name}' returned output of shape {'x'.join(map(str, output.shape))}, "
+                f"but its ModelSpec says {self.spec.num_classes} classes (N x {self.spec.num_classes} x H x W)"
+            )
         labels = processing.labels_from_output(output, self.spec)
         if self.output_size == "network":
             return [labels[i] for i in range(len(frame_sizes))]
@@ -118,6 +130,7 @@ class Segmenter:
         """Raw class scores (C x h x w float32) at the network resolution for one frame."""
         if self.spec.output_kind != "logits":
             raise ArtifactError("this model computes labels in the graph (--argmax); it has no logits output")
+        self.backend.ensure_open()
         frame = processing.as_bgr_frame(frame)
         output = self.infer(self.preprocess(self._padded([frame])))
         return output[0].astype(np.float32, copy=False)
@@ -141,10 +154,14 @@ class Segmenter:
 
     # --- helpers ------------------------------------------------------------------------
 
-    @staticmethod
-    def _frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+    def _frames(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.backend.ensure_open()
+        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             raise InputError("predict_batch takes a list of frames (or an N x H x W x 3 array), got one frame")
+        if frames is None or isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
+            raise InputError(
+                f"predict_batch takes a list of frames (or an N x H x W x 3 array), got {type(frames).__name__}"
+            )
         frames = [processing.as_bgr_frame(f, f"frame {i}") for i, f in enumerate(frames)]
         if not frames:
             raise InputError("no frames given")
@@ -177,3 +194,40 @@ class Segmenter:
     def __repr__(self) -> str:
         h, w = self.spec.input_size
         return f"<Segmenter {self.backend!r} {h}x{w} {self.spec.num_classes} classes>"
+
+
+_FLOAT_INPUTS = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+def spec_mismatch(backend: Backend, spec: ModelSpec) -> str | None:
+    """Why the backend's tensors cannot be what ``spec`` describes, or None when they fit.
+
+    Checked when a Segmenter opens, so a spec override or metadata that disagrees with the
+    graph (3 classes named on a 7-channel model, a fused-preprocessing spec on a float
+    input) is one clear error instead of masks with impossible labels.
+    """
+    if not backend.inputs or not backend.outputs:
+        return None
+    inp, out = backend.inputs[0], backend.outputs[0]
+    if spec.input_layout == "NHWC_UINT8":
+        if inp.dtype != np.uint8 or len(inp.shape) != 4 or inp.shape[3] not in (3, None):
+            return f"the spec says uint8 N x H x W x 3 frames (fused preprocessing), the model takes {inp}"
+        fixed_hw = inp.shape[1:3]
+    else:
+        if inp.dtype not in _FLOAT_INPUTS or len(inp.shape) != 4 or inp.shape[1] not in (3, None):
+            return f"the spec says float N x 3 x H x W input, the model takes {inp}"
+        fixed_hw = inp.shape[2:4]
+    if all(isinstance(d, int) for d in fixed_hw) and tuple(fixed_hw) != tuple(spec.input_size):
+        return (f"the model's input is fixed to {fixed_hw[0]}x{fixed_hw[1]}, the spec says "
+                f"{spec.input_size[0]}x{spec.input_size[1]}")
+    if spec.output_kind == "logits":
+        if np.issubdtype(out.dtype, np.integer):
+            return f"the spec says logits, the model returns integer labels ({out})"
+        if len(out.shape) != 4:
+            return f"the spec says N x C x H x W logits, the model returns {out}"
+        if out.shape[1] is not None and out.shape[1] != spec.num_classes:
+            return (f"the model returns {out.shape[1]} channels, the spec says {spec.num_classes} "
+                    f"class{'es' if spec.num_classes != 1 else ''}")
+    elif not np.issubdtype(out.dtype, np.integer) or len(out.shape) not in (3, 4):
+        return f"the spec says in-graph labels (N x H x W integers), the model returns {out}"
+    return None

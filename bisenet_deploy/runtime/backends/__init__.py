@@ -29,13 +29,40 @@ SUFFIXES = {
 }
 
 
+#: backend name -> the artifact kind it runs (and the suffixes of that kind)
+RUNS = {
+    "onnxruntime": ("ONNX models", (".onnx",)),
+    "tensorrt": ("TensorRT engines", (".engine", ".plan", ".trt")),
+    "torch": ("PyTorch checkpoints", (".pth", ".pt")),
+}
+
+
+def _wrong_kind(path: Path, backend: str) -> str:
+    """One line for an explicit backend that cannot run this kind of file, with what can."""
+    kind, suffixes = RUNS[backend]
+    own = SUFFIXES.get(path.suffix.lower())
+    line = f"the {backend} backend runs {kind} ({'/'.join(suffixes)}), not '{path}'"
+    if own == "onnxruntime" and backend == "tensorrt":
+        stem = path.with_suffix("")
+        return (f"{line}; build an engine from it first: bisenet-export {path} --engine "
+                f"(writes {stem}.<precision>.engine next to it), then run that")
+    if own is not None:
+        others = [b for b, (_, sfx) in RUNS.items() if path.suffix.lower() in sfx]
+        return f"{line}; for this file use --backend {' or '.join(others)} (or leave --backend out)"
+    return line
+
+
 def backend_for(path: str | Path, backend: str | None = None) -> str:
-    """The backend name to use for ``path`` (explicit choice wins)."""
+    """The backend name to use for ``path`` (explicit choice wins where it can run the file)."""
+    path = Path(path)
     if backend is not None:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        suffix = path.suffix.lower()
+        if backend in RUNS and suffix in SUFFIXES and suffix not in RUNS[backend][1]:
+            raise UserError(_wrong_kind(path, backend))
         return backend
-    suffix = Path(path).suffix.lower()
+    suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise UserError(
             f"cannot tell the backend for '{path}' from its suffix; use .onnx, .engine/.plan or .pth, "

@@ -4,6 +4,11 @@ A backend is constructed from an artifact path and options, exposes its input an
 tensors and the ModelSpec the artifact carries, and runs ``infer(batch) -> output`` on host
 arrays. Lifecycle goes through a context manager (or ``close()``). Segmenter and the
 benchmark only ever talk to this interface.
+
+As in Polygraphy's ``BaseRunner``, the public ``infer()`` lives here: it checks that the
+backend is still open and that the batch fits the model's input, then calls the subclass's
+``infer_impl()``. So "called after close()" or a wrong dtype is the same clear error for every
+backend, and a new backend implements only its own call.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import ClosedError, InputError
 from ...spec import ModelSpec
 
 
@@ -34,9 +39,17 @@ class TensorInfo:
 
 def check_input(info: TensorInfo, batch: Any) -> None:
     """Clear error for a batch whose dtype, rank or fixed dimensions do not fit the model."""
-    shape = tuple(getattr(batch, "shape", ()))
+    if batch is None:
+        raise InputError(f"model input '{info.name}' takes an array of shape {info}, got None")
+    if not hasattr(batch, "shape"):
+        raise InputError(f"model input '{info.name}' takes an array of shape {info}, got {type(batch).__name__}")
+    shape = tuple(batch.shape)
     dtype = getattr(batch, "dtype", None)
-    if dtype is not None and np.dtype(str(dtype).replace("torch.", "")) != info.dtype:
+    try:
+        given = None if dtype is None else np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        given = "unknown"
+    if given is not None and given != info.dtype:
         raise InputError(f"model input '{info.name}' takes {info.dtype.name}, got {dtype}")
     if len(shape) != len(info.shape) or any(d is not None and d != s for d, s in zip(info.shape, shape)):
         raise InputError(f"model input '{info.name}' takes shape {info}, got {'x'.join(map(str, shape))}")
@@ -75,9 +88,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def outputs(self) -> list[TensorInfo]: ...
 
-    @abc.abstractmethod
     def infer(self, batch: Any) -> np.ndarray:
         """Run the model on one input batch and return its (single) output on the host."""
+        self.ensure_open()
+        self.check_batch(batch)
+        return self.infer_impl(batch)
+
+    def check_batch(self, batch: Any) -> None:
+        """Refuse a batch that does not fit the input (dtype, rank, fixed dimensions).
+        Backends that take objects without ``shape`` (e.g. DLPack capsules) check them in
+        ``infer_impl`` instead."""
+        check_input(self.inputs[0], batch)
+
+    @abc.abstractmethod
+    def infer_impl(self, batch: Any) -> np.ndarray:
+        """The backend's own call on a batch ``infer`` has already checked."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def ensure_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the {self.name} backend for '{self.path.name}' is closed; open the model again")
 
     def describe(self) -> dict[str, Any]:
         """Facts for reports: backend, device, precision, tensors and options."""

@@ -83,6 +83,14 @@ def cuda_versions() -> dict[str, str]:
     }
 
 
+def _nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (desktop/server GPUs or Jetson's nvgpu)."""
+    import os
+
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvhost-ctrl",
+                                           "/sys/module/nvgpu", "/dev/dxg"))
+
+
 def gpu_problem(device: int = 0) -> str | None:
     """Why GPU ``device`` cannot be used here, or None when it can."""
     try:
@@ -91,6 +99,9 @@ def gpu_problem(device: int = 0) -> str | None:
         return str(exc)
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess:
+        if not _nvidia_driver_present():
+            # CUDA reports a missing driver as "driver version is insufficient": say what it is.
+            return "no NVIDIA GPU driver on this machine (no GPU, or the driver is not installed)"
         return f"no usable CUDA GPU: {_error_text(err)}"
     if device >= count:
         return f"CUDA device {device} does not exist ({count} GPU(s) visible)"

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import ArtifactError, UserError
 from ...spec import METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
-from .base import Backend, TensorInfo, check_input
+from .base import Backend, TensorInfo
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -86,7 +86,7 @@ class OnnxRuntimeBackend(Backend):
             if wanted[0] not in available:
                 raise UserError(
                     f"onnxruntime here has no {wanted[0]} (available: {', '.join(available)}); "
-                    "install onnxruntime-gpu or choose --device cpu"
+                    "install onnxruntime-gpu, or run on the CPU (device 'cpu')"
                 )
         else:
             raise UserError(f"unknown device {device!r}; choose auto, cpu, cuda or tensorrt")
@@ -137,10 +137,9 @@ class OnnxRuntimeBackend(Backend):
     def outputs(self) -> list[TensorInfo]:
         return self._outputs
 
-    def infer(self, batch: Any) -> np.ndarray:
+    def infer_impl(self, batch: Any) -> np.ndarray:
         """Run on a host array, or (GPU providers) on a device array exposing
         ``__cuda_array_interface__`` (torch/cupy), which is bound without a host copy."""
-        check_input(self._inputs[0], batch)
         start = time.perf_counter()
         if self.device == "cpu":
             if hasattr(batch, "__cuda_array_interface__"):

@@ -209,9 +209,10 @@ class TensorRTBackend(Backend):
             shapes = self._engine.get_profile_shape(0, self._in.binding)
         return tuple(tuple(int(d) for d in s) for s in shapes)
 
-    def infer(self, batch: Any) -> np.ndarray:
-        if self._closed:
-            raise InputError(f"{self!r} is closed")
+    def check_batch(self, batch: Any) -> None:
+        """Checked in ``infer_impl``: a GPU array may arrive as a DLPack object without ``shape``."""
+
+    def infer_impl(self, batch: Any) -> np.ndarray:
         if self._device_index:
             _call("cudaSetDevice", self._device_index)  # the current device is per thread
         gpu_input = device_array(batch, self._stream.ptr)

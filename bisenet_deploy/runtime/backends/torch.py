@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import UserError
 from ...spec import ModelSpec
-from .base import Backend, TensorInfo, check_input
+from .base import Backend, TensorInfo
 
 
 class TorchBackend(Backend):
@@ -95,8 +95,7 @@ class TorchBackend(Backend):
     def outputs(self) -> list[TensorInfo]:
         return [TensorInfo("logits", (None, self.spec.num_classes, None, None), np.dtype(np.float32))]
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        check_input(self.inputs[0], batch)
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             if not self._cuda:
