@@ -21,6 +21,30 @@ from .spec import ModelSpec, SpecError
 FORMAT_VERSION = 1
 
 
+#: JSON types each sidecar field must have (None: null allowed).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "engine_sha256": (str,),
+    "precision": (str,),
+    "tensorrt": (dict,),
+    "gpu": (dict, type(None)),
+    "target_compute_capabilities": (list,),
+    "cuda": (dict,),
+    "build": (dict,),
+    "onnx": (dict,),
+    "built_at": (str,),
+    "build_seconds": (int, float),
+    "rebuild_command": (str,),
+    "tool_versions": (dict,),
+    "format": (int,),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+               type(None): "null", bool: "true/false"}
+
+
+def _json_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
 def sidecar_path(engine_path: str | Path) -> Path:
     """``model.fp16.engine`` -> ``model.fp16.engine.json``."""
     engine_path = Path(engine_path)
@@ -70,9 +94,20 @@ class EngineSidecar:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineSidecar:
+        """Parse a sidecar; a field of the wrong JSON type raises ValueError naming it, so a
+        hand-edited or foreign file is one clear line, not an AttributeError later."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        missing = [k for k in ("engine_sha256", "precision", "tensorrt") if k not in values]
+        if missing:
+            raise ValueError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        for name, kinds in _FIELD_TYPES.items():
+            if name in values and not isinstance(values[name], kinds):
+                wanted = " or ".join(_JSON_NAMES[k] for k in kinds)
+                raise ValueError(f"field '{name}' must be {wanted}, got {_json_name(values[name])}")
         spec = values.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise ValueError(f"field 'spec' must be an object or null, got {_json_name(spec)}")
         values["spec"] = ModelSpec.from_dict(spec) if isinstance(spec, dict) else None
         return cls(**values)
 

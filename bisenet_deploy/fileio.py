@@ -1,51 +1,184 @@
-"""Small file helpers: atomic writes and content hashes."""
+"""Small file helpers: atomic writes, our temporary names and their cleanup, content hashes.
+
+Every file a tool writes goes to a temporary name next to its destination and is renamed
+over it only once complete, so a failed or killed run never leaves a truncated output and
+never touches an existing one. Temporary names carry the host and process id
+(``.model.onnx.bisenet-tmp-<host>-<pid>-<random>.onnx``): a run that was killed with
+SIGKILL cannot remove its own, so the next run that writes into the same folder removes
+those whose process is gone (``remove_stale_temporaries``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import secrets
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
 
+TMP_MARK = "bisenet-tmp"
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_STALE = re.compile(rf"\.{TMP_MARK}-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]+")
+_cleaned: set[str] = set()
+
+
+def temporary_name(path: str | os.PathLike, suffix: str | None = None) -> Path:
+    """A hidden, unique name next to ``path`` that keeps its suffix (writers such as
+    cv2.VideoWriter choose the container from it)."""
+    path = Path(path)
+    tail = path.suffix if suffix is None else suffix
+    return path.with_name(f".{path.name}.{TMP_MARK}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{tail}")
+
+
+def temporary_folder(prefix: str) -> Path:
+    """A new folder in the system temp folder, named so that a later run removes it if this
+    process dies without removing it itself."""
+    root = Path(tempfile.gettempdir())
+    remove_stale_temporaries(root)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}.{TMP_MARK}-{_HOST}-{os.getpid()}-", dir=root))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove our temporary files and folders in ``folder`` (not below it) whose process
+    on this host is gone. Checked once per folder per process; returns what was removed."""
+    folder = Path(folder)
+    key = str(folder.resolve()) if folder.exists() else str(folder)
+    if key in _cleaned:
+        return []
+    _cleaned.add(key)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if TMP_MARK not in entry.name:
+            continue
+        match = _STALE.search(entry.name)
+        if match is None or match.group("host") != _HOST or _process_alive(int(match.group("pid"))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, outermost first."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    return list(reversed(missing))
+
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail early, with a clear line, when ``path`` cannot be written."""
+    """Fail early, with a clear line, when ``path`` cannot be written. Missing folders are
+    fine (``atomic_output`` creates them) as long as they can be created."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output folder '{parent}' does not exist (create it or choose another -o path)")
     if path.is_dir():
         raise UserError(f"output path '{path}' is a folder; give a file name")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder '{parent}' is not writable")
+    missing = _missing_parents(path)
+    existing = (missing[0].parent if missing else path.parent) if str(path.parent) else Path(".")
+    if not existing.is_dir():
+        raise UserError(f"cannot write '{path}': '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write '{path}': folder '{existing}' is not writable")
     return path
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Fail early when ``folder`` cannot be an output folder (a file, or not creatable)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output folder '{folder}' is an existing file; give a folder")
+    if not folder.exists():
+        check_output_path(folder / "probe")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"output folder '{folder}' is not writable")
+    return folder
+
+
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created (outermost first)."""
+    folder = Path(folder)
+    created = _missing_parents(folder / "x")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create folder '{folder}': {exc.strerror or exc}") from None
+    return created
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Undo ``make_folders`` where the folders are still empty (innermost first)."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
 
-    A failed or interrupted run leaves any existing file at ``path`` untouched and no
-    truncated output behind.
+    A failed or interrupted run leaves any existing file at ``path`` untouched, no
+    truncated output and no folder it had to create for it.
     """
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    created = make_folders(path.parent) if str(path.parent) else []
+    remove_stale_temporaries(path.parent)
+    tmp_path = temporary_name(path)
+    ok = False
     try:
         yield tmp_path
-        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        if not tmp_path.exists():
+            raise UserError(f"nothing was written for '{path}'")
+        # Give the result the permissions a plain open() would (mkstemp-like writers use 0600).
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                raise UserError(f"output path '{path}' is a folder; give a file name") from None
+            raise
+        ok = True
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if not ok:
+            remove_empty_folders(created)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

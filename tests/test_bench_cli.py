@@ -172,11 +172,12 @@ def test_demo_mode_benchmarks_the_builtin_model(capsys):
 
 
 def test_bad_input_fails_with_one_line_before_timing(bench_models, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
     cases = [
         ([str(tmp_path / "missing.onnx")], "not found"),
         (["--demo", "--checkpoint", str(tmp_path / "x.pth")], "--demo and --checkpoint"),
         ([], "nothing to benchmark"),
-        ([str(bench_models["plain"]), "--json", str(tmp_path / "no/such/dir/r.json")], "does not exist"),
+        ([str(bench_models["plain"]), "--json", str(tmp_path / "file/r.json")], "is a file, not a folder"),
     ]
     for argv, message in cases:
         code = main(argv + ["-q"])

@@ -71,9 +71,12 @@ def test_keys_from_another_network(tmp_path, capsys):
     assert "unknown checkpoint layout" in _one_line_error(code, err)
 
 
-def test_output_folder_missing(checkpoint5, tmp_path, capsys):
-    code, _, err = run(capsys, checkpoint5, "-o", tmp_path / "missing" / "m.onnx", *SIZE)
-    assert "does not exist" in _one_line_error(code, err)
+def test_output_folder_missing_is_created_and_a_file_in_the_way_refused(checkpoint5, tmp_path, capsys):
+    code, _, _ = run(capsys, checkpoint5, "-o", tmp_path / "missing" / "deeper" / "m.onnx", *SIZE)
+    assert code == 0 and (tmp_path / "missing" / "deeper" / "m.onnx").is_file()
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, checkpoint5, "-o", tmp_path / "file" / "m.onnx", *SIZE)
+    assert "is a file, not a folder" in _one_line_error(code, err)
 
 
 def test_onnx_given_as_input_and_bad_arguments(tmp_path, capsys):

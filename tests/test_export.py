@@ -139,7 +139,11 @@ def test_successful_export_writes_model_and_report(checkpoint5, tmp_path):
         assert be.spec.checkpoint_sha256 == loaded.spec.checkpoint_sha256
 
 
-def test_output_in_missing_folder(checkpoint5, tmp_path):
+def test_output_in_missing_folder_is_created_only_when_the_export_succeeds(checkpoint5, tmp_path):
     loaded = load_checkpoint(checkpoint5)
-    with pytest.raises(UserError, match="does not exist"):
-        export_loaded(loaded, tmp_path / "no" / "such" / "m.onnx", ExportOptions(size=TINY))
+    strict = Tolerance(abs=0.0, rel=0.0, min_agreement=100.0)
+    with pytest.raises(ExportError):  # verification fails: no model, and no folder left behind
+        export_loaded(loaded, tmp_path / "a" / "b" / "m.onnx", ExportOptions(size=TINY), tolerance=strict)
+    assert not (tmp_path / "a" / "b" / "m.onnx").exists()
+    export_loaded(loaded, tmp_path / "no" / "such" / "m.onnx", ExportOptions(size=TINY))
+    assert (tmp_path / "no" / "such" / "m.onnx").is_file()

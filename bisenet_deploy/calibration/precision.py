@@ -68,6 +68,10 @@ class PrecisionOptions:
     target_agreement: float = 99.0
     fp16_keep: tuple[str, ...] = ()
     progress: bool = True
+    # How the report and the models' provenance name the data, where its path says nothing
+    # lasting (scenes generated into a temporary folder); None: the path.
+    calib_description: str | None = None
+    val_description: str | None = None
 
 
 @dataclass
@@ -154,6 +158,8 @@ def _heldout(source, calib: Frames, spec: ModelSpec, options: PrecisionOptions, 
     size = spec.input_size
     if options.val_images is not None:
         val = validation_set(options.val_images, options.val_labels, options.val_count, size, options.progress)
+        if options.val_description:
+            val.frames.source = options.val_description
         return val.frames, val.labels, True
     seed, progress = options.seed + 1, options.progress
     frames = read_frames(source, options.val_count, size, seed, calib.used_items, progress, "validation")
@@ -204,6 +210,8 @@ def make_precisions(
     opset = opset_of(model)
 
     source = open_frame_source(options.calib)
+    if options.calib_description:
+        source.description = options.calib_description
     count = options.calib_count
     if options.calib is None:  # leave a third of the built-in photos for the fidelity check
         count = min(count, max(1, len(source.items) * 2 // 3))

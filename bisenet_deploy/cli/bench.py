@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import HelpFormatter, cli_entry, size_arg
+from .common import HelpFormatter, Parser, cli_entry, size_arg
 
 PROG = "bisenet-bench"
 
@@ -45,7 +45,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
+    p = Parser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
                                 "PyTorch reference, in one run.", epilog=EXAMPLES, formatter_class=HelpFormatter)
     g = p.add_argument_group("what to compare")
     g.add_argument("artifacts", nargs="*", type=Path, help=".onnx, .engine/.plan or .pth files (any mix)")

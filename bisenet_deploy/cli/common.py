@@ -4,30 +4,83 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
+from .. import __version__
 from ..errors import UserError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (temporary files, servers,
+    clusters) runs before the process exits."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
-    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code."""
+    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code; treat
+    SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130)."""
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
+            previous = None
+            if threading.current_thread() is threading.main_thread():
+                previous = signal.signal(signal.SIGTERM, _raise_terminated)
             try:
                 return main(argv)
             except UserError as exc:
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 return exc.exit_code
+            except Terminated:
+                print(f"{prog}: terminated", file=sys.stderr)
+                return 143
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
         return run
 
     return wrap
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with ``--version`` and short errors: one usage line, the error, a pointer to
+    ``--help`` (argparse's own prints the whole usage block first, up to 20 lines)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    def short_usage(self) -> str:
+        parts = [self.prog]
+        for action in self._actions:
+            if action.option_strings:
+                if action.required:
+                    metavar = action.metavar or action.dest.upper()
+                    parts.append(f"{action.option_strings[0]} {metavar}")
+            elif action.nargs not in (argparse.SUPPRESS,) and action.help is not argparse.SUPPRESS:
+                name = action.metavar or action.dest
+                if action.nargs in ("+",):
+                    parts.append(f"{name}...")
+                elif action.nargs in ("?", "*"):
+                    parts.append(f"[{name}{'...' if action.nargs == '*' else ''}]")
+                else:
+                    parts.append(name)
+        parts.append("[options]")
+        return " ".join(parts)
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
 
 
 def size_arg(text: str) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import HelpFormatter, choices_list, cli_entry, size_arg
+from .common import HelpFormatter, Parser, choices_list, cli_entry, size_arg
 from .engine_args import EXAMPLES as ENGINE_EXAMPLES
 from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
 from .precision_args import EXAMPLES as PRECISION_EXAMPLES
@@ -29,7 +29,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=PROG,
         description="Export a BiSeNet checkpoint to a verified ONNX model.",
         epilog=EXAMPLES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,43 +79,52 @@ def make_precisions_from_args(
 ) -> list[Path]:
     """Write the reduced-precision models; returns the ONNX models the command made or was
     given, in --precision order (what --engine builds)."""
-    with _demo_scenes(args, log) as (calib, val_images, val_labels):
-        return _make_precisions(args, fp32_path, base, log, calib, val_images, val_labels)
+    with _demo_scenes(args, log) as (calib, val_images, val_labels, descriptions):
+        return _make_precisions(args, fp32_path, base, log, calib, val_images, val_labels, descriptions)
 
 
 @contextlib.contextmanager
 def _demo_scenes(args: argparse.Namespace, log: Callable[[str], None]) -> Iterator[tuple]:
-    """(calib, val_images, val_labels): as given, except with --demo (the trained shapes
+    """(calib, val_images, val_labels, descriptions): as given, except with --demo (the trained shapes
     model), where missing ones become shapes scenes in a temporary folder: training-photo
     scenes for calibration, held-out ones with labels for the report. The built-in sample
     photos show none of the demo model's classes."""
     given = (args.calib, args.val_images, args.val_labels)
     if not getattr(args, "demo", False) or None not in given[:2]:
-        yield given
+        yield (*given, {})
         return
     from ..model.demo import demo_checkpoint_path  # imports torch: only for --demo
 
     if demo_checkpoint_path() is None:  # untrained fallback: no shapes classes to calibrate on
-        yield given
+        yield (*given, {})
         return
     from ..datasets import shapes
 
     size = tuple(args.size) if getattr(args, "size", None) else (512, 512)
     calib, val_images, val_labels = given
-    with tempfile.TemporaryDirectory(prefix="bisenet-demo-scenes-") as tmp:
+    from ..fileio import temporary_folder
+
+    tmp = temporary_folder("bisenet-demo-scenes")  # removed below; by the next run if this one is killed
+    descriptions = {}  # the folder is gone after the run: provenance names what the scenes were
+    h, w = size
+    try:
         if calib is None:
             log(f"--demo without --calib: calibrating on {args.calib_count} shapes scenes over the training photos")
             items = shapes.scenes(args.calib_count, size, "train", seed=7)
             calib, _ = shapes.write_scene_folder(Path(tmp) / "calib", items)
+            descriptions["calib"] = f"{args.calib_count} generated shapes scenes {h}x{w} (training photos, seed 7)"
         if val_images is None:
             log(f"--demo without --val-images: measuring on {args.val_count} held-out shapes scenes with labels")
             val_images, val_labels = shapes.write_scene_folder(Path(tmp) / "val", shapes.validation_scenes(args.val_count, size))
-        yield calib, val_images, val_labels
+            descriptions["val"] = f"{args.val_count} generated shapes scenes {h}x{w} (held-out photos, with labels)"
+        yield calib, val_images, val_labels, descriptions
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _make_precisions(
     args: argparse.Namespace, fp32_path: Path, base: Path, log: Callable[[str], None],
-    calib: Path | None, val_images: Path | None, val_labels: Path | None,
+    calib: Path | None, val_images: Path | None, val_labels: Path | None, descriptions: dict[str, str],
 ) -> list[Path]:
     from ..calibration.precision import PrecisionOptions, make_precisions
     from ..calibration.ranges import CalibrationMethod
@@ -130,6 +139,8 @@ def _make_precisions(
         val_images=val_images,
         val_labels=val_labels,
         val_count=args.val_count,
+        calib_description=descriptions.get("calib"),
+        val_description=descriptions.get("val"),
         int8_fallback=args.int8_fallback,
         int8_weight_bits=args.int8_weight_bits,
         target_agreement=args.int8_target,

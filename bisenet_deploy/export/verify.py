@@ -90,10 +90,11 @@ def verification_frames(
     return frames
 
 
-def _cases(spec: ModelSpec) -> list[tuple[tuple[int, int], int]]:
+def _cases(spec: ModelSpec, fixed_batch: int | None = None) -> list[tuple[tuple[int, int], int]]:
     """(size, batch) combinations to verify: the export shape plus the dynamic axes."""
     h, w = spec.input_size
-    cases = [((h, w), 1)]
+    base = fixed_batch or 1
+    cases = [((h, w), base)]
     if "batch" in spec.dynamic_axes:
         cases.append(((h, w), 2))
     if {"height", "width"} & set(spec.dynamic_axes):
@@ -102,7 +103,7 @@ def _cases(spec: ModelSpec) -> list[tuple[tuple[int, int], int]]:
         w2 = max(step, (w * 3 // 4) // step * step) if "width" in spec.dynamic_axes else w
         if (h2, w2) == (h, w):
             h2, w2 = h + step * ("height" in spec.dynamic_axes), w + step * ("width" in spec.dynamic_axes)
-        cases.append(((h2, w2), 1))
+        cases.append(((h2, w2), base))
     return cases
 
 
@@ -126,7 +127,10 @@ def verify_onnx(
     cases: list[dict[str, Any]] = []
     failures: list[str] = []
     with OnnxRuntimeBackend(onnx_path, device="cpu") as backend:
-        for size_hw, batch in _cases(spec):
+        fixed_batch = backend.inputs[0].shape[0] if "batch" not in spec.dynamic_axes else None
+        if fixed_batch is not None and len(frames) < fixed_batch:  # enough inputs for one full batch
+            frames = frames + [(f"{name}~{i}", f) for i, (name, f) in enumerate(frames * fixed_batch)]
+        for size_hw, batch in _cases(spec, fixed_batch):
             for start in range(0, len(frames), batch):
                 chunk = frames[start : start + batch]
                 if len(chunk) < batch:

@@ -102,9 +102,14 @@ def _sniff(path: Path) -> None:
     if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_MAGIC):
         return
     if head[:1] == b"\x08" and b"\x12" in head[2:4]:
+        if path.suffix.lower() == ".onnx":
+            raise CheckpointError(
+                f"'{path}' is an ONNX model, not a PyTorch checkpoint; it needs no export "
+                "(run it with onnxruntime, or give bisenet-export --precision/--engine to convert it)"
+            )
         raise CheckpointError(
-            f"'{path}' is an ONNX model, not a PyTorch checkpoint; rename it to .onnx to use it "
-            "as an ONNX input"
+            f"'{path}' is an ONNX model, not a PyTorch checkpoint; rename it to "
+            f"'{path.with_suffix('.onnx').name}' to use it as an ONNX model"
         )
     try:
         head.decode("utf-8")
@@ -149,12 +154,34 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[Any, list[st
                     ) from None
                 raise CheckpointError(f"cannot read checkpoint '{path}': {_wo_reason(text)}") from None
             name = match.group(1)
+            if _runs_code(name) or any(name == done for _, done in replaced):
+                # Never stand in for these: a checkpoint that calls exec or os.system when
+                # unpickled is hostile (and torch refuses builtins even when allowed).
+                raise CheckpointError(
+                    f"'{path}' calls {name} when unpickled, which could run code; refusing it. "
+                    "Pass --trust-checkpoint only if you trust its source"
+                ) from None
             replaced.append((_placeholder(name), name))
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated file, ...
             raise CheckpointError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
     raise CheckpointError(f"'{path}' pickles more than {_MAX_FOREIGN_GLOBALS} foreign classes")
+
+
+#: Globals whose call runs code or touches the system: a pickle naming them is refused.
+_CODE_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "runpy", "pickle", "marshal",
+                 "socket", "ctypes", "code", "codeop", "pty", "webbrowser", "types", "io", "pathlib", "tempfile",
+                 "multiprocessing", "threading", "signal", "asyncio", "urllib", "http", "ftplib", "smtplib")
+_CODE_BUILTINS = ("exec", "eval", "compile", "__import__", "getattr", "setattr", "delattr", "open", "input",
+                  "breakpoint", "globals", "locals", "vars", "memoryview", "exit", "quit", "help")
+
+
+def _runs_code(qualified_name: str) -> bool:
+    module, _, attr = qualified_name.rpartition(".")
+    if module in ("", "builtins", "__builtin__"):  # torch names builtins without their module
+        return attr in _CODE_BUILTINS
+    return module.split(".")[0] in _CODE_MODULES
 
 
 def _first_line(exc: BaseException) -> str:
