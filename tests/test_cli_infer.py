@@ -1,3 +1,4 @@
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,9 @@ def test_image_folder_gives_palette_pngs_holding_class_ids(export_model5, tmp_pa
         cv2.imwrite(str(src / (Path(name).stem + ".png")), img)
     (src / "broken.jpg").write_bytes(b"not an image")
     code = main([str(export_model5()), str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "-q"])
-    assert code == 0
+    assert code == 1  # the unreadable image is reported, the others are segmented
+    rows = {r["source"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows[str(src / "broken.jpg")]["status"] == "failed" and len(rows) == 3
     seg = Segmenter(export_model5())
     for name, img in photos[:2]:
         png = tmp_path / "out" / "sub" / (Path(name).stem + ".png")

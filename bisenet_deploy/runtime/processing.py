@@ -10,13 +10,18 @@ are resized with nearest neighbour so class ids are never blended.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-import cv2
-import numpy as np
+# FFmpeg's own log lines ("moov atom not found", "overread 8") would repeat what our
+# one-line errors say; OpenCV reads this when cv2 is imported. An explicit setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from ..errors import InputError
-from ..spec import ModelSpec
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..errors import InputError  # noqa: E402
+from ..spec import ModelSpec  # noqa: E402
 
 # OpenCV spawns its own thread pool per call; inside a pipeline that already runs several
 # threads this costs more than it gains for 1-megapixel images.

@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, UserError
-from ..fileio import atomic_output, check_output_path
+from ..fileio import (
+    atomic_output,
+    check_output_path,
+    make_folders,
+    remove_empty_folders,
+    remove_stale_temporaries,
+    temporary_name,
+)
 from . import processing
 
 RENDER_MODES = ("mask", "overlay", "background")
@@ -27,6 +34,43 @@ def render(frame: np.ndarray, mask: np.ndarray, mode: str, palette: np.ndarray,
             raise UserError("background mode needs a background image")
         return processing.replace_background(frame, mask, background)
     raise UserError(f"unknown render mode {mode!r}; choose from {', '.join(RENDER_MODES)}")
+
+
+def display_size(frame_hw: tuple[int, int], mask_hw: tuple[int, int]) -> tuple[int, int]:
+    """Where a network-size mask is drawn over its frame: the mask's height and the frame's
+    aspect ratio (a 512x512 mask over a 720x1280 frame is drawn at 512x910), so overlays of
+    ``--network-size`` runs are not squashed."""
+    fh, fw = frame_hw
+    mh = mask_hw[0]
+    return mh, max(1, round(mh * fw / fh))
+
+
+def draw_legend(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, class_names: tuple[str, ...] = (),
+                max_entries: int = 20) -> np.ndarray:
+    """A box in the top-left corner with a colour swatch and a name for each class present in
+    ``mask`` (the largest first, at most ``max_entries``), drawn on a copy of ``image``."""
+    counts = np.bincount(mask.reshape(-1), minlength=len(palette))
+    present = [int(k) for k in np.argsort(-counts, kind="stable") if counts[k] > 0][:max_entries]
+    if not present:
+        return image
+    out = image.copy()
+    scale = max(0.35, min(0.7, image.shape[0] / 900))
+    line = max(12, int(28 * scale))
+    names = [class_names[k] if k < len(class_names) else f"class {k}" for k in present]
+    widths = [cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for n in names]
+    box_w = min(image.shape[1], line + 12 + max(widths))
+    box_h = min(image.shape[0], line * len(present) + 8)
+    region = out[:box_h, :box_w]
+    region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken behind the text
+    for row, (k, name) in enumerate(zip(present, names)):
+        y = 4 + row * line
+        if y + line > box_h:
+            break
+        colour = tuple(int(c) for c in palette[k])
+        cv2.rectangle(out, (4, y + 2), (4 + line - 6, y + line - 4), colour, thickness=-1)
+        cv2.putText(out, name, (line + 4, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out
 
 
 def write_palette_png(path: str | Path, mask: np.ndarray, palette: np.ndarray) -> None:
@@ -63,8 +107,10 @@ class VideoSink:
 
     def __init__(self, path: str | Path, fps: float, size_hw: tuple[int, int]) -> None:
         self.path = check_output_path(path)
+        self._created = make_folders(self.path.parent)
+        remove_stale_temporaries(self.path.parent)
         # VideoWriter picks the container from the suffix, so the temporary name keeps it.
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self._tmp = temporary_name(self.path)
         h, w = size_hw
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, (w, h))
         if not self._writer.isOpened():
@@ -88,3 +134,4 @@ class VideoSink:
         self._writer.release()
         if self._tmp.exists():
             self._tmp.unlink()
+        remove_empty_folders(self._created)
