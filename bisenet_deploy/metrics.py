@@ -33,10 +33,10 @@ def mean_iou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_inde
 
     ``num_classes`` counts labels, so a binary model (one logit) has 2 label classes.
     """
-    return _miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
 
 
-def _miou_from_confusion(cm: np.ndarray) -> float:
+def miou_from_confusion(cm: np.ndarray) -> float:
     inter = np.diag(cm).astype(np.float64)
     union = cm.sum(0) + cm.sum(1) - np.diag(cm)
     present = union > 0
@@ -102,7 +102,7 @@ class ComparisonAccumulator:
             raise ValueError("nothing compared")
         result = OutputComparison(
             label_agreement=100.0 * self.equal / self.pixels,
-            miou_vs_reference=_miou_from_confusion(self.confusion),
+            miou_vs_reference=miou_from_confusion(self.confusion),
             pixels=self.pixels,
         )
         if self._logits_everywhere and self._logit_count:

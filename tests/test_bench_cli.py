@@ -59,8 +59,10 @@ def test_bench_emits_every_field_and_round_trips(bench_models, tmp_path, capsys)
                  str(bench_models["dynamic"]), "--torch-variant", "fp16", "--sizes", "64x128,96x160",
                  "--json", str(out["json"]), "--csv", str(out["csv"]), "--markdown", str(out["md"]),
                  "--plot", str(out["png"]), *FAST])
-    assert code == 0
-    stdout = capsys.readouterr().out
+    assert code == 1  # the fp16 row asked for cannot run on a CPU: the report is written, the exit says so
+    stdout, stderr = capsys.readouterr()
+    assert stderr.strip().splitlines()[-1].startswith("bisenet-bench: error: 1 of the models asked for did not run: "
+                                                      "torch fp16")
     for text in ("device", "versions", "timed", "== 64x128, batch 1", "== 96x160, batch 1", "Segmenter overhead"):
         assert text in stdout
 
@@ -226,10 +228,92 @@ def test_an_engine_that_cannot_run_here_is_listed_with_its_reason_and_build_time
     EngineSidecar(engine_sha256=sha256_file(engine), spec=ModelSpec(num_classes=5, input_size=TINY), precision="int8",
                   tensorrt={"package": "tensorrt", "version": "0.0"}, build_seconds=12.5).write(engine)
     code = main([str(export_model5()), "--engine", str(engine), "--json", str(tmp_path / "r.json"), *FAST])
-    assert code == 0
+    assert code == 1  # an engine asked for that did not run: the report is written, the exit code says so
     result = report.load_json(tmp_path / "r.json")
     trt = next(c for c in result["contestants"] if c["kind"] == "tensorrt")
     assert trt["error"] and trt["build_seconds"] == 12.5 and trt["sidecar_precision"] == "int8"
+    assert trt["name"] == "trt int8" and trt["precision"] == "int8"  # its real precision, though it cannot run
+    assert [n["name"] for n in result["not_run"]] == ["trt int8"]
     (cell,) = result["cells"]
     assert [r["backend"] for r in cell["rows"]] == ["onnxruntime"]
     assert any(s["artifact"] == engine.name and s["reason"] == trt["error"] for s in cell["skipped"])
+
+
+def _onnx_with_spec(src, dst, **changes):
+    """A copy of ``src`` whose ModelSpec is changed (``None`` drops all metadata)."""
+    import onnx
+
+    from bisenet_deploy.export.onnx import read_metadata, set_metadata
+    from bisenet_deploy.spec import METADATA_KEY, ModelSpec
+
+    proto = onnx.load(str(src))
+    if changes.get("drop"):
+        del proto.metadata_props[:]
+    else:
+        spec = ModelSpec.from_json(read_metadata(proto)[METADATA_KEY]).replace(**changes)
+        set_metadata(proto, {METADATA_KEY: spec.to_json()})
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_artifacts_that_cannot_run_give_one_line_and_exit_1(bench_models, tmp_path, capsys):
+    bare = _onnx_with_spec(bench_models["plain"], tmp_path / "bare.onnx", drop=True)
+    three = _onnx_with_spec(bench_models["plain"], tmp_path / "three.onnx", num_classes=3, class_names=("a", "b", "c"))
+    assert main([str(bare), *FAST]) == 2  # nothing else to time: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "carries no ModelSpec" in err[0]
+
+    code = main([str(bench_models["plain"]), str(bare), str(three), "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bisenet-bench: error: 2 of the models asked for did not run")
+    result = report.load_json(tmp_path / "r.json")
+    reasons = {n["path"]: n["reason"] for n in result["not_run"]}
+    assert "carries no ModelSpec" in reasons[str(bare)]
+    assert "returns 5 channels, the spec says 3 classes" in reasons[str(three)]
+    three_row = next(c for c in result["contestants"] if c["path"] == str(three))
+    assert three_row["precision"] == "fp32"  # read from its metadata although it could not run
+    assert [r["name"] for r in result["cells"][0]["rows"]] == ["torch fp32", "ort fp32 [plain.onnx]"]
+
+
+def test_no_reference_times_only_the_named_artifacts(bench_models, tmp_path):
+    code = main([str(bench_models["plain"]), str(bench_models["dynamic"]), "--no-reference",
+                 "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 0
+    result = report.load_json(tmp_path / "r.json")
+    assert all(c["kind"] == "onnxruntime" for c in result["contestants"])
+    assert result["protocol"]["reference"]["name"] == "ort fp32 [plain.onnx]"
+    rows = result["cells"][0]["rows"]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["fidelity"]["label_agreement"] >= 99.9
+
+
+def test_labels_give_miou_against_ground_truth_for_every_row(bench_models, tmp_path, photos):
+    import cv2
+
+    from bisenet_deploy.runtime import Segmenter
+
+    images, labels = tmp_path / "img", tmp_path / "lbl"
+    images.mkdir(), labels.mkdir()
+    seg = Segmenter(bench_models["plain"], output_size="network")
+    for i, (_, photo) in enumerate(photos[:2]):
+        cv2.imwrite(str(images / f"p{i}.jpg"), photo)
+        cv2.imwrite(str(labels / f"p{i}.png"), seg(cv2.imread(str(images / f"p{i}.jpg"))))  # its own labels
+    code = main([str(bench_models["plain"]), "--images", str(images), "--labels", str(labels),
+                 "--markdown", str(tmp_path / "r.md"), "--csv", str(tmp_path / "r.csv"),
+                 "--json", str(tmp_path / "r.json"), *FAST])
+    assert code == 0
+    rows = {r["name"]: r for r in report.load_json(tmp_path / "r.json")["cells"][0]["rows"]}
+    assert rows["ort fp32"]["fidelity"]["miou_vs_labels"] == pytest.approx(100.0)
+    assert 95.0 <= rows["torch fp32"]["fidelity"]["miou_vs_labels"] <= 100.0  # the reference has one too
+    (labels / "p1.png").unlink()
+    assert main([str(bench_models["plain"]), "--images", str(images), "--labels", str(labels), *FAST]) == 2
+
+    # markdown: a line right after a table is blank or another table row, never a stray "row"
+    lines = (tmp_path / "r.md").read_text().splitlines()
+    for prev, line in zip(lines, lines[1:]):
+        if prev.startswith("|"):
+            assert line == "" or line.startswith("|"), line
+    assert "### Columns" in "\n".join(lines) and "- thru FPS:" in "\n".join(lines)
+    # CSV rows say where and when they were measured, so files from several machines concatenate
+    csv_rows = report.read_csv(tmp_path / "r.csv")
+    assert all(r["created"] and r["cpu"] and r["version.bisenet_deploy"] for r in csv_rows)

@@ -48,9 +48,13 @@ class Contestant:
 
     @property
     def precision(self) -> str:
+        """As the artifact records it, also when it could not be opened (an engine that
+        cannot run here is still an INT8 engine, not "fp32")."""
         if self.backend is not None:
             return self.backend.precision
-        return "fp16" if self.torch_options.get("fp16") else "fp32"
+        if self.kind == "torch":
+            return "fp16" if self.torch_options.get("fp16") else "fp32"
+        return self.facts.get("sidecar_precision") or self.facts.get("recorded_precision") or "unknown"
 
     def label(self) -> str:
         """``ort int8``, ``torch fp16 channels_last``, ``ort fp32 argmax`` ..."""
@@ -81,7 +85,21 @@ def artifact_contestant(path: str | Path) -> Contestant:
     facts: dict[str, Any] = {"file_bytes": path.stat().st_size}
     if kind == "tensorrt":
         facts.update(engine_sidecar_facts(path))
+    else:
+        facts["recorded_precision"] = recorded_onnx_precision(path)
     return Contestant(kind=kind, path=path, facts=facts)
+
+
+def recorded_onnx_precision(path: Path) -> str | None:
+    """The precision in an ONNX file's metadata, read without opening a session (None when
+    the file or the onnx package cannot tell)."""
+    try:
+        from ..export.metadata import read_metadata_file
+        from ..spec import PRECISION_KEY
+
+        return read_metadata_file(path).get(PRECISION_KEY)
+    except Exception:  # noqa: BLE001 - a corrupt file says why when it is opened
+        return None
 
 
 def engine_sidecar_facts(engine: Path) -> dict[str, Any]:
@@ -116,11 +134,26 @@ def open_contestant(c: Contestant, device: str, threads: int) -> None:
     rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
     try:
         c.backend = _open(c, device, threads)
+        problem = _unusable(c.backend)
+        if problem:
+            c.backend.close()
+            c.backend = None
+            raise UserError(problem)
     except UserError as exc:
         c.error = str(exc)
         return
     c.facts["host_open_bytes"] = growth(rss, system.rss_bytes())
     c.facts["gpu_open_bytes"] = growth(gpu, system.gpu_used_bytes())
+
+
+def _unusable(backend: Backend) -> str | None:
+    """Why Segmenter could not run this opened artifact (no spec, or one that does not fit)."""
+    from ..runtime.segmenter import spec_mismatch
+
+    if backend.spec is None:
+        return f"'{backend.path.name}' carries no ModelSpec (not exported by bisenet-export?)"
+    problem = spec_mismatch(backend, backend.spec)
+    return f"'{backend.path.name}' does not fit its ModelSpec: {problem}" if problem else None
 
 
 def growth(before: int | None, after: int | None) -> int | None:

@@ -35,16 +35,28 @@ def write_plot(result: dict[str, Any], path: str | Path) -> Path:
         megapixels = cell["height"] * cell["width"] / 1e6
         for row in cell["rows"]:
             series.setdefault(f"{row['name']} b{cell['batch']}", []).append((megapixels, row["fps"], cell["size"]))
-    for label, points in series.items():
-        points.sort()
-        ax_fps.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     ticks = sorted({(c["height"] * c["width"] / 1e6, c["size"]) for c in cells})
-    ax_fps.set_xticks([t[0] for t in ticks], [t[1] for t in ticks])
-    ax_fps.set_xlabel("input size (H x W)")
-    ax_fps.set_ylabel("frames per second (end to end, median)")
-    ax_fps.set_title("FPS vs input size")
-    ax_fps.grid(alpha=0.3)
-    ax_fps.legend(fontsize=8)
+    if len(ticks) == 1:  # one size: a line would be a row of single points; bars compare them
+        labels = list(series)
+        values = [points[0][1] for points in series.values()]
+        bars = ax_fps.barh(range(len(labels)), values, color=[f"C{i}" for i in range(len(labels))])
+        ax_fps.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+        ax_fps.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax_fps.invert_yaxis()
+        ax_fps.margins(x=0.15)
+        ax_fps.set_xlabel("frames per second (end to end, median)")
+        ax_fps.set_title(f"FPS at {ticks[0][1]}")
+        ax_fps.grid(alpha=0.3, axis="x")
+    else:
+        for label, points in series.items():
+            points.sort()
+            ax_fps.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax_fps.set_xticks([t[0] for t in ticks], [t[1] for t in ticks])
+        ax_fps.set_xlabel("input size (H x W)")
+        ax_fps.set_ylabel("frames per second (end to end, median)")
+        ax_fps.set_title("FPS vs input size")
+        ax_fps.grid(alpha=0.3)
+        ax_fps.legend(fontsize=8)
 
     # Latency distribution of every (cell, backend).
     data, labels = [], []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def protocol_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     p = result["protocol"]
     system, settings = p["system"], p["settings"]
     cpu = system["cpu"]
-    device = f"CPU {cpu['model']} ({cpu['usable_cpus']} usable of {cpu['logical_cpus']} logical CPUs, {cpu['machine']})"
+    flags = f", {' '.join(cpu['isa_flags'])}" if cpu.get("isa_flags") else ""
+    device = (f"CPU {cpu['model']} ({cpu['usable_cpus']} usable of {cpu['logical_cpus']} logical CPUs, "
+              f"{cpu['machine']}{flags})")
     if system.get("memory_total_mb"):
         device += f", {system['memory_total_mb'] / 1024:.0f} GB RAM"
     gpu = system.get("gpu")
@@ -57,10 +60,11 @@ def protocol_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         device += "; no GPU"
     versions = system["versions"]
-    keys = ("bisenet_deploy", "python", "torch", "onnxruntime", "tensorrt", "tensorrt_rtx", "numpy", "opencv")
+    keys = ("bisenet_deploy", "python", "torch", "onnxruntime", "openvino", "tensorrt", "tensorrt_rtx", "numpy",
+            "opencv")
     lines = [
         ("device", device),
-        ("versions", ", ".join(f"{k} {versions.get(k, '-')}" for k in keys)),
+        ("versions", ", ".join(f"{k} {versions[k]}" for k in keys if versions.get(k))),
     ]
     jetson = system.get("jetson")
     if jetson:
@@ -132,13 +136,15 @@ def cell_tables(cell: dict[str, Any], markdown: bool = False) -> list[str]:
                      "Segmenter overhead", "GFLOP/s", "of fp32 peak"], stages, markdown)
     lines.append("")
     fid = []
+    with_truth = any((r.get("fidelity") or {}).get("miou_vs_labels") is not None for r in rows)
     for r in rows:
         f = r.get("fidelity") or {}
-        fid.append([r["name"], _f(f.get("label_agreement"), 3), _f(f.get("miou_vs_reference"), 2),
+        truth = [_f(f.get("miou_vs_labels"), 2)] if with_truth else []
+        fid.append([r["name"], _f(f.get("label_agreement"), 3), _f(f.get("miou_vs_reference"), 2), *truth,
                     _f(f.get("max_abs_diff"), 4), _f(r["file_mb"], 1), _f(r["host_mb"], 0), _f(r["gpu_mb"], 0),
                     _f(r["build_s"], 1), f"{r['warmup_runs']}{'' if r['warmup_stable'] else ' (unsettled)'}"])
-    lines += _table(["fidelity & resources", "agree %", "mIoU %", "max abs diff", "file MB", "host MB", "GPU MB",
-                     "build s", "warm-up calls"], fid, markdown)
+    lines += _table(["fidelity & resources", "agree %", "mIoU %", *(["mIoU vs labels %"] if with_truth else []),
+                     "max abs diff", "file MB", "host MB", "GPU MB", "build s", "warm-up calls"], fid, markdown)
     if any(r.get("windows") for r in rows):
         lines.append("")
         starts = sorted({w["start_s"] for r in rows for w in r.get("windows") or []})
@@ -149,10 +155,11 @@ def cell_tables(cell: dict[str, Any], markdown: bool = False) -> list[str]:
         lines += ["", f"the reference does not run at {cell['size']} batch {cell['batch']}: no speed-ups or fidelity here"]
     if cell.get("skipped"):
         lines.append("")
-        lines += [f"not run at {cell['size']} batch {cell['batch']}: {s['name']}"
-                  + (f" ({s['artifact']})" if s.get("artifact") else "") + f": {s['reason']}" for s in cell["skipped"]]
+        lines += [f"- not run at {cell['size']} batch {cell['batch']}: {s['name']}"
+                  + (f" ({s['artifact']})" if s.get("artifact") and s["artifact"] not in s["name"] else "")
+                  + f": {s['reason']}" for s in cell["skipped"]]
     if cell.get("gflop_source"):
-        lines.append(f"FLOPs: {cell['gflop_source']}")
+        lines += ["", f"FLOPs: {cell['gflop_source']}"]  # a blank line first: in markdown, not a table row
     return lines
 
 
@@ -167,14 +174,48 @@ def _body(result: dict[str, Any], markdown: bool) -> list[str]:
         lines += ["", f"host argmax over {probe['logits']} logits: np.argmax {probe['numpy_argmax_ms']:.1f} ms, "
                   f"processing.argmax_channels {probe['argmax_channels_ms']:.1f} ms; an in-graph argmax "
                   "(bisenet-export --argmax) leaves only the label upscale on the host"]
+    if result.get("not_run"):
+        lines += ["", "### Not run" if markdown else "== not run ==", ""]
+        lines += [f"- {n['name']}" + (f" ({Path(n['path']).name})" if n.get("path") and Path(n["path"]).name
+                                       not in n["name"] else "") + f": {n['reason']}" for n in result["not_run"]]
     if result.get("verdicts"):
         lines += ["", "### Verdicts" if markdown else "== verdicts ==", ""]
         lines += [f"- {v['level']}: {v['text']}" for v in result["verdicts"]]
+    if result["cells"] and any(c["rows"] for c in result["cells"]):
+        lines += ["", "### Columns" if markdown else "== columns ==", ""]
+        lines += [f"- {name}: {text}" for name, text in COLUMNS]
     return lines
 
 
-def format_terminal(result: dict[str, Any]) -> str:
-    lines = ["bisenet-bench"] + [f"  {k:<10} {v}" for k, v in protocol_lines(result)]
+#: What every column of the tables means (printed under them).
+COLUMNS = (
+    ("median, mean, p90, p99, min, max, std", "end-to-end latency of one timed call in ms (see 'timed')"),
+    ("FPS", "frames per second at the median latency: batch / median"),
+    ("thru FPS", "throughput over the timed calls: frames / total time of the calls"),
+    ("speed-up", "end to end against the reference: median of per-round ratios (reference / this)"),
+    ("speed-up infer", "the same for the raw backend call only (no pre/postprocessing)"),
+    ("pre, post", "Segmenter preprocessing (resize, normalize, layout) and postprocessing (argmax, upscale)"),
+    ("h2d, compute, d2h", "the backend's own split of its call (CUDA events on a GPU); on a CPU only compute"),
+    ("infer (raw)", "the whole backend call, as the 'speed-up infer' column uses it"),
+    ("Segmenter overhead", "end to end over the raw backend call, minus 1 (median of per-call ratios)"),
+    ("GFLOP/s", "FLOPs of one call (counted from the ONNX graph) / median compute time"),
+    ("of fp32 peak", "GFLOP/s over the CPU's fp32 peak (see 'cpu peak'); int8 rows count the same FLOPs, "
+                     "so they can exceed 100%"),
+    ("agree %", "pixels whose label equals the reference's, on the fidelity images at the network resolution"),
+    ("mIoU %", "mean IoU of the labels against the reference's labels"),
+    ("mIoU vs labels %", "mean IoU against the ground-truth label maps (--labels)"),
+    ("max abs diff", "largest |logit difference| to the reference (models with logits on both sides)"),
+    ("file MB, host MB, GPU MB", "artifact size; memory added by loading and running it (see 'memory')"),
+    ("build s", "TensorRT engine build time from its sidecar"),
+    ("warm-up calls", "untimed calls until the median latency settled ('unsettled': it never did)"),
+)
+
+
+def format_terminal(result: dict[str, Any], width: int = 110) -> str:
+    lines = ["bisenet-bench"]
+    for key, value in protocol_lines(result):
+        lines += textwrap.wrap(value, width=width, initial_indent=f"  {key:<10} ", subsequent_indent=" " * 13,
+                               break_on_hyphens=False) or [f"  {key}"]
     return "\n".join(lines + _body(result, markdown=False)) + "\n"
 
 
@@ -196,13 +237,15 @@ def load_json(path: str | Path) -> dict[str, Any]:
 
 
 def flat_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One flat dict per (cell, backend), all with the same keys: nested fields as ``a.b``
+    """One flat dict per (cell, backend), all with the same keys, led by where and when it was
+    measured (``machine_columns``): nested fields as ``a.b``
     (a missing group, like the reference's fidelity, gives None in each), lists left out."""
     rows = [(cell, row) for cell in result["cells"] for row in cell["rows"]]
     groups = {k for _, row in rows for k, v in row.items() if isinstance(v, dict)}
+    machine = machine_columns(result)
     out = []
     for cell, row in rows:
-        flat: dict[str, Any] = {"cell": f"{cell['size']} b{cell['batch']}"}
+        flat: dict[str, Any] = {**machine, "cell": f"{cell['size']} b{cell['batch']}"}
         for key, value in row.items():
             if key in _LIST_FIELDS or (key in groups and value is None):
                 continue
@@ -213,6 +256,25 @@ def flat_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(flat)
     columns = list(dict.fromkeys(k for row in out for k in row))
     return [{k: row.get(k) for k in columns} for row in out]
+
+
+def machine_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """Where and when a row was measured, on every CSV row, so files from several machines
+    can be concatenated and still be told apart."""
+    system = result["protocol"]["system"]
+    cpu = system["cpu"]
+    gpu = system.get("gpu") or {}
+    versions = system.get("versions") or {}
+    return {
+        "created": result.get("created"),
+        "host": system.get("hostname"),
+        "cpu": cpu.get("model"),
+        "cpu_flags": " ".join(cpu.get("isa_flags") or []),
+        "usable_cpus": cpu.get("usable_cpus"),
+        "gpu": gpu.get("name"),
+        "threads": result["protocol"]["settings"].get("threads"),
+        **{f"version.{k}": versions.get(k) for k in ("bisenet_deploy", "onnxruntime", "openvino", "torch", "tensorrt")},
+    }
 
 
 def to_csv(result: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from ..errors import UserError
 from . import contestants as cs
 from . import system
 from .harness import TIMED, Runner, StageTimedSegmenter, WarmUp, run_rounds
-from .photos import benchmark_photos, frame_sets_for, measure_fidelity
+from .photos import benchmark_photos, frame_sets_for, ground_truth_for, measure_fidelity
 from .rows import cell_rows, flop_counter, postprocess_probe
 from .verdicts import verdicts
 
@@ -40,6 +40,8 @@ class BenchConfig:
     window: float | None = None  # sustained mode: width of the FPS-over-time windows
     warmup: WarmUp = field(default_factory=WarmUp)
     images: Path | None = None
+    labels: Path | None = None  # ground-truth label maps for ``images`` (same names)
+    no_reference: bool = False  # time only the named artifacts: no PyTorch reference
     max_images: int = 8
     frame_size: tuple[int, int] | None = None  # None: frames arrive at the network size
     peak_gflops: float | None = None
@@ -72,6 +74,9 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
 
 def _measure(config, threads, facts, contestants, live, reference, ref_notes, log) -> dict[str, Any]:
     photos, photo_source = benchmark_photos(config.images, config.max_images)
+    truth = ground_truth_for(photos, config.images, config.labels)
+    if truth is not None:
+        photo_source += f", ground-truth labels from {config.labels}"
     sizes = config.sizes or _default_sizes(live, reference)
     batches = config.batches or _default_batches(live)
     on_cpu = any(c.backend.device == "cpu" for c in live)
@@ -86,7 +91,8 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
     bar = _progress(config, len(sizes) * len(batches), runnable)
     for size in sizes:
         for batch in batches:
-            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar)
+            cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar,
+                             truth)
             cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak)
             cells.append(cell)
     bar.close()
@@ -122,8 +128,22 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
         "postprocess_probe": postprocess_probe(live, sizes[0]),
         "peak_rss_mb": _mb(memory.overall()),
     }
+    result["not_run"] = not_run(contestants, cells)
     result["verdicts"] = verdicts(result)
     return result
+
+
+def not_run(contestants: list[cs.Contestant], cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Contestants the command asked for that ran in no cell, with the reason."""
+    ran = {row["name"] for cell in cells for row in cell["rows"]}
+    out = []
+    for c in contestants:
+        if c.name in ran:
+            continue
+        reasons = [s["reason"] for cell in cells for s in cell["skipped"] if s["name"] == c.name]
+        out.append({"name": c.name, "path": None if c.path is None else str(c.path),
+                    "reason": c.error or (reasons[0] if reasons else "no cell it can run in")})
+    return out
 
 
 # --- contestants and the reference ------------------------------------------------------------
@@ -136,7 +156,10 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
         cs.open_contestant(c, config.device, threads)
         if c.error:
             log(f"  skipped: {c.error}")
-    loaded, ckpt_path, load_bytes, notes = _torch_reference(config, artifacts, log)
+    if config.no_reference:
+        loaded, ckpt_path, load_bytes, notes = None, None, None, ["--no-reference: no PyTorch model loaded"]
+    else:
+        loaded, ckpt_path, load_bytes, notes = _torch_reference(config, artifacts, log)
     rows: list[cs.Contestant] = []
     reference = None
     if loaded is not None:
@@ -286,7 +309,8 @@ def _first_call(c: cs.Contestant, runner: Runner, memory: system.PeakRss, measur
     return None
 
 
-def _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar) -> dict[str, Any]:
+def _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar,
+              truth=None) -> dict[str, Any]:
     h, w = size
     cell: dict[str, Any] = {"size": f"{h}x{w}", "height": h, "width": w, "batch": batch, "skipped": [], "runners": []}
     frame_sets = frame_sets_for(photos, config.frame_size or size, batch)
@@ -302,7 +326,7 @@ def _run_cell(config, contestants, reference, size, batch, photos, fidelity, mea
     if not cell["runners"]:
         return cell
     bar.set_description(f"{h}x{w} fidelity on {len(photos)} images")
-    measure_fidelity(reference, cell["runners"], size, photos, fidelity)
+    measure_fidelity(reference, cell["runners"], size, photos, fidelity, truth)
     for c, runner in cell["runners"]:
         bar.set_description(f"{h}x{w} b{batch} warm-up {c.name}")
         runner.warm_up(config.warmup)

@@ -52,8 +52,20 @@ def _run(command: list[str], timeout: float = 5.0) -> str | None:
 # --- CPU and memory -------------------------------------------------------------------------
 
 
+#: CPU flags that decide which kernels a runtime can use (and so which runtime is fastest).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "i8mm", "bf16")
+
+
+def cpu_flags(root: str | Path = "/") -> list[str]:
+    """The ISA_FLAGS this CPU reports in /proc/cpuinfo (x86 ``flags``, Arm ``Features``)."""
+    match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", _read(root, "proc/cpuinfo") or "", re.MULTILINE)
+    have = set(match.group(1).split()) if match else set()
+    return [f for f in ISA_FLAGS if f in have]
+
+
 def cpu_facts(root: str | Path = "/") -> dict[str, Any]:
-    """CPU model, logical CPUs visible to this process, architecture."""
+    """CPU model, logical CPUs visible to this process, architecture, vector ISA flags."""
     model = None
     cpuinfo = _read(root, "proc/cpuinfo") or ""
     for key in ("model name", "Model", "Hardware", "cpu model"):
@@ -71,6 +83,7 @@ def cpu_facts(root: str | Path = "/") -> dict[str, Any]:
         "usable_cpus": usable,
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
+        "isa_flags": cpu_flags(root),
     }
 
 
@@ -328,12 +341,13 @@ def thermal_sample(root: str | Path = "/") -> dict[str, Any]:
 def system_facts(root: str | Path = "/", want_gpu: bool = True) -> dict[str, Any]:
     """Everything the protocol header shows about the machine and the software on it."""
     return {
+        "hostname": platform.node(),
         "cpu": cpu_facts(root),
         "gpu": gpu_facts() if want_gpu else None,
         "jetson": jetson_facts(root),
         "memory_total_mb": _memory_total_mb(root),
-        "versions": tool_versions("numpy", "opencv", "torch", "onnx", "onnxruntime", "tensorrt", "tensorrt_rtx",
-                                  "cuda-python"),
+        "versions": tool_versions("numpy", "opencv", "torch", "onnx", "onnxruntime", "openvino", "tensorrt",
+                                  "tensorrt_rtx", "cuda-python"),
         "temperatures_c": temperatures(root),
         "load_average": _load_average(),
     }

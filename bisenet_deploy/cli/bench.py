@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--torch-variant", action="append", default=[], metavar="OPTS",
                    help="extra PyTorch row: fp16, channels_last, cuda_graph joined with '+' (CUDA; repeatable)")
     g.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle checkpoints (trusted files only)")
+    g.add_argument("--no-reference", action="store_true",
+                   help="time only the named artifacts: no PyTorch reference (the FP32 ONNX model, if named, is "
+                   "the reference for speed-ups and agreement)")
 
     g = p.add_argument_group("what to measure")
     g.add_argument("--sizes", type=_list(size_arg), help="input sizes HxW, comma-separated (default: the artifacts')")
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-tolerance", type=float, default=0.05,
                    help="warm-up ends when the median of the last 3 calls moves less than this (relative)")
     g.add_argument("--images", type=Path, help="folder of images for inputs and fidelity (default: sample photos)")
+    g.add_argument("--labels", type=Path, metavar="DIR",
+                   help="ground-truth label maps for --images (same relative names, class ids): mIoU per row")
     g.add_argument("--max-images", type=_positive_int, default=8, help="at most this many images")
     g.add_argument("--frame-size", type=size_arg, help="resize inputs to this camera size first (default: network size)")
     g.add_argument("--peak-gflops", type=float, help="the CPU's fp32 peak, instead of measuring it")
@@ -99,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("nothing to benchmark: give artifacts (.onnx/.engine/.pth), --checkpoint or --demo")
     if args.demo and checkpoints:
         raise UserError("--demo and --checkpoint both name the reference; give one of them")
+    if args.no_reference and (args.demo or checkpoints):
+        raise UserError("--no-reference leaves PyTorch out; it cannot be combined with --demo or --checkpoint")
+    if args.no_reference and not artifacts:
+        raise UserError("--no-reference times only the named artifacts: give at least one .onnx or .engine")
+    if args.labels is not None and args.images is None:
+        raise UserError("--labels needs --images (the label maps belong to those images)")
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be positive")
     if args.threads is not None and args.threads < 1:
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         warmup=WarmUp(min_runs=args.warmup, max_runs=max(args.warmup, args.warmup_max), tolerance=args.warmup_tolerance),
         images=args.images,
+        labels=args.labels,
+        no_reference=args.no_reference,
         max_images=args.max_images,
         frame_size=args.frame_size,
         peak_gflops=args.peak_gflops,
@@ -152,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             from ..benchmarks.plot import write_plot
 
             log(f"wrote {write_plot(result, args.plot)}")
+    if result["not_run"]:
+        names = "; ".join(f"{n['name']}: {n['reason']}" for n in result["not_run"])
+        print(f"{PROG}: error: {len(result['not_run'])} of the models asked for did not run: {names}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,3 +28,10 @@ def set_metadata(proto: Any, entries: dict[str, str]) -> None:
 
 def read_metadata(proto: Any) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_metadata_file(path: Any) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file (weights are read too: onnx has no header-only load)."""
+    import onnx
+
+    return read_metadata(onnx.load(str(path), load_external_data=False))
