@@ -169,6 +169,8 @@ def _heldout(source, calib: Frames, spec: ModelSpec, options: PrecisionOptions, 
         samples = open_frame_source(None)
         frames = read_frames(samples, options.val_count, size, seed, progress=progress, what="validation")
         if frames.frames:
+            log(f"note: calibration used every frame of {source.description}; the fidelity report uses "
+                f"{len(frames)} built-in sample photos instead (give --val-images for frames like yours)")
             return frames, None, True
     log("note: no frames left that calibration did not use; fidelity is measured on calibration frames")
     return calib, None, False
@@ -215,9 +217,15 @@ def make_precisions(
     count = options.calib_count
     if options.calib is None:  # leave a third of the built-in photos for the fidelity check
         count = min(count, max(1, len(source.items) * 2 // 3))
+        if count < options.calib_count:
+            log(f"note: calibrating on {count} of the {len(source.items)} built-in sample photos (not "
+                f"{options.calib_count}: a third is kept for the fidelity report); --calib DIR for your own frames")
     calib = calibration_frames(source, count, spec.input_size, options.seed, options.progress)
     skipped = f" ({calib.skipped} unreadable, skipped)" if calib.skipped else ""
     log(f"calibration data: {len(calib)} frames from {source.description}{skipped}")
+    if options.calib is not None and len(calib) < count:
+        log(f"note: --calib-count {count} asked for more frames than {source.description} holds; "
+            f"calibrating on all {len(calib)}")
     ranges, cache_state = _measure_ranges(model, spec, calib, options, cache_path_for(base), log)
     # Provenance goes into the models; whether the cache served it is only for the report,
     # so the same inputs give byte-identical models either way.

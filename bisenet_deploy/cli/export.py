@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="output .onnx path (default: next to the checkpoint); for an .onnx input, the .engine path "
         "(--engine) or the name the FP16/INT8 copies are named after (--precision)",
     )
-    p.add_argument("--demo", action="store_true", help="export the built-in demo model instead of a checkpoint")
+    p.add_argument("--demo", action="store_true",
+                   help="export the built-in demo model instead of a checkpoint (writes bisenet_demo.onnx unless -o)")
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -95,10 +96,24 @@ def _log(quiet: bool):
     start = time.perf_counter()
 
     def log(msg: str) -> None:
-        if not quiet:
+        if msg.startswith(("note:", "warning:")):  # said even with -q: they change what the run means
+            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+        elif not quiet:
             print(f"[{time.perf_counter() - start:6.1f}s] {msg}", flush=True)
 
     return log
+
+
+#: Options that shape the export of a checkpoint (dest -> flag); an ONNX input ignores them.
+_EXPORT_ONLY = {"size": "--size", "dynamic": "--dynamic", "batch": "--batch", "opset": "--opset", "argmax": "--argmax",
+                "fuse_preprocess": "--fuse-preprocess", "frame_order": "--frame-order", "no_simplify": "--no-simplify",
+                "no_verify": "--no-verify", "verify_images": "--verify-images", "atol": "--atol", "rtol": "--rtol",
+                "min_agreement": "--min-agreement", "arch": "--arch", "trust_checkpoint": "--trust-checkpoint"}
+
+
+def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
+    defaults = build_parser().parse_args(["x.pth"])
+    return [flag for dest, flag in _EXPORT_ONLY.items() if getattr(args, dest) != getattr(defaults, dest)]
 
 
 @cli_entry(PROG)
@@ -113,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
     reduced = reduced_precisions(args)
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
+        ignored = _checkpoint_only_options(args)
+        if ignored:
+            raise UserError(
+                f"{', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} when exporting a checkpoint; "
+                f"'{args.checkpoint}' is already an ONNX graph. Export the .pth again with "
+                f"{'them' if len(ignored) > 1 else 'it'}, or drop {'them' if len(ignored) > 1 else 'it'}"
+            )
         if not args.engine and not reduced:
             raise UserError(
                 f"'{args.checkpoint}' is already an ONNX model; give the PyTorch checkpoint to export, "
