@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import cv2
+from bisenet_deploy.errors import UserError
 from bisenet_deploy.runtime import Segmenter, replace_background
 from bisenet_deploy.runtime.rendering import VideoSink
 from bisenet_deploy.runtime.sources import read_image
@@ -26,14 +29,27 @@ def open_source(video: str | None) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(0)
         if cap.isOpened():
             return cap
-        raise SystemExit("no camera found: pass --video FILE")
+        raise UserError("no camera found (camera 0 cannot be opened): pass --video FILE to read a video instead, "
+                        "e.g. --video talk.mp4")
+    if not Path(video).is_file():
+        raise UserError(f"video '{video}' not found")
     cap = cv2.VideoCapture(video)
     if not cap.isOpened():
-        raise SystemExit(f"cannot open video {video}")
+        raise UserError(f"cannot open video '{video}' (not a video, or no decoder for it)")
     return cap
 
 
-def main() -> None:
+def main() -> int:
+    try:
+        return run()
+    except UserError as exc:
+        print(f"virtual_background: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help=".onnx / .engine / .pth (binary person model, or multi-class)")
     p.add_argument("--video", help="video file instead of the camera")
@@ -44,7 +60,11 @@ def main() -> None:
     args = p.parse_args()
 
     seg = Segmenter(args.model)
-    background = read_image(args.background) if args.background else None
+    background = None
+    if args.background:
+        background = read_image(args.background) if Path(args.background).is_file() else None
+        if background is None:
+            raise UserError(f"cannot read background image '{args.background}'")
     fill = background if background is not None else (0, 177, 64)
     keep = [int(x) for x in args.foreground.split(",")] if args.foreground else None
     headless = not os.environ.get("DISPLAY")
@@ -71,7 +91,8 @@ def main() -> None:
     fps = count / max(time.perf_counter() - start, 1e-9)
     where = f" -> {args.output}" if sink is not None else ""
     print(f"{count} frames, {fps:.1f} FPS{where}")
+    return 0 if count else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

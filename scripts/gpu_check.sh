@@ -17,15 +17,24 @@ fi
 OUT=${1:-gpu_check}
 shift || true
 
+# Without a usable GPU there is nothing to check: say so in one line, run nothing.
+problem=$("$PYTHON" -c 'from bisenet_deploy.runtime.backends.cuda_buffers import gpu_problem; print(gpu_problem(0) or "")' 2>&1)
+if [[ -n "$problem" ]]; then
+    echo "gpu_check.sh: nothing checked: ${problem##*$'\n'}" >&2
+    exit 2
+fi
+
 "$PYTHON" -m bisenet_deploy.export.gpu_check --out "$OUT" "$@"
 check=$?
 "$PYTHON" -m pytest -q -rs -m "gpu or tensorrt" tests/
 tests=$?
 
+report=""
+[[ -f "$OUT/gpu_check.json" ]] && report="; report: $OUT/gpu_check.json"
 echo
 if [[ $check -eq 0 && $tests -eq 0 ]]; then
-    echo "gpu_check.sh: PASS (engines agree with onnxruntime, GPU tests pass; report: $OUT/gpu_check.json)"
+    echo "gpu_check.sh: PASS (engines agree with onnxruntime, GPU tests pass$report)"
     exit 0
 fi
-echo "gpu_check.sh: FAIL (gpu_check exit $check, marker tests exit $tests; report: $OUT/gpu_check.json)"
+echo "gpu_check.sh: FAIL (gpu_check exit $check, marker tests exit $tests$report)"
 exit 1

@@ -23,6 +23,13 @@ import numpy as np  # noqa: E402
 from ..errors import InputError  # noqa: E402
 from ..spec import ModelSpec  # noqa: E402
 
+# OpenCV's warnings for a camera it cannot open ("can't open camera by index") precede our
+# own one-line error; errors still show.
+try:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:  # builds without the logging module
+    pass
+
 # OpenCV spawns its own thread pool per call; inside a pipeline that already runs several
 # threads this costs more than it gains for 1-megapixel images.
 cv2.setNumThreads(1)
