@@ -26,7 +26,7 @@ from .errors import UserError
 
 TMP_MARK = "bisenet-tmp"
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-_STALE = re.compile(rf"\.{TMP_MARK}-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]+")
+_STALE = re.compile(rf"\.{TMP_MARK}-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
 _cleaned: set[str] = set()
 
 

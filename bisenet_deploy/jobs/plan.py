@@ -113,7 +113,8 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
 
 
 def _collisions(names: list[str], kinds: list[str]) -> list[list[int]]:
-    """Groups of indices whose outputs would meet (case-insensitively)."""
+    """Groups of indices whose outputs would meet (case-insensitively). A video whose frame
+    folder would hold another input's output is a group of its own: only it is renamed."""
     by_key: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         by_key.setdefault(name.casefold(), []).append(i)
@@ -124,7 +125,7 @@ def _collisions(names: list[str], kinds: list[str]) -> list[list[int]]:
             key = name.casefold()
             for parent in _parents(key):
                 if parent in streams and streams[parent] != i:
-                    groups.append([streams[parent], i])
+                    groups.append([streams[parent]])
     return groups
 
 
