@@ -127,28 +127,26 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
     """Argmax over axis 1 of (N, C, H, W) logits -> (N, H, W) uint8 (uint16 above 256 classes).
 
     ``np.argmax(axis=1)`` walks the channel axis with a large stride: 25 ms for 19 x 512 x 512
-    on these CPUs. Here every step is a branch-free pass over a contiguous plane: a running
-    maximum, then, from the last channel down to the first, ``label = k where plane == max``
-    done with xor/and masks (masked assignment is ~2 ms per plane on random data because it
-    branches). Measured 2.8 ms for the same input. Ties go to the lowest index, as in
-    ``np.argmax`` and ``torch.argmax``.
+    on these CPUs. Here each channel is one branch-free pass over a contiguous plane: where
+    it beats the running maximum (strictly, so ties go to the lowest index, as in
+    ``np.argmax`` and ``torch.argmax``), the label moves to it by arithmetic
+    (``labels += (k - labels) * beats``) instead of masked assignment, which branches and
+    costs ~2 ms per plane on real logits. Measured 0.43 ms for 7 x 512 x 512 and 2.3 ms for
+    19 x 512 x 512 (one pass; the two-pass version before it took 0.66 and 3.5 ms).
     """
     c = logits.shape[1]
     dtype = np.uint8 if c <= 256 else np.uint16
     best = logits[:, 0].copy()
-    for k in range(1, c):
-        np.maximum(best, logits[:, k], out=best)
     labels = np.zeros(best.shape, dtype=dtype)
-    hit = np.empty(best.shape, dtype=dtype)
-    tmp = np.empty(best.shape, dtype=dtype)
-    equal = np.empty(best.shape, dtype=bool)
-    for k in range(c - 1, -1, -1):
-        np.equal(logits[:, k], best, out=equal)
-        np.copyto(hit, equal)
-        np.negative(hit, out=hit)  # 0 -> 0, 1 -> all bits set
-        np.bitwise_xor(labels, k, out=tmp)
-        np.bitwise_and(tmp, hit, out=tmp)
-        np.bitwise_xor(labels, tmp, out=labels)
+    beats = np.empty(best.shape, dtype=bool)
+    step = np.empty(best.shape, dtype=dtype)
+    for k in range(1, c):
+        plane = logits[:, k]
+        np.greater(plane, best, out=beats)
+        np.maximum(best, plane, out=best)
+        np.subtract(dtype(k), labels, out=step)
+        np.multiply(step, beats, out=step)
+        np.add(labels, step, out=labels)
     return labels
 
 
