@@ -1,0 +1,234 @@
+"""OpenVINO backend: our ONNX files (FP32, FP16, INT8 Q/DQ) compiled for the CPU (or an Intel
+GPU/NPU by name), with the compiled-model cache in the user's cache folder.
+
+* Precision: the artifact's own, computed with ``INFERENCE_PRECISION_HINT=f32`` by default.
+  OpenVINO's CPU default on AMX/AVX-512-BF16 machines is bf16, which changed about 0.1% of
+  the demo model's labels, so bf16 is opt-in (``precision_hint="bf16"``) and reported as its
+  own precision (``bf16``; ``int8+bf16`` for an INT8 model).
+* Pre/postprocessing in the compiled graph (``prepost="graph"``, the default for models that
+  take normalized NCHW floats and return logits): OpenVINO's PrePostProcessor takes the
+  uint8 BGR frames (resized by the host) and converts, reorders and normalizes them inside
+  the compiled model, and a TopK on the logits returns labels. The backend then describes
+  itself with a ModelSpec that says so (``NHWC_UINT8`` in, ``labels`` out), so Segmenter
+  does only the resize and the label upscale. ``prepost="host"`` keeps Segmenter's NumPy
+  pre/postprocessing. Which is faster depends on the machine: ``backend="auto"`` times both.
+* Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (0: OpenVINO's default).
+  ``infer`` may be called from several threads at once: each thread gets its own infer
+  request on the one compiled model.
+* ``compile_seconds`` and ``cache_hit`` tell how long the model took to become ready and
+  whether the compiled-model cache served it.
+
+Importing this module needs no OpenVINO; opening a model does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ArtifactError, UserError
+from ...spec import METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
+from ..onnx_metadata import read_onnx_metadata
+from .base import Backend, TensorInfo
+
+HINTS = ("f32", "bf16", "f16")
+PREPOST = ("graph", "host")
+
+
+def import_openvino():  # noqa: ANN201 - the module
+    try:
+        import openvino
+    except ImportError:
+        raise UserError("openvino is not installed: pip install 'bisenet-deploy[openvino]'") from None
+    return openvino
+
+
+def _device_name(device: str, available: list[str]) -> str:
+    text = str(device).strip()
+    if text.lower() in ("auto", "cpu", ""):
+        return "CPU"
+    name = text.upper()
+    if name.split(".")[0] not in {d.split(".")[0] for d in available}:
+        raise UserError(f"OpenVINO has no device {text!r} here (available: {', '.join(available) or 'none'})")
+    return name
+
+
+def _files(folder: Path) -> int:
+    try:
+        return sum(1 for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return 0
+
+
+class OpenVinoBackend(Backend):
+    """Run an ONNX model with OpenVINO.
+
+    Args:
+        path: the .onnx file.
+        device: ``auto``/``cpu`` (the CPU), or an OpenVINO device name present here
+            (``GPU``, ``GPU.1``, ``NPU``).
+        threads: inference threads (0: OpenVINO's default).
+        precision_hint: ``f32`` (default: the artifact's own precision), ``bf16`` (CPUs with
+            AVX-512-BF16 or AMX) or ``f16`` (GPU).
+        prepost: ``graph`` (uint8 frames in, labels out, inside the compiled model; default
+            where the artifact takes float NCHW and returns logits) or ``host``.
+        cache: use OpenVINO's compiled-model cache in the user's cache folder.
+    """
+
+    name = "openvino"
+    thread_safe = True  # one infer request per thread
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0, precision_hint: str = "f32",
+                 prepost: str = "graph", cache: bool = True) -> None:
+        super().__init__(path)
+        ov = import_openvino()
+        if not self.path.is_file():
+            raise ArtifactError(f"ONNX model '{self.path}' not found")
+        if precision_hint not in HINTS:
+            raise UserError(f"precision_hint must be one of {', '.join(HINTS)}, got {precision_hint!r}")
+        if prepost not in PREPOST:
+            raise UserError(f"prepost must be 'graph' or 'host', got {prepost!r}")
+        if int(threads) < 0:
+            raise UserError(f"threads must be >= 0, got {threads}")
+        meta = read_onnx_metadata(self.path)
+        artifact_spec = None
+        if METADATA_KEY in meta:
+            try:
+                artifact_spec = ModelSpec.from_json(meta[METADATA_KEY])
+            except SpecError as exc:
+                raise ArtifactError(f"'{self.path}' carries an unreadable ModelSpec: {exc}") from None
+        self.artifact_precision = meta.get(PRECISION_KEY, "fp32")
+
+        self.core = core = ov.Core()
+        self._device_name = _device_name(device, list(core.available_devices))
+        if precision_hint == "bf16" and self._device_name == "CPU":
+            caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if "BF16" not in caps:
+                raise UserError("this CPU has no bf16 support (no AVX-512-BF16 or AMX); use precision_hint='f32'")
+        self.cache_dir: Path | None = None
+        if cache:
+            from ...cache import cache_dir
+
+            self.cache_dir = cache_dir("openvino")
+            core.set_property({"CACHE_DIR": str(self.cache_dir)})
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with pages of text
+            raise ArtifactError(f"OpenVINO cannot read '{self.path}': {_first_line(exc)}") from None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ArtifactError(f"'{self.path}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                "a segmentation model needs exactly one of each")
+        self.prepost = "host"
+        self.spec = self.artifact_spec = artifact_spec
+        if prepost == "graph" and artifact_spec is not None and artifact_spec.input_layout == "NCHW":
+            model, self.spec = _graph_prepost(ov, model, artifact_spec)
+            self.prepost = "graph"
+            # Baked into the compiled graph: a Segmenter override of these would be ignored.
+            self.fixed_spec_fields = ("mean", "std", "scale", "color_order", "frame_color_order", "input_layout",
+                                      "output_kind")
+
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        before = _files(self.cache_dir) if self.cache_dir else 0
+        start = time.perf_counter()
+        try:
+            self.compiled = core.compile_model(model, self._device_name, config)
+        except Exception as exc:  # noqa: BLE001
+            raise ArtifactError(f"OpenVINO cannot compile '{self.path}' for {self._device_name}: "
+                                f"{_first_line(exc)}") from None
+        self.compile_seconds = time.perf_counter() - start
+        self.cache_hit = bool(self.cache_dir) and before > 0 and _files(self.cache_dir) == before
+        self.threads = int(threads)
+        self.precision_hint = precision_hint
+        self.device = "cpu" if self._device_name == "CPU" else self._device_name.lower()
+        self.precision = _precision_label(self.artifact_precision, precision_hint)
+        self._inputs = [_tensor_info(p) for p in self.compiled.inputs]
+        self._outputs = [_tensor_info(p) for p in self.compiled.outputs]
+        self._local = threading.local()
+        self.version = ov.__version__
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    def _request(self):  # noqa: ANN202 - an InferRequest
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def infer_impl(self, batch: Any) -> np.ndarray:
+        request = self._request()
+        start = time.perf_counter()
+        request.infer({0: np.ascontiguousarray(batch)})
+        out = request.get_output_tensor(0).data.copy()  # the tensor is reused by the next call
+        self.last_stage_times = {"compute": time.perf_counter() - start}
+        if self.prepost == "graph" and self.spec.output_kind == "labels" and out.ndim == 4:
+            out = out[:, 0]  # TopK keeps the channel axis
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(openvino=self.version, device_name=self._device_name, precision_hint=self.precision_hint,
+                    prepost=self.prepost, threads=self.threads, compile_seconds=round(self.compile_seconds, 3),
+                    cache_hit=self.cache_hit, cache_dir=None if self.cache_dir is None else str(self.cache_dir))
+        return info
+
+    def close(self) -> None:
+        self._local = threading.local()
+        self.compiled = None
+        super().close()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _precision_label(artifact: str, hint: str) -> str:
+    if hint != "bf16":
+        return artifact
+    return "bf16" if artifact in ("fp32", "fp16") else f"{artifact}+bf16"
+
+
+def _tensor_info(port: Any) -> TensorInfo:
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    try:
+        dtype = np.dtype(port.get_element_type().to_dtype())
+    except (TypeError, AttributeError):
+        dtype = np.dtype(np.float32)
+    return TensorInfo(port.get_any_name(), shape, dtype)
+
+
+def _graph_prepost(ov: Any, model: Any, spec: ModelSpec) -> tuple[Any, ModelSpec]:
+    """The model with uint8 BGR NHWC frames in (converted, reordered and normalized by
+    OpenVINO) and, for multi-class logits, int32 labels out; and the spec that says so."""
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    tensor = ppp.input().tensor()
+    tensor.set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    if spec.color_order == "RGB":
+        steps.convert_color(ColorFormat.RGB)
+    # normalized = (pixel * scale - mean) / std = (pixel - mean / scale) / (std / scale)
+    steps.mean([m / spec.scale for m in spec.mean]).scale([s / spec.scale for s in spec.std])
+    out_kind = spec.output_kind
+    if spec.output_kind == "logits" and not spec.is_binary:
+        import openvino.opset13 as ops
+
+        k = ops.constant(np.int64(1))
+        ppp.output().postprocess().custom(
+            lambda node: ops.topk(node, k, axis=1, mode="max", sort="none", index_element_type="i32").output(1))
+        out_kind = "labels"
+    return ppp.build(), spec.replace(input_layout="NHWC_UINT8", frame_color_order="BGR", output_kind=out_kind)
