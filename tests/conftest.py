@@ -11,6 +11,22 @@ import pytest
 TINY = (64, 128)  # H, W: small enough for 2 CPU cores, still 2x4 cells at 1/32
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The suite's own cache folder (compiled OpenVINO models, backend choices), so tests never
+    read or fill the user's. Subprocesses inherit it through the environment."""
+    import os
+
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("BISENET_DEPLOY_CACHE")
+    os.environ["BISENET_DEPLOY_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("BISENET_DEPLOY_CACHE", None)
+    else:
+        os.environ["BISENET_DEPLOY_CACHE"] = previous
+
+
 def _randomize_bn(model, seed: int) -> None:
     """Give BatchNorm layers non-trivial statistics so exports exercise the folding."""
     import torch

@@ -16,7 +16,8 @@ from bisenet_deploy.cli.bench import main
 from .conftest import TINY
 from .test_bench_parts import make_fake_jetson
 
-FAST = ["--iterations", "2", "--warmup", "1", "--warmup-max", "2", "--max-images", "2", "--peak-gflops", "100", "-q"]
+FAST = ["--iterations", "2", "--warmup", "1", "--warmup-max", "2", "--max-images", "2", "--peak-gflops", "100", "-q",
+        "--backend", "onnxruntime"]
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,9 @@ def test_recorded_checkpoint_is_used_only_with_a_matching_hash(tmp_path):
 
 
 def test_torch_variant_parsing():
-    assert parse_torch_variant("fp16+channels_last") == {"fp16": True, "channels_last": True, "cuda_graph": False}
+    assert parse_torch_variant("fp16+channels_last") == {"fp16": True, "bf16": False, "channels_last": True,
+                                                         "cuda_graph": False}
+    assert parse_torch_variant("bf16+channels_last")["bf16"]
     assert parse_torch_variant("cuda-graph")["cuda_graph"]
     with pytest.raises(UserError):
         parse_torch_variant("int4")

@@ -21,19 +21,22 @@ from ..spec import ModelSpec
 from . import system
 
 #: short backend names used in row labels
-SHORT = {"torch": "torch", "onnxruntime": "ort", "tensorrt": "trt"}
+SHORT = {"torch": "torch", "onnxruntime": "ort", "openvino": "ov", "auto": "auto", "tensorrt": "trt"}
 #: PyTorch row options: name -> TorchBackend keyword
-TORCH_OPTIONS = ("fp16", "channels_last", "cuda_graph")
+TORCH_OPTIONS = ("fp16", "bf16", "channels_last", "cuda_graph")
+#: backends an ONNX artifact can be timed with (``--backend``)
+ONNX_BACKENDS = ("onnxruntime", "openvino", "auto")
 
 
 @dataclass
 class Contestant:
     """One row of the benchmark: an artifact file, or a PyTorch model with options."""
 
-    kind: str  # "onnxruntime", "tensorrt" or "torch"
+    kind: str  # "onnxruntime", "openvino", "auto", "tensorrt" or "torch"
     path: Path | None = None
     loaded: Any = None  # LoadedCheckpoint for torch rows
     torch_options: dict[str, bool] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)  # e.g. OpenVINO's precision_hint
     role: str = "candidate"  # or "reference"
     name: str = ""
     backend: Backend | None = None
@@ -53,18 +56,33 @@ class Contestant:
         if self.backend is not None:
             return self.backend.precision
         if self.kind == "torch":
-            return "fp16" if self.torch_options.get("fp16") else "fp32"
+            return "fp16" if self.torch_options.get("fp16") else "bf16" if self.torch_options.get("bf16") else "fp32"
+        if self.backend_options.get("precision_hint") == "bf16":
+            recorded = self.facts.get("recorded_precision") or "fp32"
+            return "bf16" if recorded in ("fp32", "fp16") else f"{recorded}+bf16"
         return self.facts.get("sidecar_precision") or self.facts.get("recorded_precision") or "unknown"
 
+    @property
+    def artifact_spec(self) -> ModelSpec | None:
+        """The spec of the file itself (a backend may compile pre/postprocessing in and
+        describe itself with another: OpenVINO's in-graph pre/post)."""
+        return getattr(self.backend, "artifact_spec", None) or self.spec
+
     def label(self) -> str:
-        """``ort int8``, ``torch fp16 channels_last``, ``ort fp32 argmax`` ..."""
+        """``ort int8``, ``ov int8``, ``torch bf16 channels_last``, ``ort fp32 argmax``,
+        ``auto int8 (ov)`` ..."""
         parts = [SHORT.get(self.kind, self.kind), self.precision]
-        parts += [k for k, v in self.torch_options.items() if v and k != "fp16"]
-        spec = self.spec
+        parts += [k for k, v in self.torch_options.items() if v and k not in ("fp16", "bf16")]
+        spec = self.artifact_spec
         if spec is not None and spec.output_kind == "labels":
             parts.append("argmax")
         if spec is not None and spec.input_layout == "NHWC_UINT8":
             parts.append("fused-pre")
+        if self.kind == "openvino" and self.backend_options.get("prepost") == "host":
+            parts.append("host-pre/post")
+        if self.kind == "auto" and self.backend is not None:
+            chosen = (self.backend.choice or {}).get("backend", self.backend.name)
+            parts.append(f"({SHORT.get(chosen, chosen).replace('openvino', 'ov')})")
         return " ".join(parts)
 
 
@@ -77,7 +95,11 @@ def parse_torch_variant(text: str) -> dict[str, bool]:
     return {k: k in names for k in TORCH_OPTIONS}
 
 
-def artifact_contestant(path: str | Path) -> Contestant:
+def artifact_contestants(path: str | Path, onnx_backends: tuple[str, ...] = ("onnxruntime",),
+                         ov_hints: tuple[str, ...] = ("f32",), ov_prepost: tuple[str, ...] = ("graph",)
+                         ) -> list[Contestant]:
+    """The rows of one artifact: an engine is one row; an ONNX model one row per backend in
+    ``onnx_backends`` (OpenVINO once per precision hint and pre/post form)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"artifact '{path}' not found")
@@ -85,9 +107,31 @@ def artifact_contestant(path: str | Path) -> Contestant:
     facts: dict[str, Any] = {"file_bytes": path.stat().st_size}
     if kind == "tensorrt":
         facts.update(engine_sidecar_facts(path))
-    else:
-        facts["recorded_precision"] = recorded_onnx_precision(path)
-    return Contestant(kind=kind, path=path, facts=facts)
+        return [Contestant(kind=kind, path=path, facts=facts)]
+    facts["recorded_precision"] = recorded_onnx_precision(path)
+    rows = []
+    for backend in onnx_backends:
+        if backend == "openvino":
+            rows += [Contestant(kind=backend, path=path, facts=dict(facts),
+                                backend_options={"precision_hint": hint, "prepost": form})
+                     for hint in ov_hints for form in ov_prepost]
+        else:
+            rows.append(Contestant(kind=backend, path=path, facts=dict(facts)))
+    return rows
+
+
+def artifact_contestant(path: str | Path) -> Contestant:
+    """The default row of an artifact (onnxruntime for ONNX, TensorRT for an engine)."""
+    return artifact_contestants(path)[0]
+
+
+def installed_onnx_backends() -> tuple[str, ...]:
+    """onnxruntime, plus OpenVINO and the automatic choice where OpenVINO is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return ("onnxruntime",)
+    return ("onnxruntime", "openvino", "auto")
 
 
 def recorded_onnx_precision(path: Path) -> str | None:
@@ -169,6 +213,15 @@ def _open(c: Contestant, device: str, threads: int) -> Backend:
         module = c.loaded.model if not options else copy.deepcopy(c.loaded.model)
         name = str(c.path) if c.path is not None else f"<{c.loaded.spec.extra.get('source', 'module')}>"
         return TorchBackend.from_module(module, c.loaded.spec, name=name, device=device, threads=threads, **options)
+    if c.kind == "openvino":
+        from ..runtime.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(c.path, device="cpu" if device == "auto" else device, threads=threads,
+                               **c.backend_options)
+    if c.kind == "auto":
+        if device not in ("auto", "cpu"):
+            raise UserError("the automatic choice is among CPU backends; --device cpu or auto")
+        return open_backend(c.path, "auto", device="cpu", threads=threads)
     if c.kind == "onnxruntime":
         from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
 

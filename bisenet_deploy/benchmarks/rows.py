@@ -29,6 +29,8 @@ class FlopCounter:
         for c in contestants:
             b, h, w = fixed_dims(c.backend, c.spec)
             self.sources.append((c, b, h is None or w is None))
+        # one source per file: a file timed with several backends is counted once
+        self.sources = list({str(c.path): (c, b, d) for c, b, d in self.sources}.values())
         self.sources.sort(key=lambda s: not s[2])  # dynamic graphs first
         self._cache: dict[tuple[Any, ...], float | None] = {}
         self.notes: list[str] = []
@@ -36,7 +38,8 @@ class FlopCounter:
     def _count(self, c: Any, batch: int, size: tuple[int, int]) -> float | None:
         key = (str(c.path), batch, size)
         if key not in self._cache:
-            shape = (batch, size[0], size[1], 3) if c.spec.input_layout == "NHWC_UINT8" else (batch, 3, *size)
+            spec = c.artifact_spec  # the graph in the file, not what a backend compiled around it
+            shape = (batch, size[0], size[1], 3) if spec.input_layout == "NHWC_UINT8" else (batch, 3, *size)
             try:
                 self._cache[key] = onnx_gflop(c.path, shape)
             except ArtifactError as exc:
@@ -77,7 +80,13 @@ def _bytes_to_mb(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
-def cell_rows(runners, cell, reference, fidelity, flops: FlopCounter, peak: dict[str, Any] | None) -> list[dict]:
+#: which peak a row's precision is measured against
+PEAK_OF = {"fp32": "fp32", "fp16": "fp32", "bf16": "bf16", "int8": "int8", "mixed": "int8", "int8+bf16": "int8",
+           "mixed+bf16": "int8"}
+
+
+def cell_rows(runners, cell, reference, fidelity, flops: FlopCounter, peak: dict[str, Any] | None,
+              peaks: dict[str, Any] | None = None) -> list[dict]:
     """One row per runner of a finished cell."""
     size, batch = (cell["height"], cell["width"]), cell["batch"]
     ref_runner = next((r for c, r in runners if c is reference), None)
@@ -119,10 +128,17 @@ def cell_rows(runners, cell, reference, fidelity, flops: FlopCounter, peak: dict
             "gflop": gflop,
             "gflops_achieved": gflop / (compute_ms / 1e3) if gflop and compute_ms else None,
             "peak_fraction": None,
+            "peak_precision": None,
+            "sgemm_fraction": None,
             "samples_ms": [round(s * 1e3, 4) for s in e2e],
         }
-        if peak and row["gflops_achieved"] and c.backend.device == "cpu":
-            row["peak_fraction"] = row["gflops_achieved"] / peak["value"]
+        if row["gflops_achieved"] and c.backend.device == "cpu":
+            own = PEAK_OF.get(c.precision, "fp32")
+            if peaks and own in peaks:
+                row["peak_fraction"] = row["gflops_achieved"] / peaks[own]["gops"]
+                row["peak_precision"] = own
+            if peak:
+                row["sgemm_fraction"] = row["gflops_achieved"] / peak["value"]
         if ref_runner is not None:
             row["speedup"] = median_ratio(ref_runner.series("e2e"), e2e)
             row["speedup_infer"] = median_ratio(ref_runner.series("infer"), infer)

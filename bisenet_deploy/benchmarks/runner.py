@@ -31,6 +31,9 @@ class BenchConfig:
     checkpoints: list[Path] = field(default_factory=list)
     demo: bool = False
     torch_variants: list[dict[str, bool]] = field(default_factory=list)
+    onnx_backends: tuple[str, ...] | None = None  # None: every installed one (cs.installed_onnx_backends)
+    ov_hints: tuple[str, ...] = ("f32",)
+    ov_prepost: tuple[str, ...] = ("graph",)
     sizes: list[tuple[int, int]] | None = None
     batches: list[int] | None = None
     device: str = "auto"
@@ -81,7 +84,8 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
     batches = config.batches or _default_batches(live)
     on_cpu = any(c.backend.device == "cpu" for c in live)
     peak = _cpu_peak(config, log) if on_cpu else None
-    flops = flop_counter([c for c in live if c.kind == "onnxruntime"])
+    peaks = _precision_peaks(config, threads, peak) if on_cpu else {}
+    flops = flop_counter([c for c in live if c.path is not None and c.path.suffix.lower() == ".onnx"])
 
     cells = []
     fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None] = {}
@@ -93,7 +97,7 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
         for batch in batches:
             cell = _run_cell(config, contestants, reference, size, batch, photos, fidelity, measured, memory, bar,
                              truth)
-            cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak)
+            cell["rows"] = cell_rows(cell.pop("runners"), cell, reference, fidelity, flops, peak, peaks)
             cells.append(cell)
     bar.close()
 
@@ -121,6 +125,7 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
             "reference": {"name": reference.name if reference else None, "kind": reference.kind if reference else None,
                           "notes": ref_notes},
             "cpu_peak_gflops": peak,
+            "cpu_peaks": peaks,
             "flops": flops.describe(),
         },
         "contestants": [_describe(c) for c in contestants],
@@ -150,7 +155,9 @@ def not_run(contestants: list[cs.Contestant], cells: list[dict[str, Any]]) -> li
 
 
 def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.Contestant], cs.Contestant | None, list[str]]:
-    artifacts = [cs.artifact_contestant(p) for p in config.artifacts]
+    backends = config.onnx_backends or cs.installed_onnx_backends()
+    artifacts = [c for p in config.artifacts
+                 for c in cs.artifact_contestants(p, backends, config.ov_hints, config.ov_prepost)]
     for c in artifacts:
         log(f"opening {c.path}")
         cs.open_contestant(c, config.device, threads)
@@ -273,6 +280,21 @@ def _default_batches(live: list[cs.Contestant]) -> list[int]:
     if any(b is None for b in fixed):
         return [1]
     return sorted(set(fixed))
+
+
+def _precision_peaks(config: BenchConfig, threads: int, measured: dict[str, Any] | None) -> dict[str, Any]:
+    """Theoretical peaks by precision for the threads used (``machine.theoretical_peaks``);
+    --peak-gflops replaces the fp32 one; with no theoretical fp32 figure (an unknown ISA or
+    clock) the measured sgemm stands in for it."""
+    from ..machine import theoretical_peaks
+
+    peaks = {k: dict(v, source="theoretical") for k, v in theoretical_peaks(system.cpu_facts(config.sysfs_root),
+                                                                           threads).items() if v["gops"]}
+    if config.peak_gflops:
+        peaks["fp32"] = {"gops": config.peak_gflops, "formula": "given", "source": "--peak-gflops"}
+    elif "fp32" not in peaks and measured:
+        peaks["fp32"] = {"gops": measured["value"], "formula": measured["source"], "source": "measured"}
+    return peaks
 
 
 def _cpu_peak(config: BenchConfig, log: Log) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..machine import cpu_facts, cpu_flags, theoretical_peaks  # noqa: F401 - re-exported
 from ..versions import tool_versions
 
 # GPU devfreq node names on Jetson boards (TX2 gp10b, Xavier gv11b, Orin ga10b, Nano gm20b).
@@ -50,41 +51,6 @@ def _run(command: list[str], timeout: float = 5.0) -> str | None:
 
 
 # --- CPU and memory -------------------------------------------------------------------------
-
-
-#: CPU flags that decide which kernels a runtime can use (and so which runtime is fastest).
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "i8mm", "bf16")
-
-
-def cpu_flags(root: str | Path = "/") -> list[str]:
-    """The ISA_FLAGS this CPU reports in /proc/cpuinfo (x86 ``flags``, Arm ``Features``)."""
-    match = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", _read(root, "proc/cpuinfo") or "", re.MULTILINE)
-    have = set(match.group(1).split()) if match else set()
-    return [f for f in ISA_FLAGS if f in have]
-
-
-def cpu_facts(root: str | Path = "/") -> dict[str, Any]:
-    """CPU model, logical CPUs visible to this process, architecture, vector ISA flags."""
-    model = None
-    cpuinfo = _read(root, "proc/cpuinfo") or ""
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        match = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-        if match:
-            model = match.group(1).strip()
-            break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        "model": model or platform.processor() or platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "machine": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "isa_flags": cpu_flags(root),
-    }
 
 
 def rss_bytes() -> int | None:

@@ -64,6 +64,47 @@ def int8_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+#: the automatic backend choice may be this much slower than the fastest row before a warning
+AUTO_TOLERANCE = 0.05
+
+
+def _agree_text(row: dict[str, Any]) -> str:
+    a = _agreement(row)
+    return f"label agreement with the reference {a:.2f}%" if a is not None else "the reference itself"
+
+
+def backend_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
+    """Per artifact timed with several backends: the fastest one on this machine (per-round
+    ratios against the others), with its agreement; and whether the automatic choice came
+    within AUTO_TOLERANCE of it and of onnxruntime."""
+    out = []
+    where = f"{cell['size']} batch {cell['batch']}"
+    by_artifact: dict[str, list[dict[str, Any]]] = {}
+    for row in cell["rows"]:
+        if row["backend"] != "torch" and row.get("artifact"):
+            by_artifact.setdefault(row["artifact"], []).append(row)
+    for artifact, rows in by_artifact.items():
+        if len(rows) < 2:
+            continue
+        timed = [r for r in rows if r["backend"] != "auto"] or rows
+        fastest = min(timed, key=lambda r: r["latency_ms"]["median"])
+        others = [r for r in timed if r is not fastest]
+        ratios = ", ".join(f"{median_ratio(o['samples_ms'], fastest['samples_ms']):.2f}x {o['name']}" for o in others)
+        name = artifact.rsplit("/", 1)[-1]
+        out.append(_v("verdict", f"fastest for {name} at {where}: {fastest['name']} ({fastest['latency_ms']['median']:.1f}"
+                      f" ms; {ratios}), {_agree_text(fastest)}"))
+        for auto in (r for r in rows if r["backend"] == "auto"):
+            vs_best = median_ratio(auto["samples_ms"], fastest["samples_ms"])  # > 1: auto is slower
+            ort = next((r for r in rows if r["backend"] == "onnxruntime"), None)
+            vs_ort = median_ratio(auto["samples_ms"], ort["samples_ms"]) if ort else None
+            text = (f"{auto['name']} at {where}: {vs_best:.2f}x the time of the fastest ({fastest['name']})"
+                    + (f", {vs_ort:.2f}x onnxruntime's" if vs_ort is not None else ""))
+            bad = vs_best > 1 + AUTO_TOLERANCE or (vs_ort is not None and vs_ort > 1 + AUTO_TOLERANCE)
+            out.append(_v("warning" if bad else "note", text + ("; the automatic choice missed here (cached from a "
+                          "noisier probe? delete its entry in the cache folder)" if bad else "")))
+    return out
+
+
 def row_warnings(cell: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     where = f"{cell['size']} batch {cell['batch']}"
@@ -107,5 +148,6 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
                       "CPUs, including anything run just before): other work competes for the cores"))
     for cell in result["cells"]:
         out += int8_verdicts(cell)
+        out += backend_verdicts(cell)
         out += row_warnings(cell)
     return out

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import HelpFormatter, Parser, cli_entry, size_arg
+from ..benchmarks.contestants import ONNX_BACKENDS
+from .common import HelpFormatter, Parser, choices_list, cli_entry, set_quiet, size_arg
 
 PROG = "bisenet-bench"
 
@@ -55,7 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PyTorch checkpoint; the first one is the reference (repeatable)")
     g.add_argument("--demo", action="store_true", help="the built-in demo model is the PyTorch reference")
     g.add_argument("--torch-variant", action="append", default=[], metavar="OPTS",
-                   help="extra PyTorch row: fp16, channels_last, cuda_graph joined with '+' (CUDA; repeatable)")
+                   help="extra PyTorch row: fp16, bf16, channels_last, cuda_graph joined with '+' (fp16 and "
+                   "cuda_graph need CUDA; bf16+channels_last is PyTorch's fastest on a CPU; repeatable)")
+    g.add_argument("--backend", type=choices_list(ONNX_BACKENDS), metavar="LIST",
+                   help="backends each ONNX model is timed with, comma-separated: onnxruntime, openvino, auto "
+                   "(default: every one installed; auto = what Segmenter picks by measurement)")
+    g.add_argument("--ov-hint", type=choices_list(("f32", "bf16", "f16")), default=("f32",), metavar="LIST",
+                   help="OpenVINO precision hints, one row each: f32 (the artifact's own precision), bf16 "
+                   "(AVX-512-BF16/AMX CPUs)")
+    g.add_argument("--ov-prepost", type=choices_list(("graph", "host")), default=("graph",), metavar="LIST",
+                   help="OpenVINO pre/postprocessing, one row each: graph (compiled in) or host (Segmenter's NumPy)")
     g.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle checkpoints (trusted files only)")
     g.add_argument("--no-reference", action="store_true",
                    help="time only the named artifacts: no PyTorch reference (the FP32 ONNX model, if named, is "
@@ -93,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     from ..benchmarks.contestants import parse_torch_variant
     from ..benchmarks.harness import WarmUp
     from ..benchmarks.runner import BenchConfig, run_benchmark
@@ -128,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints=checkpoints,
         demo=args.demo,
         torch_variants=[parse_torch_variant(v) for v in args.torch_variant],
+        onnx_backends=args.backend,
+        ov_hints=args.ov_hint,
+        ov_prepost=args.ov_prepost,
         sizes=args.sizes,
         batches=args.batch,
         device=args.device,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import signal
 import sys
 import threading
@@ -22,6 +23,23 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+class _PrefixHandler(logging.Handler):
+    """``prog: message`` on stderr for the library's log lines (the backend choice, warnings)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__()
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "" if record.levelno < logging.WARNING else "warning: "
+        print(f"{self.prog}: {level}{record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def set_quiet(quiet: bool) -> None:
+    """-q: only warnings from the library's logger."""
+    logging.getLogger("bisenet_deploy").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
     """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code; treat
     SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130)."""
@@ -32,6 +50,11 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
             previous = None
             if threading.current_thread() is threading.main_thread():
                 previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            logger = logging.getLogger("bisenet_deploy")
+            handler = _PrefixHandler(prog)
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
             try:
                 return main(argv)
             except UserError as exc:
@@ -44,6 +67,8 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
             finally:
+                logger.removeHandler(handler)
+                logger.propagate = True
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import HelpFormatter, Parser, choices_list, cli_entry, size_arg
+from .common import HelpFormatter, Parser, choices_list, cli_entry, set_quiet, size_arg
 from .engine_args import EXAMPLES as ENGINE_EXAMPLES
 from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
 from .precision_args import EXAMPLES as PRECISION_EXAMPLES
@@ -119,6 +119,7 @@ def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     log = _log(args.quiet)
     if args.demo == (args.checkpoint is not None):
         raise UserError("give a checkpoint path or --demo (one of them)")

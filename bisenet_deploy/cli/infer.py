@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Parser, cli_entry
+from .common import Parser, cli_entry, set_quiet
 
 PROG = "bisenet-infer"
 
@@ -71,7 +71,9 @@ def build_parser() -> Parser:
     p.add_argument("--network-size", action="store_true",
                    help="masks at the network resolution (no upscale); overlays keep the frame's aspect ratio")
     p.add_argument("--overwrite", action="store_true", help="redo frames whose output already exists")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), help="force a backend")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch"),
+                   help="backend (default: by file type; for .onnx the faster of onnxruntime and OpenVINO, measured "
+                   "once and cached, where both are installed)")
     p.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda, tensorrt")
     p.add_argument("--threads", type=_count(0), default=0, help="CPU threads for onnxruntime/torch (0: default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -94,6 +96,7 @@ def _check_options(args) -> str:  # noqa: ANN001
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     mode = _check_options(args)
     from tqdm import tqdm
 

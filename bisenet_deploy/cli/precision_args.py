@@ -48,9 +48,9 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--val-count", type=int, default=16, metavar="N", help="held-out frames in the fidelity report")
     g.add_argument("--int8-fallback", choices=("none", "auto"), default="none",
                    help="auto: keep the convolutions whose INT8 rounding costs most agreement in FP32")
-    g.add_argument("--int8-weight-bits", type=int, choices=(7, 8), default=7,
-                   help="7: no int16 saturation in onnxruntime's int8 kernels on CPUs without VNNI; "
-                   "8: one more bit for TensorRT")
+    g.add_argument("--int8-weight-bits", type=int, choices=(7, 8), default=8,
+                   help="8: exact for TensorRT, OpenVINO and VNNI/AMX CPUs; 7: for onnxruntime on x86 CPUs "
+                   "without VNNI (AVX2), whose int8 kernels saturate int16 sums of 8-bit weights")
     g.add_argument("--int8-target", type=float, default=99.0, metavar="PCT",
                    help="label agreement (%%) --int8-fallback auto aims for")
     g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(), metavar="OPS",

@@ -61,6 +61,9 @@ class Segmenter:
         else:
             options = dict(backend_options or {})
             options.setdefault("device", device)
+            if spec is not None or set(spec_overrides) & _GRAPH_PREPOST_FIELDS:
+                # the caller's normalization must reach the model: not one compiled into it
+                options["_exclude"] = ("openvino",)
             self.backend = open_backend(model, backend, **options)
         base = spec or self.backend.spec
         if base is None:
@@ -71,6 +74,12 @@ class Segmenter:
         unknown = set(spec_overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
         if unknown:
             raise TypeError(f"unknown Segmenter arguments: {', '.join(sorted(unknown))}")
+        baked = sorted(set(spec_overrides) & set(self.backend.fixed_spec_fields))
+        if baked:
+            raise ArtifactError(
+                f"the {self.backend.name} backend compiled {', '.join(baked)} into its graph; to override "
+                f"{'them' if len(baked) > 1 else 'it'}, open it with backend_options={{'prepost': 'host'}}"
+            )
         try:
             self.spec = base.replace(**spec_overrides) if spec_overrides else base
         except SpecError as exc:
@@ -197,6 +206,9 @@ class Segmenter:
 
 
 _FLOAT_INPUTS = (np.dtype(np.float32), np.dtype(np.float16))
+#: spec fields a backend may compile into its graph (OpenVINO's in-graph pre/postprocessing)
+_GRAPH_PREPOST_FIELDS = {"mean", "std", "scale", "color_order", "frame_color_order", "input_layout", "output_kind",
+                         "binary_threshold"}
 
 
 def spec_mismatch(backend: Backend, spec: ModelSpec) -> str | None:

@@ -15,6 +15,7 @@ from .base import Backend, TensorInfo
 #: backend name -> "module:Class" (relative to this package)
 BACKENDS = {
     "onnxruntime": "onnxruntime:OnnxRuntimeBackend",
+    "openvino": "openvino:OpenVinoBackend",
     "tensorrt": "tensorrt:TensorRTBackend",
     "torch": "torch:TorchBackend",
 }
@@ -32,6 +33,7 @@ SUFFIXES = {
 #: backend name -> the artifact kind it runs (and the suffixes of that kind)
 RUNS = {
     "onnxruntime": ("ONNX models", (".onnx",)),
+    "openvino": ("ONNX models", (".onnx",)),
     "tensorrt": ("TensorRT engines", (".engine", ".plan", ".trt")),
     "torch": ("PyTorch checkpoints", (".pth", ".pt")),
 }
@@ -53,8 +55,11 @@ def _wrong_kind(path: Path, backend: str) -> str:
 
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
-    """The backend name to use for ``path`` (explicit choice wins where it can run the file)."""
+    """The backend name to use for ``path`` (explicit choice wins where it can run the file).
+    ``auto`` (measure the installed ONNX backends) is returned for ONNX models only."""
     path = Path(path)
+    if backend == "auto":
+        return "auto" if path.suffix.lower() == ".onnx" else backend_for(path)
     if backend is not None:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -80,9 +85,37 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, class_name)
 
 
+def default_backend(path: str | Path, options: dict[str, Any]) -> str:
+    """What ``backend=None`` means: ``$BISENET_DEPLOY_BACKEND`` if set; for an ONNX model
+    ``auto`` where more than one CPU backend is installed (onnxruntime and OpenVINO), the
+    device is the CPU (or auto) and no option names one backend; else by suffix."""
+    import os
+
+    forced = os.environ.get("BISENET_DEPLOY_BACKEND")
+    if forced:
+        return backend_for(path, forced)
+    if Path(path).suffix.lower() == ".onnx":
+        from .choice import backend_named_by, wants_choice
+
+        named = backend_named_by(options)
+        if named:
+            return named
+        if wants_choice(options.get("device", "auto"), options):
+            return "auto"
+    return backend_for(path)
+
+
 def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
-    """Construct the backend for an artifact; ``options`` go to its constructor."""
-    return backend_class(backend_for(path, backend))(path, **options)
+    """Construct the backend for an artifact; ``options`` go to its constructor. ``auto``
+    (the default for ONNX models where onnxruntime and OpenVINO are both installed) times
+    them on the artifact once and keeps the faster (``choice.py``)."""
+    exclude = tuple(options.pop("_exclude", ()))
+    name = backend_for(path, backend) if backend is not None else default_backend(path, options)
+    if name == "auto":
+        from .choice import choose
+
+        return choose(path, options, exclude=exclude)
+    return backend_class(name)(path, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "backend_for", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "backend_for", "default_backend", "open_backend"]

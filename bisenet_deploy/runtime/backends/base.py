@@ -71,6 +71,8 @@ class Backend(abc.ABC):
 
     name: str = "backend"
     thread_safe: bool = False
+    #: ModelSpec fields the backend compiled into its graph (Segmenter refuses overrides of them)
+    fixed_spec_fields: tuple[str, ...] = ()
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -78,6 +80,7 @@ class Backend(abc.ABC):
         self.device = "cpu"
         self.precision = "fp32"
         self.last_stage_times: dict[str, float] = {}
+        self.choice: dict[str, Any] | None = None  # how backend="auto" chose this backend
         self._closed = False
 
     @property

@@ -58,6 +58,33 @@ def _spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec | None:
         raise ArtifactError(f"'{path}' carries an unreadable ModelSpec: {exc}") from None
 
 
+_warned: set[str] = set()
+
+
+def _warn_if_int8_saturates(path: Path, meta: dict[str, str]) -> None:
+    """One warning line for an 8-bit-weight INT8 model on an x86 CPU without VNNI, where
+    onnxruntime's int8 convolutions saturate int16 pair sums (see calibration.int8)."""
+    import json
+    import logging
+    import platform
+
+    from ...machine import cpu_flags, has_int8_dot_product
+    from ...spec import CALIBRATION_KEY
+
+    try:
+        bits = json.loads(meta.get(CALIBRATION_KEY, "{}")).get("weight_bits")
+    except (ValueError, AttributeError):
+        return
+    if bits != 8 or platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return
+    if has_int8_dot_product(cpu_flags()) or str(path) in _warned:
+        return
+    _warned.add(str(path))
+    logging.getLogger("bisenet_deploy").warning(
+        "%s has 8-bit INT8 weights, which onnxruntime's int8 kernels saturate on this CPU (no VNNI): expect lower "
+        "agreement; re-export with --int8-weight-bits 7 for onnxruntime here (or run it with OpenVINO)", path.name)
+
+
 class OnnxRuntimeBackend(Backend):
     """Run an ONNX model with onnxruntime.
 
@@ -114,6 +141,8 @@ class OnnxRuntimeBackend(Backend):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.spec = _spec_from_metadata(meta, self.path)
         self.precision = meta.get(PRECISION_KEY, "fp32")
+        if self.device == "cpu" and self.precision in ("int8", "mixed"):
+            _warn_if_int8_saturates(self.path, meta)
         self._inputs = [self._info(t) for t in self.session.get_inputs()]
         self._outputs = [self._info(t) for t in self.session.get_outputs()]
         if len(self._inputs) != 1 or len(self._outputs) != 1:

@@ -1,0 +1,274 @@
+"""``backend="auto"`` for ONNX models: the fastest installed CPU backend for this artifact on
+this machine, by measurement, cached.
+
+No CPU runtime wins everywhere: OpenVINO ran the demo INT8 model 4.35x faster than
+onnxruntime FP32 on an AMX Xeon and was slower than onnxruntime on an AVX2 EPYC. So the
+candidates (onnxruntime; OpenVINO with its in-graph and with host pre/postprocessing) are
+opened and timed on the artifact through Segmenter's own stages, end to end, interleaved,
+for a bounded probe (``PROBE_SECONDS``, at least ``MIN_CALLS`` timed calls each). A
+candidate replaces onnxruntime only when its median is more than ``MARGIN`` faster, so the
+choice is never meaningfully slower than onnxruntime. The winner is cached per (artifact
+hash, CPU model and flags, threads, device, library versions) in the user's cache folder;
+a changed artifact or library version probes again. The backend that comes back carries
+the decision in ``backend.choice`` (and a log line on the ``bisenet_deploy`` logger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import UserError
+from ...fileio import write_text_atomic
+from ..timing import balanced_orders
+from .base import Backend
+
+log = logging.getLogger("bisenet_deploy")
+
+PROBE_SECONDS = 2.0
+MIN_CALLS = 3
+MAX_CALLS = 25
+#: another backend must be at least this much faster than onnxruntime to replace it
+MARGIN = 0.05
+CACHE_FILE = "backend-choice.json"
+_FORMAT = 1
+
+#: candidate name -> (backend, options it adds)
+CANDIDATES = {
+    "onnxruntime": ("onnxruntime", {}),
+    "openvino": ("openvino", {"prepost": "graph"}),
+    "openvino/host": ("openvino", {"prepost": "host"}),
+}
+#: options each backend accepts (others are not passed to it)
+_ACCEPTS = {
+    "onnxruntime": {"device", "threads", "optimization"},
+    "openvino": {"device", "threads", "precision_hint", "prepost", "cache"},
+}
+
+
+def installed() -> list[str]:
+    """Candidates whose library is installed."""
+    have = {"onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+            "openvino": importlib.util.find_spec("openvino") is not None}
+    return [name for name, (backend, _) in CANDIDATES.items() if have[backend]]
+
+
+def backend_named_by(options: dict[str, Any]) -> str | None:
+    """The backend that options only one backend understands point to (``optimization``:
+    onnxruntime; ``precision_hint``, ``prepost``, ``cache``: OpenVINO), else None."""
+    ort_only = set(options) & (_ACCEPTS["onnxruntime"] - _ACCEPTS["openvino"])
+    ov_only = set(options) & (_ACCEPTS["openvino"] - _ACCEPTS["onnxruntime"])
+    if ort_only and ov_only:
+        raise UserError(f"options {', '.join(sorted(ort_only | ov_only))} belong to different backends; "
+                        "choose one with backend=...")
+    return "onnxruntime" if ort_only else "openvino" if ov_only else None
+
+
+def wants_choice(device: str, options: dict[str, Any]) -> bool:
+    """Whether ``backend=None`` on an ONNX model should mean ``auto``: more than one CPU
+    backend installed, a CPU (or auto) device, no option only one backend understands."""
+    if str(device).lower() not in ("auto", "cpu"):
+        return False
+    if set(options) - _ACCEPTS["onnxruntime"] - _ACCEPTS["openvino"]:
+        return False
+    if set(options) & (_ACCEPTS["onnxruntime"] ^ _ACCEPTS["openvino"]):
+        return False  # e.g. optimization= (onnxruntime only): the caller means that backend
+    return len({CANDIDATES[c][0] for c in installed()}) > 1 and not _has_gpu_provider(device)
+
+
+def _has_gpu_provider(device: str) -> bool:
+    """device="auto" with onnxruntime-gpu and a GPU: onnxruntime on the GPU, no CPU probe."""
+    if str(device).lower() != "auto":
+        return False
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return any(p in onnxruntime.get_available_providers() for p in ("CUDAExecutionProvider",
+                                                                     "TensorrtExecutionProvider"))
+
+
+def _versions() -> dict[str, str]:
+    from ...versions import tool_versions
+
+    return tool_versions("onnxruntime", "openvino", "numpy", "opencv")
+
+
+def choice_key(path: Path, options: dict[str, Any]) -> str:
+    """What the choice depends on: the artifact's bytes, the CPU, the options, the versions."""
+    from ...fileio import sha256_file
+    from ...machine import cpu_facts
+
+    cpu = cpu_facts()
+    parts = {"artifact": sha256_file(path), "cpu": cpu["model"], "flags": cpu["isa_flags"],
+             "cpus": cpu["usable_cpus"], "options": {k: str(v) for k, v in sorted(options.items())},
+             "versions": _versions(), "format": _FORMAT}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _cache_path() -> Path:
+    from ...cache import cache_dir
+
+    return cache_dir() / CACHE_FILE
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, record: dict[str, Any]) -> None:
+    data = _read_cache()
+    data[key] = record
+    if len(data) > 200:  # keep the newest 200
+        data = dict(sorted(data.items(), key=lambda kv: kv[1].get("when", ""))[-200:])
+    try:
+        write_text_atomic(_cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except (OSError, UserError):
+        pass  # a read-only home: the choice is simply made again next time
+
+
+def _open(path: Path, candidate: str, options: dict[str, Any]) -> Backend:
+    from . import backend_class
+
+    backend, extra = CANDIDATES[candidate]
+    accepted = {k: v for k, v in options.items() if k in _ACCEPTS[backend]}
+    return backend_class(backend)(path, **{**accepted, **extra})
+
+
+def _probe_frame(spec) -> np.ndarray:  # noqa: ANN001 - a ModelSpec
+    h, w = spec.input_size
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def probe(path: Path, candidates: list[str], options: dict[str, Any],
+          seconds: float = PROBE_SECONDS) -> tuple[dict[str, Backend], dict[str, float], dict[str, str]]:
+    """Open the candidates and time them end to end (Segmenter's stages) on one frame at the
+    network size. Returns (open backends, median ms per candidate, why others failed)."""
+    from ..segmenter import Segmenter
+
+    opened: dict[str, Backend] = {}
+    failed: dict[str, UserError] = {}
+    segmenters = {}
+    for name in candidates:
+        try:
+            backend = _open(path, name, options)
+        except UserError as exc:
+            failed[name] = exc
+            continue
+        try:
+            segmenters[name] = Segmenter(backend)
+            opened[name] = backend
+        except UserError as exc:
+            backend.close()
+            failed[name] = exc
+    if not opened:
+        return opened, {}, failed
+    frame = _probe_frame(next(iter(segmenters.values())).spec)
+    times: dict[str, list[float]] = {name: [] for name in opened}
+    for seg in segmenters.values():
+        seg(frame)  # warm-up: first-call allocations stay out of the timing
+    began = time.perf_counter()
+    deadline = began + seconds
+    rounds = 0
+    items = list(segmenters.items())
+    # Each candidate runs right after every other equally often: onnxruntime's spinning
+    # threads slow whatever runs next, and must not slow one candidate only.
+    orders = balanced_orders(len(items))
+    while rounds < MAX_CALLS and (rounds < MIN_CALLS or time.perf_counter() < deadline):
+        for name, seg in (items[i] for i in orders[rounds % len(orders)]):
+            start = time.perf_counter()
+            seg(frame)
+            times[name].append(time.perf_counter() - start)
+        rounds += 1
+    medians = {name: float(np.median(t) * 1e3) for name, t in times.items()}
+    medians["_seconds"] = time.perf_counter() - began
+    return opened, medians, failed
+
+
+def decide(medians: dict[str, float]) -> str:
+    """onnxruntime unless another candidate is more than MARGIN faster; then the fastest."""
+    if "onnxruntime" not in medians:
+        return min(medians, key=medians.get)
+    best = min(medians, key=medians.get)
+    if best != "onnxruntime" and medians[best] < medians["onnxruntime"] * (1.0 - MARGIN):
+        return best
+    return "onnxruntime"
+
+
+def _unprobeable(path: Path, options: dict[str, Any]) -> Backend | None:
+    """onnxruntime, opened, when the artifact cannot run through Segmenter as it is (no
+    ModelSpec, or one its graph contradicts): there is nothing to time, and the caller's
+    Segmenter (which may bring its own spec) says what is wrong. None when it can run."""
+    from ..segmenter import spec_mismatch
+
+    if "onnxruntime" not in installed():
+        return None
+    backend = _open(path, "onnxruntime", options)
+    if backend.spec is None or spec_mismatch(backend, backend.spec):
+        return backend
+    backend.close()
+    return None
+
+
+def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
+           exclude: tuple[str, ...] = ()) -> Backend:
+    """The backend ``auto`` picks for this ONNX model (see the module docstring);
+    ``exclude``: candidates the caller cannot use (Segmenter leaves OpenVINO's in-graph
+    pre/post out when it overrides the normalization)."""
+    path = Path(path)
+    candidates = [c for c in installed() if c not in exclude]
+    if not candidates:
+        raise UserError("no ONNX backend is installed: pip install 'bisenet-deploy[ort]' (or [openvino])")
+    plain = _unprobeable(path, options)
+    if plain is not None:
+        plain.choice = {"backend": "onnxruntime", "medians_ms": {}, "cached": False,
+                        "why": "not probed: the artifact needs a ModelSpec from the caller"}
+        return plain
+    key = choice_key(path, {**options, "exclude": exclude}) if use_cache else None
+    cached = _read_cache().get(key) if key else None
+    if cached and cached.get("backend") in candidates:
+        try:
+            backend = _open(path, cached["backend"], options)
+        except UserError:
+            cached = None
+        else:
+            backend.choice = {**cached, "cached": True}
+            log.info("backend auto: %s (%s, cached)", cached["backend"], _summary(cached["medians_ms"]))
+            return backend
+    opened, medians, failed = probe(path, candidates, options)
+    spent = medians.pop("_seconds", 0.0)
+    if not opened:
+        raise next(iter(failed.values()))  # the first candidate's own clear error (onnxruntime's)
+    winner = decide(medians)
+    for name, backend in opened.items():
+        if name != winner:
+            backend.close()
+    record = {"backend": winner, "medians_ms": {k: round(v, 3) for k, v in medians.items()},
+              "failed": {k: str(v) for k, v in failed.items()},
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "artifact": str(path)}
+    if key:
+        _write_cache(key, record)
+    chosen = opened[winner]
+    chosen.choice = {**record, "cached": False}
+    log.info("backend auto: %s (%s; probed for %.1f s, cached for next time)", winner,
+             _summary(record["medians_ms"]), spent)
+    return chosen
+
+
+def _summary(medians: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(medians.items(), key=lambda kv: kv[1]))

@@ -1,0 +1,298 @@
+"""The OpenVINO backend against onnxruntime on tiny models, the automatic backend choice and
+its cache, and the CPU facts that decide them (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bisenet_deploy.errors import ArtifactError, UserError
+from bisenet_deploy.runtime import Segmenter, processing
+from bisenet_deploy.runtime.backends import choice
+from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+from .conftest import TINY, random_frame
+
+ov = pytest.importorskip("openvino")
+from bisenet_deploy.runtime.backends.openvino import OpenVinoBackend  # noqa: E402
+
+
+def _outputs(path, frames, **ov_options):
+    """(onnxruntime output, OpenVINO output) for the same preprocessed batches."""
+    ort_b = OnnxRuntimeBackend(path, device="cpu")
+    ov_b = OpenVinoBackend(path, **{"prepost": "host", **ov_options})
+    spec = ort_b.spec
+    pairs = [(ort_b.infer(processing.preprocess([f], spec)), ov_b.infer(processing.preprocess([f], spec)))
+             for f in frames]
+    return pairs, ov_b
+
+
+def test_fp32_logits_match_onnxruntime_within_1e4(export_model5, photos):
+    pairs, backend = _outputs(export_model5(), [f for _, f in photos[:3]])
+    for a, b in pairs:
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max())
+    assert backend.precision == "fp32" and backend.precision_hint == "f32" and backend.spec.num_classes == 5
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_models_agree_with_onnxruntime(precision_models, photos, precision):
+    pairs, backend = _outputs(precision_models["fixed"][precision], [f for _, f in photos[:3]])
+    assert backend.precision == precision
+    for a, b in pairs:
+        assert (a.argmax(1) == b.argmax(1)).mean() >= 0.98
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > (0.999 if precision == "fp16" else 0.95)
+
+
+def test_fused_argmax_dynamic_model_at_other_sizes_and_batches(precision_models, photos):
+    """uint8 frames in, labels out, dynamic batch/height/width: as onnxruntime, at two sizes
+    and batch 2, for FP32 and INT8."""
+    frames = [f for _, f in photos[:2]]
+    for precision in ("fp32", "int8"):
+        path = precision_models["dynamic"][precision]
+        ort_b, ov_b = OnnxRuntimeBackend(path, device="cpu"), OpenVinoBackend(path)
+        assert ov_b.prepost == "host"  # the graph already takes frames and returns labels
+        for size in (TINY, (96, 160)):
+            batch = processing.preprocess(frames, ort_b.spec, size)
+            a, b = ort_b.infer(batch), ov_b.infer(batch)
+            # untrained weights: near-tie logits, where two int8 kernels round differently
+            assert b.shape == a.shape == (2, *size) and (a == b).mean() >= (0.999 if precision == "fp32" else 0.9)
+
+
+def test_in_graph_prepost_gives_the_labels_host_prepost_gives(export_model5, photos):
+    frames = [f for _, f in photos[:3]]
+    graph = Segmenter(export_model5(), backend="openvino")
+    host = Segmenter(export_model5(), backend="openvino", backend_options={"prepost": "host"})
+    assert graph.backend.prepost == "graph" and graph.spec.input_layout == "NHWC_UINT8"
+    assert graph.spec.output_kind == "labels" and graph.backend.artifact_spec.output_kind == "logits"
+    for a, b in zip(graph.predict_batch(frames), host.predict_batch(frames)):
+        assert a.shape == b.shape and (a == b).mean() >= 0.999
+    with pytest.raises(ArtifactError, match="compiled mean into its graph"):
+        Segmenter(export_model5(), backend="openvino", mean=(0.5, 0.5, 0.5))
+    # auto never hands a caller who overrides the normalization a graph with it compiled in
+    auto = Segmenter(export_model5(), backend="auto", mean=(0.5, 0.5, 0.5))
+    assert auto.backend.name == "onnxruntime" or auto.backend.prepost == "host"
+
+
+def test_threads_share_one_segmenter_safely(export_model5):
+    seg = Segmenter(export_model5(), backend="openvino")
+    frames = [random_frame(50 + 7 * i, 90, i) for i in range(8)]
+    expected = [seg(f) for f in frames]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(i: int) -> None:
+        results[i] = [seg(f) for f in frames[i:] + frames[:i]]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(8):
+        for got, want in zip(results[i], expected[i:] + expected[:i]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_model_cache_makes_the_second_start_a_hit(export_model5, private_cache):
+    path = export_model5(argmax=True)
+    first = OpenVinoBackend(path)
+    second = OpenVinoBackend(path)
+    assert second.cache_hit and Path(second.cache_dir).is_relative_to(private_cache)
+    info = second.describe()
+    assert info["compile_seconds"] >= 0 and info["cache_hit"] is True
+    assert info["prepost"] == "graph" and second.spec.output_kind == "labels"  # argmax already in the graph
+    assert first.precision == "fp32"
+
+
+def test_bf16_is_opt_in_and_its_own_precision(export_model5):
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in caps:
+        with pytest.raises(UserError, match="no bf16 support"):
+            OpenVinoBackend(export_model5(), precision_hint="bf16")
+        return
+    backend = OpenVinoBackend(export_model5(), precision_hint="bf16")
+    assert backend.precision == "bf16" and OpenVinoBackend(export_model5()).precision == "fp32"
+
+
+def test_bad_options_and_files_are_one_line(tmp_path, export_model5):
+    with pytest.raises(UserError, match="precision_hint must be one of"):
+        OpenVinoBackend(export_model5(), precision_hint="int4")
+    with pytest.raises(UserError, match="no device 'NPU.7'"):
+        OpenVinoBackend(export_model5(), device="NPU.7")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"garbage" * 20)
+    with pytest.raises(ArtifactError):
+        OpenVinoBackend(bad)
+
+
+def test_missing_openvino_is_one_clear_line(export_model5, tmp_path):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'openvino' or name.startswith('openvino.'): raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from bisenet_deploy.cli.infer import main\n"
+        f"sys.exit(main([{str(export_model5())!r}, '0', '-o', {str(tmp_path / 'o')!r}, '--backend', 'openvino']))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert run.returncode == 2 and lines == [
+        "bisenet-infer: error: openvino is not installed: pip install 'bisenet-deploy[openvino]'"]
+
+
+def test_onnx_metadata_reader_needs_no_onnx(precision_models, tmp_path):
+    import onnx
+
+    from bisenet_deploy.runtime.onnx_metadata import read_onnx_metadata
+
+    for variant in ("fixed", "dynamic"):
+        for precision in ("fp32", "fp16", "int8"):
+            path = precision_models[variant][precision]
+            expected = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+            assert read_onnx_metadata(path) == expected and expected
+    broken = tmp_path / "cut.onnx"
+    broken.write_bytes(Path(precision_models["fixed"]["fp32"]).read_bytes()[:5000])
+    with pytest.raises(ArtifactError, match="not a readable ONNX model"):
+        read_onnx_metadata(broken)
+
+
+# --- the automatic choice ------------------------------------------------------------------------
+
+
+def test_decision_keeps_onnxruntime_unless_another_is_clearly_faster():
+    assert choice.decide({"onnxruntime": 100.0, "openvino": 96.0}) == "onnxruntime"  # within the margin
+    assert choice.decide({"onnxruntime": 100.0, "openvino": 90.0, "openvino/host": 85.0}) == "openvino/host"
+    assert choice.decide({"onnxruntime": 50.0, "openvino": 80.0}) == "onnxruntime"
+    assert choice.decide({"openvino": 80.0, "openvino/host": 70.0}) == "openvino/host"
+
+
+def test_auto_probes_once_then_uses_the_cache_until_the_artifact_or_a_version_changes(
+        export_model5, tmp_path, monkeypatch, caplog, private_cache):
+    src = export_model5(dynamic=("batch",))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(src.read_bytes())
+    caplog.set_level(logging.INFO, logger="bisenet_deploy")
+    first = Segmenter(path)  # the default for ONNX with onnxruntime and OpenVINO installed
+    assert first.backend.choice["cached"] is False
+    assert set(first.backend.choice["medians_ms"]) == {"onnxruntime", "openvino", "openvino/host"}
+    assert first.backend.name in ("onnxruntime", "openvino")
+    assert any("backend auto:" in r.getMessage() for r in caplog.records)
+    second = Segmenter(path)
+    assert second.backend.choice["cached"] is True and second.backend.name == first.backend.name
+    assert (private_cache / choice.CACHE_FILE).is_file()
+    explicit = Segmenter(path, backend="onnxruntime")  # an explicit backend always wins
+    assert explicit.backend.name == "onnxruntime" and explicit.backend.choice is None
+
+    other = export_model5(dynamic=("batch",), argmax=True)
+    path.write_bytes(other.read_bytes())  # a changed artifact is probed again
+    assert Segmenter(path).backend.choice["cached"] is False
+    assert Segmenter(path).backend.choice["cached"] is True
+    real = choice._versions
+    monkeypatch.setattr(choice, "_versions", lambda: {**real(), "openvino": "9999.0"})
+    assert Segmenter(path).backend.choice["cached"] is False  # so is a changed library
+
+
+def test_environment_and_options_that_name_one_backend_skip_the_choice(export_model5, monkeypatch):
+    from bisenet_deploy.runtime.backends import default_backend
+
+    assert default_backend(export_model5(), {}) == "auto"
+    assert default_backend(export_model5(), {"optimization": "basic"}) == "onnxruntime"
+    assert default_backend(export_model5(), {"precision_hint": "f32"}) == "openvino"
+    with pytest.raises(UserError, match="belong to different backends"):
+        default_backend(export_model5(), {"optimization": "all", "prepost": "host"})
+    monkeypatch.setenv("BISENET_DEPLOY_BACKEND", "openvino")
+    assert default_backend(export_model5(), {}) == "openvino"
+
+
+def test_bench_gives_each_backend_and_hint_a_row_and_names_the_fastest(export_model5, tmp_path):
+    from bisenet_deploy.benchmarks import report
+    from bisenet_deploy.cli.bench import main
+
+    code = main([str(export_model5()), "--backend", "onnxruntime,openvino,auto", "--ov-prepost", "graph,host",
+                 "--iterations", "3", "--warmup", "1", "--warmup-max", "2", "--max-images", "2", "--no-reference",
+                 "--json", str(tmp_path / "r.json"), "-q"])
+    assert code == 0
+    result = report.load_json(tmp_path / "r.json")
+    names = [r["name"] for r in result["cells"][0]["rows"]]
+    assert names[:3] == ["ort fp32", "ov fp32", "ov fp32 host-pre/post"] and names[3].startswith("auto fp32 (")
+    for row in result["cells"][0]["rows"][1:]:
+        assert row["fidelity"]["label_agreement"] >= 99.9
+    texts = [v["text"] for v in result["verdicts"]]
+    assert any(t.startswith("fastest for ") for t in texts)
+    assert any(t.startswith("auto fp32") for t in texts)
+    assert result["protocol"]["system"]["versions"]["openvino"]
+
+
+# --- INT8 weights and the CPU ---------------------------------------------------------------------
+
+
+def test_eight_bit_int8_on_onnxruntime_without_vnni_warns_once(precision_models, monkeypatch, caplog):
+    import platform
+
+    from bisenet_deploy import machine
+    from bisenet_deploy.runtime.backends import onnxruntime as ort_backend
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(ort_backend, "_warned", set())
+    path = precision_models["fixed"]["int8"]  # 8-bit weights: the default
+    caplog.set_level(logging.WARNING, logger="bisenet_deploy")
+    monkeypatch.setattr(machine, "cpu_flags", lambda root="/": ["avx2", "fma"])
+    OnnxRuntimeBackend(path, device="cpu")
+    OnnxRuntimeBackend(path, device="cpu")
+    warnings = [r.getMessage() for r in caplog.records if "8-bit INT8 weights" in r.getMessage()]
+    assert len(warnings) == 1 and "--int8-weight-bits 7" in warnings[0]
+    caplog.clear()
+    monkeypatch.setattr(ort_backend, "_warned", set())
+    monkeypatch.setattr(machine, "cpu_flags", lambda root="/": ["avx2", "fma", "avx512_vnni"])
+    OnnxRuntimeBackend(path, device="cpu")
+    assert not [r for r in caplog.records if "8-bit INT8 weights" in r.getMessage()]
+    meta = json.loads(OnnxRuntimeBackend(path, device="cpu").session.get_modelmeta().custom_metadata_map[
+        "bisenet_deploy.calibration"])
+    assert meta["weight_bits"] == 8
+
+
+def _fake_cpu(tmp_path: Path, name: str, vendor: str, flags: str, mhz: float, cores: int = 2) -> Path:
+    root = tmp_path / name
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "cpuinfo").write_text(
+        f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: {name}\ncpu MHz\t\t: {mhz}\nflags\t\t: {flags}\n")
+    return root
+
+
+def test_theoretical_peaks_follow_the_vector_units(tmp_path, monkeypatch):
+    from bisenet_deploy import machine
+
+    monkeypatch.setattr(machine, "physical_cores", lambda root="/": 2)
+    spr = machine.cpu_facts(_fake_cpu(tmp_path, "Xeon SPR", "GenuineIntel",
+                                      "fma avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8", 2000.0))
+    peaks = machine.theoretical_peaks(spr, threads=2)
+    assert peaks["fp32"]["gops"] == pytest.approx(2 * 2.0 * 64)  # 2 x 512-bit FMA
+    assert peaks["int8"]["gops"] == pytest.approx(2 * 2.0 * 2048) and peaks["bf16"]["gops"] == pytest.approx(4096)
+    zen4 = machine.cpu_facts(_fake_cpu(tmp_path, "AMD EPYC 9004", "AuthenticAMD",
+                                       "fma avx2 avx512f avx512_vnni avx512_bf16", 2500.0))
+    assert machine.theoretical_peaks(zen4, 1)["fp32"]["gops"] == pytest.approx(2.5 * 32)  # 256-bit units
+    assert machine.theoretical_peaks(zen4, 1)["int8"]["gops"] == pytest.approx(2.5 * 128)
+    zen3 = machine.cpu_facts(_fake_cpu(tmp_path, "AMD EPYC 7003", "AuthenticAMD", "fma avx2", 3000.0))
+    assert set(machine.theoretical_peaks(zen3, 2)) == {"fp32"} and not machine.has_int8_dot_product(zen3["isa_flags"])
+    assert machine.theoretical_peaks(machine.cpu_facts(_fake_cpu(tmp_path, "old", "x", "sse4_2", 1000.0))) == {}
+
+
+def test_torch_bf16_row_runs_on_the_cpu(checkpoint5, photos):
+    torch = pytest.importorskip("torch")
+    from bisenet_deploy.runtime.backends.torch import TorchBackend
+
+    fp32 = TorchBackend(checkpoint5, device="cpu")
+    bf16 = TorchBackend(checkpoint5, device="cpu", bf16=True, channels_last=True)
+    assert bf16.precision == "bf16"
+    batch = processing.preprocess([f for _, f in photos[:1]], fp32.spec, TINY)
+    a, b = fp32.infer(batch), bf16.infer(batch)
+    assert b.dtype == np.float32 and b.flags["C_CONTIGUOUS"]
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    assert torch.get_num_threads() >= 1
