@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# CPU results for benchmarks/results/ (what the README quotes): onnxruntime FP32 and INT8 vs
-# PyTorch eager FP32 at 512x512 and 512x1024, batch 1, 2 threads, plus an in-graph-argmax FP32
-# model at 512x512 (Segmenter overhead and host postprocessing, issue 3).
+# CPU results for benchmarks/results/ (what the README quotes): onnxruntime and OpenVINO (and
+# the automatic choice between them) on FP32 and INT8 vs PyTorch eager FP32 at 512x512 and
+# 512x1024, batch 1, 2 threads; PyTorch bf16 and OpenVINO bf16 rows where the CPU has bf16;
+# OpenVINO's in-graph and host pre/postprocessing; an in-graph-argmax FP32 model at 512x512.
+# Results are named after the CPU model, its int8/bf16 ISA and the usable CPUs, so runs on
+# different CPU kinds (AVX2 EPYC, AVX-512/VNNI EPYC, AMX Xeon) sit side by side.
 #
 #   make bench-cpu                     # or: PYTHON=.venv/bin/python scripts/bench_cpu.sh
 #   ITERATIONS=5 OUT=/tmp/check scripts/bench_cpu.sh    # quick check that it works
@@ -33,9 +36,22 @@ done
 "${export_cmd[@]}" -o "$WORK/model-512x512.argmax.onnx" --size 512x512 --argmax --no-verify
 models+=("$WORK/model-512x512.argmax.onnx")
 
-cpu=$("$PYTHON" -c 'import re; from bisenet_deploy.benchmarks.system import cpu_facts as f; c = f()
-print(re.sub("[^a-z0-9]+", "-", c["model"].lower()).strip("-") + "-" + str(c["usable_cpus"]) + "c")')
+cpu=$("$PYTHON" -c 'import re; from bisenet_deploy.machine import cpu_facts as f; c = f(); fl = c["isa_flags"]
+isa = "amx" if "amx_int8" in fl else "avx512-vnni" if "avx512_vnni" in fl else "avx2" if "avx2" in fl else "base"
+print(re.sub("[^a-z0-9]+", "-", c["model"].lower()).strip("-") + "-" + isa + "-" + str(c["usable_cpus"]) + "c")')
 name="$OUT/cpu-$cpu"
+bf16=$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_flags as f; fl = f()
+print("yes" if {"avx512_bf16", "amx_bf16"} & set(fl) else "")')
+extra=()
+if [[ -n "$bf16" ]]; then extra+=(--torch-variant bf16+channels_last --ov-hint f32,bf16); fi
+# Backend choices are measured fresh (a private cache): the auto rows show a first decision.
+export BISENET_DEPLOY_CACHE="$WORK/cache"
+rm -rf "$BISENET_DEPLOY_CACHE"
 "$PYTHON" -m bisenet_deploy.cli.bench --demo "${models[@]}" \
-    --sizes 512x512,512x1024 --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" --images "$WORK/scenes/images" \
+    --sizes 512x512,512x1024 --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" \
+    --images "$WORK/scenes/images" --labels "$WORK/scenes/labels" --backend onnxruntime,openvino,auto \
+    --ov-prepost graph,host "${extra[@]}" \
     --json "$name.json" --csv "$name.csv" --markdown "$name.md" --plot "$name.png"
+# OpenVINO's first start (empty compiled-model cache) and second start (cache hit).
+"$PYTHON" scripts/openvino_start.py "$WORK/model-512x512.onnx" "$WORK/model-512x512.int8.onnx" > "$name.openvino-start.json"
+echo "wrote $name.{json,csv,md,png,openvino-start.json}"

@@ -296,3 +296,20 @@ def test_torch_bf16_row_runs_on_the_cpu(checkpoint5, photos):
     assert b.dtype == np.float32 and b.flags["C_CONTIGUOUS"]
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
     assert torch.get_num_threads() >= 1
+
+
+def test_speed_is_never_bought_with_labels_the_file_does_not_compute(precision_models):
+    assert choice.decide({"onnxruntime": 100.0, "openvino": 50.0}, {"onnxruntime": 99.9, "openvino": 99.0}) \
+        == "onnxruntime"
+    assert choice.decide({"onnxruntime": 100.0, "openvino": 50.0}, {"onnxruntime": 99.9, "openvino": 99.7}) \
+        == "openvino"
+    assert choice.decide({"onnxruntime": 100.0, "openvino": 50.0}, {"onnxruntime": 98.0, "openvino": 99.0}) \
+        == "openvino"  # none faithful: the most faithful one
+    seg = Segmenter(precision_models["fixed"]["int8"], backend="auto")
+    measured = seg.backend.choice["exact_agreement_pct"]
+    assert set(measured) == {"onnxruntime", "openvino", "openvino/host"}
+    assert all(0.0 <= v <= 100.0 for v in measured.values())
+    winner = seg.backend.choice["backend"]
+    assert measured[winner] >= choice.MIN_AGREEMENT or measured[winner] == max(measured.values())
+    fp32 = Segmenter(precision_models["fixed"]["fp32"], backend="auto")
+    assert fp32.backend.choice["exact_agreement_pct"] is None  # FP32: nothing to guard

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..runtime import processing
+from ..runtime.backends.choice import MIN_AGREEMENT
 from .contestants import fixed_dims
 from .flops import onnx_gflop
 from .harness import STAGES
@@ -132,6 +133,11 @@ def cell_rows(runners, cell, reference, fidelity, flops: FlopCounter, peak: dict
             "sgemm_fraction": None,
             "samples_ms": [round(s * 1e3, 4) for s in e2e],
         }
+        choice = getattr(c.backend, "choice", None)
+        if c.kind == "auto" and choice:
+            row["choice"] = choice.get("backend")
+            agreement = choice.get("exact_agreement_pct") or {}
+            row["choice_agreement"] = {k: v for k, v in agreement.items() if v < MIN_AGREEMENT} or None
         if row["gflops_achieved"] and c.backend.device == "cpu":
             own = PEAK_OF.get(c.precision, "fp32")
             if peaks and own in peaks:

@@ -94,14 +94,21 @@ def backend_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
         out.append(_v("verdict", f"fastest for {name} at {where}: {fastest['name']} ({fastest['latency_ms']['median']:.1f}"
                       f" ms; {ratios}), {_agree_text(fastest)}"))
         for auto in (r for r in rows if r["backend"] == "auto"):
-            vs_best = median_ratio(auto["samples_ms"], fastest["samples_ms"])  # > 1: auto is slower
+            same = [r for r in timed if r["precision"] == auto["precision"]] or timed  # bf16 hints are opt-in
+            best = min(same, key=lambda r: r["latency_ms"]["median"])
+            vs_best = median_ratio(auto["samples_ms"], best["samples_ms"])  # > 1: auto is slower
             ort = next((r for r in rows if r["backend"] == "onnxruntime"), None)
             vs_ort = median_ratio(auto["samples_ms"], ort["samples_ms"]) if ort else None
-            text = (f"{auto['name']} at {where}: {vs_best:.2f}x the time of the fastest ({fastest['name']})"
-                    + (f", {vs_ort:.2f}x onnxruntime's" if vs_ort is not None else ""))
-            bad = vs_best > 1 + AUTO_TOLERANCE or (vs_ort is not None and vs_ort > 1 + AUTO_TOLERANCE)
-            out.append(_v("warning" if bad else "note", text + ("; the automatic choice missed here (cached from a "
-                          "noisier probe? delete its entry in the cache folder)" if bad else "")))
+            text = (f"{auto['name']} at {where}: {vs_best:.2f}x the time of the fastest {auto['precision']} row "
+                    f"({best['name']})" + (f", {vs_ort:.2f}x onnxruntime's" if vs_ort is not None else ""))
+            guard = auto.get("choice_agreement")
+            if guard:
+                text += ("; excluded for computing other labels than the file's exact arithmetic on the probe "
+                         "frames: " + ", ".join(f"{k} {v:.2f}%" for k, v in guard.items()))
+            slower = vs_ort is not None and vs_ort > 1 + AUTO_TOLERANCE
+            out.append(_v("warning" if slower else "note", text + ("; the automatic choice is slower than "
+                          "onnxruntime here (a choice cached from a noisier probe? delete backend-choice.json in the "
+                          "cache folder)" if slower else "")))
     return out
 
 
