@@ -56,6 +56,8 @@ class ModelSpec:
             in-graph argmax / threshold.
         binary_threshold: logit threshold for ``num_classes == 1``.
         size_divisor: input sides must be multiples of this (1: any size works).
+        output_stride: the output is this many times smaller than the input (1: the
+            output has the input's H x W; 8: e.g. TorchSeg's ``.speed`` heads kept native).
         checkpoint_sha256: hash of the source checkpoint (empty when unknown).
         extra: free-form provenance (detection notes, training metadata); JSON values only.
     """
@@ -76,6 +78,7 @@ class ModelSpec:
     output_kind: str = "logits"
     binary_threshold: float = 0.0
     size_divisor: int = 1
+    output_stride: int = 1
     checkpoint_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -113,6 +116,8 @@ class ModelSpec:
             raise SpecError(f"output_kind must be one of {_OUTPUT_KINDS}, got {self.output_kind!r}")
         if self.size_divisor < 1:
             raise SpecError(f"size_divisor must be >= 1, got {self.size_divisor}")
+        if self.output_stride < 1:
+            raise SpecError(f"output_stride must be >= 1, got {self.output_stride}")
 
     @property
     def is_binary(self) -> bool:

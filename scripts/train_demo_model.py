@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="online hard example mining: average the loss over pixels whose true-class "
                         "probability is below this (at least 1/16 of the pixels); 1 disables it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet34", "xception39"),
+                   help="context path: resnet18 (the built-in demo model), xception39 (the paper's fastest)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--val-count", type=int, default=16, help="held-out validation scenes per size")
     p.add_argument("--val-sizes", default="256,512", help="square validation sizes, comma separated")
@@ -82,10 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def demo_spec(extra: dict | None = None) -> ModelSpec:
+def demo_spec(extra: dict | None = None, backbone: str = "resnet18") -> ModelSpec:
     return ModelSpec(
         arch="bisenet_v1",
-        backbone="resnet18",
+        backbone=backbone,
         variant="paper",
         num_classes=shapes.NUM_CLASSES,
         class_names=shapes.CLASS_NAMES,
@@ -149,8 +151,8 @@ def _portable(value):
 def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    spec = demo_spec()
-    model = BiSeNet(num_classes=shapes.NUM_CLASSES, backbone="resnet18", variant="paper").train()
+    spec = demo_spec(backbone=args.backbone)
+    model = BiSeNet(num_classes=shapes.NUM_CLASSES, backbone=args.backbone, variant="paper").train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     history = []
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": "trained on synthetic shapes scenes (scripts/train_demo_model.py)",
         "val_miou": summary,
         "command": record["command"],
-    })
+    }, backbone=args.backbone)
     with atomic_output(args.output) as tmp:
         torch.save({"state_dict": result["state_dict"], "bisenet_deploy_spec": spec.to_json(), "training": record}, tmp)
     write_text_atomic(args.record, json.dumps(record, indent=2) + "\n")

@@ -75,12 +75,26 @@ def coincheung_v2_layout(model: nn.Module) -> dict[str, torch.Tensor]:
     return sd
 
 
+def torchseg_layout(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Training layout of its engine's save_checkpoint: the auxiliary heads heads.0 / heads.1."""
+    from bisenet_deploy.model.torchseg import LAYOUT, Head
+
+    sd = dict(model.state_dict())
+    device = next(iter(sd.values())).device
+    classes = model.heads[2].conv_1x1.out_channels
+    with torch.device(device):
+        for i in (0, 1):
+            sd.update(_tensors(Head(128, LAYOUT[model.config][2], classes, 1), f"heads.{i}."))
+    return sd
+
+
 LAYOUTS = {
     "bisenet_v1": lambda model: dict(model.state_dict()),
     "ooooverflow": ooooverflow_layout,
     "coincheung_v1": coincheung_v1_layout,
     "coincheung_v2": coincheung_v2_layout,
     "face_parsing": coincheung_v1_layout,  # same auxiliary outputs conv_out16 / conv_out32
+    "torchseg": torchseg_layout,
 }
 
 

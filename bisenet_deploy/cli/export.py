@@ -25,6 +25,7 @@ examples:
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
   bisenet-export 79999_iter.pth                  # face-parsing.PyTorch, detected from the weights
+  bisenet-export epoch-last.pth --size 512x1024  # TorchSeg (the paper's code): R18/R101/X39 and .speed
 """ + PRECISION_EXAMPLES + ENGINE_EXAMPLES
 
 
@@ -53,8 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--arch",
         help="architecture family, overriding auto-detection: bisenet_v1, ooooverflow, "
-        "coincheung_v1, coincheung_v2, face_parsing",
+        "coincheung_v1, coincheung_v2, face_parsing, torchseg",
     )
+    g.add_argument("--variant", metavar="NAME",
+                   help="configuration the weights cannot tell, e.g. X39.speed for a TorchSeg Xception-39 "
+                   "trained with its speed head (X39 and X39.speed have identical weights)")
+    g.add_argument("--native-resolution", action="store_true",
+                   help="TorchSeg .speed models: keep the network's 1/8 scores instead of resizing them to the input "
+                   "in the graph as its eval.py does (faster; the runtime upsamples the labels)")
     g.add_argument(
         "--trust-checkpoint",
         action="store_true",
@@ -108,7 +115,8 @@ def _log(quiet: bool):
 _EXPORT_ONLY = {"size": "--size", "dynamic": "--dynamic", "batch": "--batch", "opset": "--opset", "argmax": "--argmax",
                 "fuse_preprocess": "--fuse-preprocess", "frame_order": "--frame-order", "no_simplify": "--no-simplify",
                 "no_verify": "--no-verify", "verify_images": "--verify-images", "atol": "--atol", "rtol": "--rtol",
-                "min_agreement": "--min-agreement", "arch": "--arch", "trust_checkpoint": "--trust-checkpoint"}
+                "min_agreement": "--min-agreement", "arch": "--arch", "trust_checkpoint": "--trust-checkpoint",
+                "variant": "--variant", "native_resolution": "--native-resolution"}
 
 
 def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
@@ -167,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         output = args.output or args.checkpoint.with_suffix(".onnx")
         check_output_path(output)
         log(f"loading {args.checkpoint}")
-        loaded = load_checkpoint(args.checkpoint, arch=args.arch, trust=args.trust_checkpoint)
+        loaded = load_checkpoint(args.checkpoint, arch=args.arch, trust=args.trust_checkpoint,
+                                 options={"variant": args.variant, "native": args.native_resolution})
     for note in loaded.notes:
         log(f"  {note}")
 

@@ -139,7 +139,8 @@ def verify_onnx(
                 images = [f for _, f in chunk]
                 ref = torch_reference(model, spec, images, size_hw)
                 out = backend.infer(processing.preprocess(images, spec, size_hw))
-                if out.shape[0] != batch or tuple(out.shape[-2:]) != tuple(size_hw):
+                expected_hw = tuple(-(-d // spec.output_stride) for d in size_hw)  # ceil: the network's own rounding
+                if out.shape[0] != batch or tuple(out.shape[-2:]) != expected_hw:
                     failures.append(f"{names}: output shape {out.shape} for input {batch}x{size_hw}")
                     continue
                 cand_logits = out if spec.output_kind == "logits" else None

@@ -30,12 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-#: Context-path backbones: constructor and the channels of layer3 (1/16) and layer4 (1/32).
+#: Context-path backbones: constructor and the channels of layer3 (1/16) and layer4 (1/32)
+#: (Xception-39: its stages 2 and 3).
 BACKBONES: dict[str, tuple] = {
     "resnet18": (models.resnet18, 256, 512),
     "resnet34": (models.resnet34, 256, 512),
     "resnet50": (models.resnet50, 1024, 2048),
     "resnet101": (models.resnet101, 1024, 2048),
+    "xception39": (None, 128, 256),
 }
 
 FFM_VARIANTS = ("paper", "seed")
@@ -66,22 +68,31 @@ class SpatialPath(nn.Sequential):
 
 
 class ContextPath(nn.Module):
-    """ResNet trunk returning 1/16 and 1/32 features and the global-average 'tail'."""
+    """ResNet (or Xception-39) trunk returning 1/16 and 1/32 features and the global-average
+    'tail'. Xception-39, the paper's fastest backbone, lives under ``xception``."""
 
     def __init__(self, backbone: str = "resnet18") -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
         build, self.channels_16x, self.channels_32x = BACKBONES[backbone]
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        if build is None:
+            from .xception import Xception39
+
+            self.xception = Xception39()
+            return
         resnet = build(weights=None)
         self.conv_block = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1 = resnet.layer1
         self.layer2 = resnet.layer2
         self.layer3 = resnet.layer3
         self.layer4 = resnet.layer4
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hasattr(self, "xception"):
+            _, down_16x, down_32x = self.xception(x)
+            return down_16x, down_32x, self.avg_pool(down_32x)
         x = self.layer2(self.layer1(self.conv_block(x)))
         down_16x = self.layer3(x)
         down_32x = self.layer4(down_16x)
@@ -154,7 +165,8 @@ class BiSeNet(nn.Module):
 
     Args:
         num_classes: output channels.
-        backbone: context-path ResNet (``resnet18`` default, ``resnet101`` for accuracy).
+        backbone: context path: ``resnet18`` (default), ``resnet34/50/101`` for accuracy,
+            ``xception39`` for speed (the paper's fastest).
         variant: feature-fusion variant, ``paper`` for new models, ``seed`` for
             checkpoints trained with the seed sketch.
         in_channels: image channels.

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..fileio import sha256_file
 from ..spec import ModelSpec
-from .families import Family
+from .families import Family, refine_params
 from .matching import match_family
 
 #: Keys under which training code commonly nests the state_dict, in order of preference.
@@ -271,8 +271,13 @@ def strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
 # --- public entry point -------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = False) -> LoadedCheckpoint:
-    """Read a checkpoint safely, rebuild its network in eval mode and describe it."""
+def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = False,
+                    options: dict[str, Any] | None = None) -> LoadedCheckpoint:
+    """Read a checkpoint safely, rebuild its network in eval mode and describe it.
+
+    ``options``: choices the weights cannot tell, for families that have them
+    (``variant``: a configuration with identical weights; ``native``: keep a smaller
+    native output resolution); refused by families without such choices."""
     path = Path(path)
     obj, foreign = read_checkpoint(path, trust=trust)
     notes: list[str] = []
@@ -284,6 +289,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = Fal
     if stripped:
         notes.append(f"stripped key prefixes {', '.join(repr(p) for p in stripped)}")
     fit = match_family(sd, arch)
+    fit.params = refine_params(fit.family, fit.params, dict(options or {}), path, fit.reasons)
     notes.append(f"architecture {fit.family.name}: " + "; ".join(fit.reasons))
 
     model = fit.family.build(**fit.params)

@@ -46,6 +46,10 @@ class Family:
         example: constructor kwargs of a typical network of the family; when ``infer``
             rejects a state_dict, its key names are compared with this layout to rank
             how close the family came.
+        refine: (params, options, checkpoint path, reasons) -> params: what the weights
+            cannot tell (a configuration with identical weights, an output form) from the
+            user's options (``--variant``, ``--native-resolution``) and the file's path;
+            families without such choices refuse options.
     """
 
     name: str
@@ -57,6 +61,21 @@ class Family:
         default=lambda sd, notes: sd
     )
     example: Mapping[str, Any] = field(default_factory=dict)
+    refine: Callable[[dict[str, Any], dict[str, Any], Any, list[str]], dict[str, Any]] | None = None
+
+
+def refine_params(family: Family, params: dict[str, Any], options: dict[str, Any], path: Any,
+                  reasons: list[str]) -> dict[str, Any]:
+    """Apply build options (and path hints) through the family's ``refine``."""
+    options = {k: v for k, v in options.items() if v not in (None, False)}
+    if family.refine is None:
+        if options:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{', '.join('--' + k.replace('_', '-') for k in options)} "
+                                  f"{'do' if len(options) > 1 else 'does'} not apply to {family.name} checkpoints")
+        return params
+    return family.refine(dict(params), options, path, reasons)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -83,7 +102,7 @@ def get_family(name: str) -> Family:
 
 
 #: Modules of the other built-in families; each registers its family when imported.
-_BUILTIN_MODULES = ("ooooverflow", "coincheung_v1", "coincheung_v2", "face_parsing")
+_BUILTIN_MODULES = ("ooooverflow", "coincheung_v1", "coincheung_v2", "face_parsing", "torchseg")
 
 
 def _load_builtin() -> None:
@@ -149,7 +168,13 @@ def _infer_bisenet_v1(sd: StateDict) -> tuple[dict[str, Any], list[str]]:
     final = require(sd, "final_conv.weight")
     require(sd, "spatial_path.0.0.weight")
     require(sd, "attention_refinement_module_16x.conv_1x1.weight")
-    backbone = resnet_name(sd, "context_path.")
+    if "context_path.xception.conv1.conv.weight" in sd:
+        counts = tuple(count_blocks(sd, f"context_path.xception.layer{i}.") for i in (1, 2, 3))
+        if counts != (4, 8, 4):
+            raise LayoutError(f"context_path.xception has {counts} blocks per stage, not Xception-39's (4, 8, 4)")
+        backbone = "xception39"
+    else:
+        backbone = resnet_name(sd, "context_path.")
     if "feature_fusion_module.conv_1x1.weight" in sd:
         variant = "seed"
         why = "FFM has one shared 'conv_1x1' (the seed sketch's FFM: conv applied twice, ReLU gate)"
