@@ -76,6 +76,15 @@ def build_parser() -> Parser:
                    "once and cached, where both are installed)")
     p.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda, tensorrt")
     p.add_argument("--threads", type=_count(0), default=0, help="CPU threads for onnxruntime/torch (0: default)")
+    g = p.add_argument_group("Ray (fleet-scale batch runs; pip install 'bisenet-deploy[ray]')")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run as a Ray Data pipeline: local (a private cluster on this machine, stopped afterwards; "
+                   "the default when ADDRESS is left out), auto (the cluster this machine belongs to) or a cluster "
+                   "address. Same outputs as a plain run")
+    g.add_argument("--workers", type=_count(1), help="Ray actors, each holding one model (default: one per 4 CPUs)")
+    g.add_argument("--batch", type=_count(1), default=8, help="frames per model call on Ray")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each Ray actor reserves")
+    g.add_argument("--verbose", action="store_true", help="Ray's own logs and per-stage progress bars")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -114,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"cannot read background image '{args.background}'")
     if not args.model.is_file():
         raise UserError(f"model '{args.model}' not found")
+    if args.ray is None and (args.workers or args.gpus_per_worker or args.verbose):
+        raise UserError("--workers, --gpus-per-worker and --verbose apply to Ray runs: add --ray")
+    if args.ray is not None:
+        return _ray_main(args, mode, background)
     plan = collect_sources(args.inputs)
     check_output_against_inputs(args.output, args.inputs)
 
@@ -148,6 +161,35 @@ def main(argv: list[str] | None = None) -> int:
         seg.close()
     bar = None
     print(_final_line(result, args.output))
+    for path, count in result.videos:
+        print(f"  {path} ({count} frames)")
+    for path in result.summary_paths[:1]:
+        print(f"  summary: {path}")
+    if result.failed:
+        print(f"{PROG}: {len(result.failed)} input(s) failed; see the lines above and the summary", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
+    from ..distributed import RayOptions, segment
+
+    def log(msg: str) -> None:
+        if not args.quiet or msg.startswith("failed:"):
+            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+    options = {"threads": args.threads} if args.threads else {}
+    if args.device != "auto":
+        options["device"] = args.device
+    result = segment(args.model, args.inputs, args.output, mode=mode, background=background,
+                     alpha=0.5 if args.alpha is None else args.alpha, legend=args.legend,
+                     network_size=args.network_size, max_frames=args.max_frames, overwrite=args.overwrite,
+                     backend=args.backend, backend_options=options,
+                     ray=RayOptions(address=args.ray, workers=args.workers, batch=args.batch,
+                                    gpus_per_worker=args.gpus_per_worker, threads=args.threads or None,
+                                    verbose=args.verbose),
+                     progress=not args.quiet, log=log)
+    print(_final_line(result, args.output) + f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)")
     for path, count in result.videos:
         print(f"  {path} ({count} frames)")
     for path in result.summary_paths[:1]:

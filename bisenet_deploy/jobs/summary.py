@@ -129,7 +129,7 @@ def write_parquet(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> 
 
     def value(row: dict[str, Any], name: str) -> Any:
         v = row.get(name)
-        if v in ("", None):
+        if v in ("", None) or (isinstance(v, float) and v != v):
             return "" if name in ("error", "output", "worker") else None
         if name in ("frame", "height", "width"):
             return int(float(v))

@@ -58,7 +58,7 @@ CANDIDATES = {
 }
 #: options each backend accepts (others are not passed to it)
 _ACCEPTS = {
-    "onnxruntime": {"device", "threads", "optimization"},
+    "onnxruntime": {"device", "threads", "optimization", "spinning"},
     "openvino": {"device", "threads", "precision_hint", "prepost", "cache"},
 }
 

@@ -93,12 +93,15 @@ class OnnxRuntimeBackend(Backend):
         device: ``auto`` (best provider that loads), ``cpu``, ``cuda`` or ``tensorrt``.
         threads: intra-op threads (0: onnxruntime's default, one per physical core).
         optimization: graph optimization level, one of ``disable basic extended all``.
+        spinning: let idle intra-op threads spin (lowest latency for one process alone);
+            ``False`` where other work shares the cores (pipelines, Ray actors).
     """
 
     name = "onnxruntime"
     thread_safe = True  # InferenceSession.run may be called concurrently
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0, optimization: str = "all") -> None:
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0, optimization: str = "all",
+                 spinning: bool = True) -> None:
         super().__init__(path)
         ort = _import_ort()
         if not self.path.is_file():
@@ -122,6 +125,8 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = int(threads)
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[optimization])
         options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
