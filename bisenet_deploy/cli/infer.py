@@ -18,6 +18,7 @@ examples:
   bisenet-infer model.onnx street.mp4 -o out/ --mode overlay --legend   # out/street.overlay.mp4
   bisenet-infer person.onnx 0 -o out/ --background beach.jpg --max-frames 300   # webcam 0
   bisenet-infer model.int8.engine clip.mp4 -o out/ --network-size  # fastest: masks at network size
+  bisenet-infer model.onnx drive_bag/ --topic /camera/image_raw -o out/   # out/drive_bag_segmentation/ (MCAP)
 
 Outputs never replace inputs: the output folder may not be, contain or lie inside an input.
 Each input gets its own output name (inputs that would share one are renamed; the log says
@@ -76,6 +77,14 @@ def build_parser() -> Parser:
                    "once and cached, where both are installed)")
     p.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda, tensorrt")
     p.add_argument("--threads", type=_count(0), default=0, help="CPU threads for onnxruntime/torch (0: default)")
+    g = p.add_argument_group("ROS bags (rosbag2 folders, .mcap/.db3, ROS 1 .bag; pip install 'bisenet-deploy[ros]')")
+    g.add_argument("--topic", action="append", metavar="TOPIC",
+                   help="camera topic to segment (repeatable; default: auto, every sensor_msgs/Image or "
+                   "CompressedImage topic)")
+    g.add_argument("--mask-topic", default="/segmentation", metavar="SUFFIX",
+                   help="appended to each camera topic for its mask topic")
+    g.add_argument("--copy-topics", action="store_true",
+                   help="copy the camera topics into the output bag, so it opens alone in Foxglove or RViz")
     g = p.add_argument_group("Ray (fleet-scale batch runs; pip install 'bisenet-deploy[ray]')")
     g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run as a Ray Data pipeline: local (a private cluster on this machine, stopped afterwards; "
@@ -91,6 +100,8 @@ def build_parser() -> Parser:
 
 def _check_options(args) -> str:  # noqa: ANN001
     mode = args.mode or ("background" if args.background else "mask")
+    if not args.mask_topic.startswith("/") or args.mask_topic.strip("/") == "":
+        raise UserError(f"--mask-topic must look like /segmentation, got {args.mask_topic!r}")
     if mode == "background" and args.background is None:
         raise UserError("--mode background needs --background IMG")
     if args.background is not None and mode != "background":
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = _check_options(args)
     from tqdm import tqdm
 
-    from ..jobs.local import LocalJob, total_frames
+    from ..jobs.local import BagOptions, LocalJob, total_frames
     from ..jobs.outputs import Renderer
     from ..jobs.plan import check_output_against_inputs, collect_sources
     from ..jobs.summary import Summary, check_manifest, class_columns, manifest_for, write_manifest
@@ -147,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                                      legend=args.legend, network_size=args.network_size)
         summary = Summary(class_columns(seg.spec.num_classes, renderer.class_names), args.model.name,
                           seg.backend.name)
-        bar = tqdm(total=total_frames(plan, args.max_frames), unit="frame", disable=args.quiet, file=sys.stderr,
+        bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic,
+                         copy_topics=args.copy_topics)
+        bar = tqdm(total=total_frames(plan, args.max_frames, bag), unit="frame", disable=args.quiet, file=sys.stderr,
                    dynamic_ncols=True)
         job = LocalJob(seg, plan, args.output, renderer, summary, max_frames=args.max_frames,
-                       overwrite=args.overwrite, log=log, progress=bar.update)
+                       overwrite=args.overwrite, log=log, progress=bar.update, bag=bag)
         try:
             result = job.run()
         finally:

@@ -43,8 +43,27 @@ class JobResult:
         return not self.failed and not self.interrupted
 
 
-def declared_frames(source: Source, max_frames: int | None) -> int | None:
-    """Frames a video says it has (capped by ``max_frames``); None for cameras or when unknown."""
+@dataclass
+class BagOptions:
+    """What a bag input writes: which camera topics (``auto``: every image topic), the suffix
+    of the mask topics, and whether the camera topics are copied into the output bag."""
+
+    topics: tuple[str, ...] = ("auto",)
+    mask_suffix: str = "/segmentation"
+    copy_topics: bool = False
+
+
+def declared_frames(source: Source, max_frames: int | None, bag: BagOptions | None = None) -> int | None:
+    """Frames a video (or a bag's camera topics) says it has (capped by ``max_frames``); None
+    for cameras or when unknown."""
+    if source.kind == "bag":
+        from ..rosbag.bags import BagReader
+
+        try:
+            with BagReader(source.target) as reader:
+                return reader.count(reader.select((bag or BagOptions()).topics))
+        except UserError:
+            return 0
     if source.kind != "video":
         return max_frames if source.kind == "camera" else 1
     cap = cv2.VideoCapture(str(source.target))
@@ -55,10 +74,10 @@ def declared_frames(source: Source, max_frames: int | None) -> int | None:
     return min(n, max_frames) if max_frames else n
 
 
-def total_frames(plan: Plan, max_frames: int | None) -> int | None:
+def total_frames(plan: Plan, max_frames: int | None, bag: BagOptions | None = None) -> int | None:
     total = 0
     for source in plan.sources:
-        n = declared_frames(source, max_frames)
+        n = declared_frames(source, max_frames, bag)
         if n is None:
             return None
         total += n
@@ -70,9 +89,10 @@ class LocalJob:
 
     def __init__(self, seg, plan: Plan, out: Path, renderer: Renderer, summary: Summary,  # noqa: ANN001
                  max_frames: int | None = None, overwrite: bool = False, log: Log = print,
-                 progress: Callable[[int], None] = lambda n: None) -> None:
+                 progress: Callable[[int], None] = lambda n: None, bag: BagOptions | None = None) -> None:
         self.seg, self.plan, self.out, self.renderer, self.summary = seg, plan, out, renderer, summary
         self.max_frames, self.overwrite, self.log, self.progress = max_frames, overwrite, log, progress
+        self.bag = bag or BagOptions()
         self.previous = {} if overwrite else read_previous(out)
         self.result = JobResult()
 
@@ -82,6 +102,8 @@ class LocalJob:
             for source in self.plan.sources:
                 if source.kind == "image":
                     self._image(source)
+                elif source.kind == "bag":
+                    self._bag(source)
                 else:
                     self._stream(source)
         except KeyboardInterrupt:
@@ -198,3 +220,99 @@ class LocalJob:
         elif expected is not None and count < expected:
             why = f"declares {expected} frames but only {count} could be decoded (truncated or corrupt?)"
             self._fail(source, why, count)
+
+    # --- bags ---------------------------------------------------------------------------------
+
+    def _bag(self, source: Source) -> None:
+        """Camera topics of a bag -> a new rosbag2 MCAP bag with mask (and overlay) topics,
+        written under a temporary name and renamed when complete."""
+        import shutil
+
+        from ..fileio import make_folders, remove_stale_temporaries, temporary_name
+        from ..rosbag.bags import BagReader, BagWriter
+        from .outputs import bag_output
+
+        relative = bag_output(source.name)
+        final = self.out / relative
+        if final.exists() and not self.overwrite:
+            kept = [k[1] for k in self.previous if k[0] == source.label] or [0]
+            for index in kept:
+                self.summary.keep_existing(source.label, index, relative, self.previous)
+            self.result.existing += len(kept)
+            self.log(f"kept {final} from an earlier run (--overwrite redoes it)")
+            return
+        try:
+            reader = BagReader(source.target)
+            topics = reader.select(self.bag.topics)
+        except UserError as exc:
+            self._fail(source, str(exc))
+            return
+        if list(self.bag.topics) == ["auto"]:
+            self.log(f"{source.label}: image topics {', '.join(topics)}")
+        make_folders(final.parent)
+        remove_stale_temporaries(final.parent)
+        # written inside a hidden folder under its final name (the storage file is named after
+        # the bag folder), moved into place when complete
+        staging = temporary_name(final, suffix="")
+        staging.mkdir()
+        tmp = staging / final.name
+        names = self.renderer.class_names or tuple(f"class {i}" for i in range(len(self.renderer.palette)))
+        writer = BagWriter(tmp, names, self.renderer.palette)
+        reported: set[tuple[str, str]] = set()
+        done = False
+        try:
+            if self.bag.copy_topics:
+                for connection, timestamp, data in reader.raw_messages(topics):
+                    writer.write_raw(connection.topic, connection.msgtype, timestamp, data)
+            count = 0
+            try:
+                for frame_number, frame in enumerate(reader.frames(topics)):
+                    if self.max_frames is not None and count >= self.max_frames:
+                        break
+                    count += 1
+                    self._bag_frame(source, frame_number, frame, writer, relative, reported)
+            except UserError as exc:  # damaged part way: keep what was read, report it
+                self._fail(source, str(exc), count)
+            writer.close()
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            staging.rmdir()
+            done = True
+            self.result.videos.append((final, sum(writer.counts.get(t + self.bag.mask_suffix, 0) for t in topics)))
+        finally:
+            reader.close()
+            if not done:
+                try:
+                    writer.writer.close()
+                except Exception:  # noqa: BLE001 - already closed or broken: the folder goes anyway
+                    pass
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _bag_frame(self, source: Source, number: int, frame, writer, relative: str,  # noqa: ANN001
+                   reported: set[tuple[str, str]]) -> None:
+        mask_topic = frame.topic + self.bag.mask_suffix
+        if frame.image is None:
+            row = self.summary.failure_row(source.label, number, f"{frame.topic} message {frame.index}: {frame.error}",
+                                           relative)
+            row.update(topic=frame.topic, stamp=frame.stamp)
+            self.summary.add(row)
+            self.result.failed.append((source.label, frame.error))
+            if (frame.topic, frame.error) not in reported:
+                reported.add((frame.topic, frame.error))
+                self.log(f"failed: {source.label} {frame.topic}: {frame.error} (further messages like it are "
+                         "counted in the summary)")
+            self.progress(1)
+            return
+        start = time.perf_counter()
+        mask = self.seg(frame.image)
+        latency = time.perf_counter() - start
+        writer.write_image(mask_topic, frame.timestamp, frame.header, mask, "mono8")
+        if self.renderer.mode != "mask":
+            writer.write_image(mask_topic + "/" + self.renderer.mode, frame.timestamp, frame.header,
+                               self.renderer.picture(frame.image, mask), "bgr8")
+        row = self.summary.frame_row(source.label, number, relative, mask, frame.image.shape[:2], latency)
+        row.update(topic=frame.topic, stamp=frame.stamp)
+        self.summary.add(row)
+        self.result.frames += 1
+        self.progress(1)

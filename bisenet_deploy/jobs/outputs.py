@@ -6,6 +6,7 @@ Per source name (see ``plan``) and mode:
 |---|---|---|
 | image ``x`` | ``x.png`` (palette PNG: pixel value = class id) | ``x.overlay.png`` |
 | video / camera ``clip`` | ``clip/000000.png``, one palette PNG per frame | ``clip.overlay.mp4`` (same frame count and rate) |
+| bag ``drive`` | ``drive_segmentation/``: a rosbag2 MCAP bag, ``mono8`` ids on ``<topic>/segmentation`` | the same plus ``bgr8`` overlays on ``<topic>/segmentation/overlay`` |
 
 Masks are never written as lossy video: mp4 colours do not survive as class ids.
 """
@@ -37,6 +38,12 @@ def frame_output(name: str, index: int, mode: str) -> str:
 
 def video_output(name: str, mode: str) -> str:
     return f"{name}.{mode}.mp4"
+
+
+def bag_output(name: str) -> str:
+    """A bag's result: a rosbag2 MCAP bag (a folder) with mask topics (and overlays in
+    ``overlay`` mode) next to copies of nothing else unless asked."""
+    return f"{name}_segmentation"
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import InputError, UserError
 from ..fileio import check_output_folder
 
-SOURCE_KINDS = ("image", "video", "camera")
+SOURCE_KINDS = ("image", "video", "camera", "bag")
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class Source:
 
     @property
     def is_stream(self) -> bool:
-        """Videos and cameras: many frames, outputs in a folder or a video."""
-        return self.kind in ("video", "camera")
+        """Videos, cameras and bags: many frames, outputs in a folder, a video or a bag."""
+        return self.kind in ("video", "camera", "bag")
 
 
 @dataclass
@@ -67,6 +67,7 @@ class _Candidate:
 
 def collect_sources(inputs: Sequence[str]) -> Plan:
     """Image files, folders of images (recursively), videos and camera indices -> a Plan."""
+    from ..rosbag.bags import is_bag
     from ..runtime.sources import is_image, is_video, list_images
 
     candidates: list[_Candidate] = []
@@ -88,6 +89,8 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         path = Path(item)
         if item.isdigit() and not path.exists():
             candidates.append(_Candidate("camera", int(item), f"camera{item}", item, None))
+        elif path.exists() and is_bag(path):
+            add("bag", path, path.stem if path.is_file() else path.name, item)
         elif path.is_dir():
             images = list_images(path)
             if not images:
@@ -101,7 +104,7 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         elif is_video(path):
             add("video", path, path.stem, item)
         else:
-            raise InputError(f"'{item}' is neither an image nor a video file (nor a folder or camera index)")
+            raise InputError(f"'{item}' is neither an image nor a video file (nor a folder, bag or camera index)")
     names = unique_names(candidates)
     renamed = [(c, n) for c, n in zip(candidates, names) if n != c.base]
     if renamed:
@@ -119,7 +122,7 @@ def _collisions(names: list[str], kinds: list[str]) -> list[list[int]]:
     for i, name in enumerate(names):
         by_key.setdefault(name.casefold(), []).append(i)
     groups = [g for g in by_key.values() if len(g) > 1]
-    streams = {names[i].casefold(): i for i, k in enumerate(kinds) if k in ("video", "camera")}
+    streams = {names[i].casefold(): i for i, k in enumerate(kinds) if k in ("video", "camera", "bag")}
     if streams:
         for i, name in enumerate(names):
             key = name.casefold()

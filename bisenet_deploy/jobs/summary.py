@@ -5,8 +5,9 @@ Columns: ``source`` (the input file, or ``camera N``), ``frame`` (index in a vid
 image), ``output`` (relative to OUT), ``height``/``width`` (of the frame), ``model``,
 ``backend``, ``latency_ms`` (the Segmenter call for this frame; in Ray runs the frame's share
 of its batch), ``status`` (``ok``; ``exists``: output kept from an earlier run; ``failed``),
-``error``, ``worker`` (the process that segmented it), then ``frac_<class>``: the fraction
-of the mask's pixels of each class.
+``error``, ``worker`` (the process that segmented it), ``topic`` and ``stamp`` (bags: the
+camera topic and the message's header stamp in ns; ``frame`` counts the bag's messages in
+log order), then ``frac_<class>``: the fraction of the mask's pixels of each class.
 
 Next to it, ``OUT/.bisenet-infer.json`` records the model, mode and output size the folder
 was written with, so a rerun that would mix results of another model is refused.
@@ -31,7 +32,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 MANIFEST = ".bisenet-infer.json"
 BASE_FIELDS = ("source", "frame", "output", "height", "width", "model", "backend", "latency_ms", "status", "error",
-               "worker")
+               "worker", "topic", "stamp")
 
 
 def class_columns(num_classes: int, class_names: tuple[str, ...] = ()) -> list[str]:
@@ -112,7 +113,7 @@ class Summary:
 def _column_type(name: str):  # noqa: ANN202 - a pyarrow type
     import pyarrow as pa
 
-    if name in ("frame", "height", "width"):
+    if name in ("frame", "height", "width", "stamp"):
         return pa.int64()
     if name == "latency_ms" or name.startswith("frac_"):
         return pa.float64()
@@ -130,9 +131,9 @@ def write_parquet(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> 
     def value(row: dict[str, Any], name: str) -> Any:
         v = row.get(name)
         if v in ("", None) or (isinstance(v, float) and v != v):
-            return "" if name in ("error", "output", "worker") else None
-        if name in ("frame", "height", "width"):
-            return int(float(v))
+            return "" if name in ("error", "output", "worker", "topic") else None
+        if name in ("frame", "height", "width", "stamp"):
+            return int(v) if not isinstance(v, str) else int(v.split(".")[0])  # stamps: ns, exact
         if name == "latency_ms" or name.startswith("frac_"):
             return float(v)
         return str(v)
