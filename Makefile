@@ -2,16 +2,19 @@
 #   make demo   set up .venv, export the built-in demo model, run it, print a benchmark
 #   make test   set up .venv and run the test suite (what CI runs)
 #   make bench-cpu / bench-gpu   regenerate benchmarks/results/ (idle machine; GPU for the second)
+#   make serve-demo   serve the demo model with a real Triton server and call it (.venv-serve)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Triton's Python-backend build (nvidia-pytriton) needs numpy < 2: serving gets its own environment.
+SERVE_VENV ?= .venv-serve
 # PyTorch as served on the project's build machines; override for other platforms, e.g.
 #   make test TORCH="torch torchvision"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
 
-.PHONY: demo test setup clean bench-cpu bench-gpu
+.PHONY: demo test setup clean bench-cpu bench-gpu serve-setup serve-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q -e '.[serve]'
+	touch $@
+
+serve-setup: $(SERVE_VENV)/.installed
+
+# Export the demo model if needed, write a Triton repository, start bisenet-serve run on free
+# ports of 127.0.0.1, compare gRPC/HTTP clients with the local Segmenter, stop the server.
+serve-demo: setup serve-setup
+	$(BIN)/python scripts/serve_demo.py
 
 # The built-in demo model (BiSeNet-R18 trained on the synthetic shapes scenes): write calibration
 # scenes (training photos) and held-out scenes, export FP32/FP16/INT8 ONNX with a fidelity report,
@@ -47,8 +63,8 @@ bench-cpu: setup
 bench-gpu: setup
 	PYTHON=$(BIN)/python scripts/bench_gpu.sh
 
-test: setup
+test: setup serve-setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build/bench-cpu build/bench-gpu
+	rm -rf $(VENV) $(SERVE_VENV) $(DEMO_DIR) .pytest_cache build/bench-cpu build/bench-gpu build/serve-demo

@@ -21,7 +21,8 @@ from ..spec import ModelSpec
 from . import system
 
 #: short backend names used in row labels
-SHORT = {"torch": "torch", "onnxruntime": "ort", "openvino": "ov", "auto": "auto", "tensorrt": "trt"}
+SHORT = {"torch": "torch", "onnxruntime": "ort", "openvino": "ov", "auto": "auto", "tensorrt": "trt",
+         "triton": "triton"}
 #: PyTorch row options: name -> TorchBackend keyword
 TORCH_OPTIONS = ("fp16", "bf16", "channels_last", "cuda_graph")
 #: backends an ONNX artifact can be timed with (``--backend``)
@@ -57,6 +58,8 @@ class Contestant:
             return self.backend.precision
         if self.kind == "torch":
             return "fp16" if self.torch_options.get("fp16") else "bf16" if self.torch_options.get("bf16") else "fp32"
+        if self.kind == "triton":
+            return "served"
         if self.backend_options.get("precision_hint") == "bf16":
             recorded = self.facts.get("recorded_precision") or "fp32"
             return "bf16" if recorded in ("fp32", "fp16") else f"{recorded}+bf16"
@@ -71,6 +74,9 @@ class Contestant:
     def label(self) -> str:
         """``ort int8``, ``ov int8``, ``torch bf16 channels_last``, ``ort fp32 argmax``,
         ``auto int8 (ov)`` ..."""
+        if self.kind == "triton":
+            url = self.facts.get("url", "")
+            return f"triton {url.split('://', 1)[0]} {url.rsplit('/', 1)[-1]}"
         parts = [SHORT.get(self.kind, self.kind), self.precision]
         parts += [k for k, v in self.torch_options.items() if v and k not in ("fp16", "bf16")]
         spec = self.artifact_spec
@@ -100,6 +106,11 @@ def artifact_contestants(path: str | Path, onnx_backends: tuple[str, ...] = ("on
                          ) -> list[Contestant]:
     """The rows of one artifact: an engine is one row; an ONNX model one row per backend in
     ``onnx_backends`` (OpenVINO once per precision hint and pre/post form)."""
+    from ..runtime.backends.triton import is_url, parse_url
+
+    if is_url(path):
+        parse_url(str(path))  # a malformed URL is one line now, not at open time
+        return [Contestant(kind="triton", path=None, facts={"url": str(path)})]
     path = Path(path)
     if not path.is_file():
         raise UserError(f"artifact '{path}' not found")
@@ -213,6 +224,10 @@ def _open(c: Contestant, device: str, threads: int) -> Backend:
         module = c.loaded.model if not options else copy.deepcopy(c.loaded.model)
         name = str(c.path) if c.path is not None else f"<{c.loaded.spec.extra.get('source', 'module')}>"
         return TorchBackend.from_module(module, c.loaded.spec, name=name, device=device, threads=threads, **options)
+    if c.kind == "triton":
+        from ..runtime.backends.triton import TritonBackend
+
+        return TritonBackend(c.facts["url"])
     if c.kind == "openvino":
         from ..runtime.backends.openvino import OpenVinoBackend
 

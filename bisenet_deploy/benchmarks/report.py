@@ -187,6 +187,16 @@ def _body(result: dict[str, Any], markdown: bool) -> list[str]:
         lines += ["", f"host argmax over {probe['logits']} logits: np.argmax {probe['numpy_argmax_ms']:.1f} ms, "
                   f"processing.argmax_channels {probe['argmax_channels_ms']:.1f} ms; an in-graph argmax "
                   "(bisenet-export --argmax) leaves only the label upscale on the host"]
+    if result.get("concurrency"):
+        lines += ["", "### Served models under load" if markdown else "== served models under load ==", ""]
+        rows = [[r["name"], str(r["clients"]), str(r["calls"]),
+                 *(_f((r["latency_ms"] or {}).get(k), 1) for k in ("median", "p90", "p99")),
+                 _f(r["throughput_fps"], 2), f"{r['inferences']}/{r['executions']}",
+                 _f(r["requests_per_execution"], 2)] for r in result["concurrency"]]
+        lines += _table(["served model", "clients", "calls", "median", "p90", "p99", "thru FPS",
+                         "requests/executions", "batched"], rows, markdown)
+        lines += ["", "latency of one call in ms; thru FPS = frames / wall time of the level; batched = requests "
+                  "Triton merged into one model execution (dynamic batching)"]
     if result.get("not_run"):
         lines += ["", "### Not run" if markdown else "== not run ==", ""]
         lines += [f"- {n['name']}" + (f" ({Path(n['path']).name})" if n.get("path") and Path(n["path"]).name

@@ -34,6 +34,7 @@ class BenchConfig:
     onnx_backends: tuple[str, ...] | None = None  # None: every installed one (cs.installed_onnx_backends)
     ov_hints: tuple[str, ...] = ("f32",)
     ov_prepost: tuple[str, ...] = ("graph",)
+    concurrency: list[int] = field(default_factory=list)  # served models: clients at once
     sizes: list[tuple[int, int]] | None = None
     batches: list[int] | None = None
     device: str = "auto"
@@ -134,8 +135,25 @@ def _measure(config, threads, facts, contestants, live, reference, ref_notes, lo
         "peak_rss_mb": _mb(memory.overall()),
     }
     result["not_run"] = not_run(contestants, cells)
+    if config.concurrency:
+        result["concurrency"] = _concurrency(config, live, photos, log)
     result["verdicts"] = verdicts(result)
     return result
+
+
+def _concurrency(config: BenchConfig, live: list[cs.Contestant], photos, log: Log) -> list[dict[str, Any]]:  # noqa: ANN001
+    from .concurrency import concurrency_run
+
+    out = []
+    frames = [img for _, img in photos]
+    for c in live:
+        if c.kind != "triton":
+            continue
+        for clients in config.concurrency:
+            log(f"{c.name}: {clients} client(s) at once")
+            run = concurrency_run(c.facts["url"], frames, clients, max(4, config.iterations))
+            out.append({"name": c.name, "url": c.facts["url"], **{k: v for k, v in run.items() if k != "before"}})
+    return out
 
 
 def not_run(contestants: list[cs.Contestant], cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

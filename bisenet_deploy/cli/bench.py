@@ -38,6 +38,12 @@ def _list(kind):
     return parse
 
 
+def _model_arg(text: str):  # noqa: ANN202 - a Path, or a URL kept as text
+    from ..runtime.backends.triton import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -49,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
                                 "PyTorch reference, in one run.", epilog=EXAMPLES, formatter_class=HelpFormatter)
     g = p.add_argument_group("what to compare")
-    g.add_argument("artifacts", nargs="*", type=Path, help=".onnx, .engine/.plan or .pth files (any mix)")
+    g.add_argument("artifacts", nargs="*", type=_model_arg,
+                   help=".onnx, .engine/.plan or .pth files, or served models (grpc://HOST:PORT/NAME) (any mix)")
     g.add_argument("--onnx", action="append", type=Path, default=[], help="ONNX model (repeatable)")
     g.add_argument("--engine", action="append", type=Path, default=[], help="TensorRT engine (repeatable)")
     g.add_argument("--checkpoint", action="append", type=Path, default=[],
@@ -77,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where backends run")
     g.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: the usable CPUs)")
     g.add_argument("--iterations", type=_positive_int, default=30, help="timed rounds (each backend once per round)")
+    g.add_argument("--concurrency", type=_list(_positive_int), metavar="LIST",
+                   help="served models: also N clients at once for each N, e.g. 1,4,8 (latency, throughput, batching)")
     g.add_argument("--duration", type=float, help="sustained mode: seconds per cell instead of --iterations")
     g.add_argument("--window", type=float, help="sustained mode: FPS-over-time window in seconds (default: duration/10)")
     g.add_argument("--warmup", type=_positive_int, default=3, help="minimum warm-up calls per backend and cell")
@@ -109,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..benchmarks.runner import BenchConfig, run_benchmark
     from ..fileio import check_output_path
 
-    checkpoints = list(args.checkpoint) + [a for a in args.artifacts if a.suffix.lower() in (".pth", ".pt")]
-    artifacts = [a for a in args.artifacts if a.suffix.lower() not in (".pth", ".pt")] + args.onnx + args.engine
+    local = [a for a in args.artifacts if isinstance(a, Path)]
+    checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in (".pth", ".pt")]
+    artifacts = [a for a in args.artifacts if not isinstance(a, Path) or a.suffix.lower() not in (".pth", ".pt")]
+    artifacts += args.onnx + args.engine
+    if args.concurrency and not any(not isinstance(a, Path) for a in artifacts):
+        raise UserError("--concurrency measures served models: give a grpc:// or http:// URL too")
     if not artifacts and not checkpoints and not args.demo:
         raise UserError("nothing to benchmark: give artifacts (.onnx/.engine/.pth), --checkpoint or --demo")
     if args.demo and checkpoints:
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         demo=args.demo,
         torch_variants=[parse_torch_variant(v) for v in args.torch_variant],
         onnx_backends=args.backend,
+        concurrency=args.concurrency or [],
         ov_hints=args.ov_hint,
         ov_prepost=args.ov_prepost,
         sizes=args.sizes,

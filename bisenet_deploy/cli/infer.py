@@ -28,6 +28,12 @@ is then 1, after the rest has been processed.
 """
 
 
+def _model_arg(text: str):  # noqa: ANN202 - a Path, or a URL kept as text
+    from ..runtime.backends.triton import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _alpha(text: str) -> float:
     import argparse
 
@@ -58,7 +64,8 @@ def _count(minimum: int):
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description="Segment images, image folders, videos or a camera with a BiSeNet model.",
                epilog=EXAMPLES)
-    p.add_argument("model", type=Path, help="model: .onnx, .engine/.plan or .pth")
+    p.add_argument("model", type=_model_arg, help="model: .onnx, .engine/.plan, .pth, or a served model's URL "
+                   "(grpc://HOST:PORT/NAME, http://HOST:PORT/NAME: bisenet-serve)")
     p.add_argument("inputs", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder (created if missing)")
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         background = read_image(args.background) if args.background.is_file() else None
         if background is None:
             raise UserError(f"cannot read background image '{args.background}'")
-    if not args.model.is_file():
+    if isinstance(args.model, Path) and not args.model.is_file():
         raise UserError(f"model '{args.model}' not found")
     if args.ray is None and (args.workers or args.gpus_per_worker or args.verbose):
         raise UserError("--workers, --gpus-per-worker and --verbose apply to Ray runs: add --ray")
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         renderer = Renderer.for_spec(seg.spec, mode=mode, background=background,
                                      alpha=0.5 if args.alpha is None else args.alpha,
                                      legend=args.legend, network_size=args.network_size)
-        summary = Summary(class_columns(seg.spec.num_classes, renderer.class_names), args.model.name,
+        summary = Summary(class_columns(seg.spec.num_classes, renderer.class_names), getattr(args.model, "name",
+                                                                                          args.model),
                           seg.backend.name)
         bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic,
                          copy_topics=args.copy_topics)

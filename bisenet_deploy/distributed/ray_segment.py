@@ -157,6 +157,8 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
     from .stages import decode, write
 
     ray_options = ray or RayOptions()
+    if isinstance(model, str) and "://" in model:
+        raise UserError("--ray runs the model in its workers; a served model (URL) is called without --ray")
     model, out = Path(model), Path(output)
     if not model.is_file():
         raise UserError(f"model '{model}' not found")

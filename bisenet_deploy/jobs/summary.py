@@ -156,10 +156,11 @@ def read_previous(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
         return {}
 
 
-def manifest_for(model: Path, mode: str, network_size: bool, num_classes: int) -> dict[str, Any]:
-    digest = sha256_file(model) if model.is_file() else str(model)
-    return {"model": model.name, "model_sha256": digest, "mode": mode, "network_size": network_size,
-            "num_classes": num_classes}
+def manifest_for(model: Path | str, mode: str, network_size: bool, num_classes: int) -> dict[str, Any]:
+    """What the outputs were made with (a served model, given by URL, is named by it)."""
+    local = isinstance(model, Path) and model.is_file()
+    return {"model": model.name if local else str(model), "model_sha256": sha256_file(model) if local else str(model),
+            "mode": mode, "network_size": network_size, "num_classes": num_classes}
 
 
 def check_manifest(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:

@@ -34,7 +34,8 @@ class Segmenter:
     """Semantic segmentation of BGR uint8 frames with a BiSeNet artifact.
 
     Args:
-        model: ``.onnx``, ``.engine``/``.plan`` or ``.pth`` path, or an open ``Backend``.
+        model: ``.onnx``, ``.engine``/``.plan`` or ``.pth`` path, a served model's URL
+            (``grpc://host:port/bisenet``, ``http://...``: see ``bisenet-serve``), or an open ``Backend``.
         backend: force a backend (``onnxruntime``, ``tensorrt``, ``torch``); default by suffix.
         device: passed to the backend (``auto``, ``cpu``, ``cuda``, ...).
         output_size: ``"frame"`` (masks at each frame's resolution, default) or

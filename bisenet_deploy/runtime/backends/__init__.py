@@ -18,6 +18,7 @@ BACKENDS = {
     "openvino": "openvino:OpenVinoBackend",
     "tensorrt": "tensorrt:TensorRTBackend",
     "torch": "torch:TorchBackend",
+    "triton": "triton:TritonBackend",
 }
 #: artifact suffix -> default backend
 SUFFIXES = {
@@ -56,7 +57,14 @@ def _wrong_kind(path: Path, backend: str) -> str:
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
     """The backend name to use for ``path`` (explicit choice wins where it can run the file).
-    ``auto`` (measure the installed ONNX backends) is returned for ONNX models only."""
+    ``auto`` (measure the installed ONNX backends) is returned for ONNX models only; a
+    ``grpc://`` / ``http://`` URL is a model served by Triton."""
+    from .triton import is_url
+
+    if is_url(path):
+        if backend not in (None, "triton", "auto"):
+            raise UserError(f"'{path}' is a served model: it runs on the Triton server, not with --backend {backend}")
+        return "triton"
     path = Path(path)
     if backend == "auto":
         return "auto" if path.suffix.lower() == ".onnx" else backend_for(path)
@@ -91,6 +99,10 @@ def default_backend(path: str | Path, options: dict[str, Any]) -> str:
     device is the CPU (or auto) and no option names one backend; else by suffix."""
     import os
 
+    from .triton import is_url
+
+    if is_url(path):
+        return "triton"
     forced = os.environ.get("BISENET_DEPLOY_BACKEND")
     if forced:
         return backend_for(path, forced)

@@ -1,0 +1,188 @@
+"""``bisenet-serve repo``: a Triton model repository from the project's artifacts.
+
+For an artifact (``.onnx``, ``.engine``/``.plan`` with its sidecar, ``.pth``) and a name
+(``bisenet``):
+
+* ``<name>/`` -- the Python-backend model that runs the Segmenter on the artifact (any
+  backend: onnxruntime, OpenVINO, TensorRT on a GPU): frames of any size in, labels out.
+  This is what ``bisenet-serve run`` serves and what ``Segmenter("grpc://host:port/<name>")``
+  calls.
+* with ``native=True``, for NVIDIA's Triton containers on a GPU: ``<name>_onnx``
+  (``onnxruntime_onnx``) or ``<name>_trt`` (``tensorrt_plan``, the engine as ``model.plan``
+  with its sidecar's facts as parameters), and ``<name>_ensemble``: ``<name>_pre`` ->
+  native model -> ``<name>_post``, so a client sends frames and gets labels without the
+  Python step running the network.
+
+The repository is assembled in a hidden folder next to the destination and renamed into
+place, so a failed run leaves nothing behind; an existing repository is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import check_output_folder, remove_stale_temporaries, temporary_name
+from . import config as cfg
+
+MODEL_PY = Path(__file__).with_name("triton_model.py")
+
+
+@dataclass
+class RepoOptions:
+    name: str = "bisenet"
+    max_batch: int = 8
+    instances: int = 1
+    gpu: bool = False
+    output_size: str = "frame"  # or "network"
+    backend: str = ""  # "" : as Segmenter chooses (by suffix / auto)
+    backend_options: dict[str, Any] | None = None
+    native: bool = False
+
+
+def _artifact(path: Path) -> tuple[Any, str]:
+    """(backend opened on the artifact for its facts, kind)."""
+    from ..runtime.backends import SUFFIXES, open_backend
+
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(f"'{path}' is not an artifact: give an .onnx, .engine/.plan or .pth file")
+    if not path.is_file():
+        raise UserError(f"artifact '{path}' not found")
+    if kind == "tensorrt":
+        return None, kind  # needs a GPU to open; the sidecar has what the configs need
+    backend = open_backend(path, "onnxruntime" if kind == "onnxruntime" else None, device="cpu")
+    return backend, kind
+
+
+def _dims(info, batch_dynamic: bool) -> tuple[list[int], bool]:  # noqa: ANN001 - TensorInfo
+    dims = [-1 if d is None else int(d) for d in info.shape]
+    return (dims[1:], True) if batch_dynamic else (dims, False)
+
+
+def write_repository(artifact: str | Path, output: str | Path, options: RepoOptions = RepoOptions(),
+                     log=lambda msg: None) -> Path:  # noqa: ANN001
+    """Write the repository for ``artifact`` at ``output`` (see the module docstring)."""
+    from ..engine_sidecar import EngineSidecar, sidecar_path
+    from ..runtime.segmenter import Segmenter
+
+    artifact, output = Path(artifact), Path(output)
+    if output.exists():
+        raise UserError(f"'{output}' exists; give a new folder for the repository (nothing is overwritten)")
+    check_output_folder(output)
+    if not options.name.replace("_", "").replace("-", "").isalnum():
+        raise UserError(f"model name {options.name!r}: use letters, digits, '-' and '_'")
+    if options.max_batch < 1 or options.instances < 1:
+        raise UserError("--max-batch and --instances must be >= 1")
+    backend, kind = _artifact(artifact)
+    if kind == "tensorrt":
+        sidecar = EngineSidecar.read(artifact)
+        if sidecar is None or sidecar.spec is None:
+            raise UserError(f"engine '{artifact}' has no sidecar with a ModelSpec ({sidecar_path(artifact).name})")
+        spec = sidecar.spec
+    else:
+        try:
+            spec = Segmenter(backend).spec
+        except UserError:
+            backend.close()
+            raise
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output.parent)
+    staging = temporary_name(output, suffix="")
+    staging.mkdir()
+    try:
+        _python_model(staging, artifact, spec, options)
+        log(f"{options.name}: Python-backend model running Segmenter on {artifact.name}")
+        if options.native:
+            _native_models(staging, artifact, kind, backend, spec, options, log)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if backend is not None:
+            backend.close()
+    return output
+
+
+def _copy_artifact(artifact: Path, folder: Path, name: str | None = None) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / (name or artifact.name)
+    shutil.copy2(artifact, target)
+    side = artifact.with_name(artifact.name + ".json")
+    if side.is_file():
+        shutil.copy2(side, target.with_name(target.name + ".json"))
+    return target.name
+
+
+def _python_model(root: Path, artifact: Path, spec, options: RepoOptions) -> None:  # noqa: ANN001
+    model = root / options.name
+    version = model / "1"
+    name = _copy_artifact(artifact, version)
+    shutil.copy2(MODEL_PY, version / "model.py")
+    config = cfg.python_model(options.name, spec, name, options.max_batch, options.instances, options.gpu,
+                              options.output_size, options.backend, json.dumps(options.backend_options or {}))
+    (model / "config.pbtxt").write_text(cfg.to_text(config))
+
+
+def _native_models(root: Path, artifact: Path, kind: str, backend, spec, options: RepoOptions, log) -> None:  # noqa: ANN001
+    from ..engine_sidecar import EngineSidecar
+
+    if kind == "torch":
+        raise UserError("native Triton models need an .onnx or an engine; export the checkpoint first")
+    if kind == "onnxruntime":
+        tensors_in, tensors_out = backend.inputs, backend.outputs
+        platform, native, file_name, facts = "onnxruntime_onnx", f"{options.name}_onnx", "model.onnx", {}
+    else:
+        sidecar = EngineSidecar.read(artifact)
+        tensors_in, tensors_out = _engine_tensors(artifact, sidecar)
+        platform, native, file_name = "tensorrt_plan", f"{options.name}_trt", "model.plan"
+        facts = {"tensorrt": json.dumps(sidecar.tensorrt), "gpu": json.dumps(sidecar.gpu),
+                 "precision": sidecar.precision, "rebuild_command": sidecar.rebuild_command}
+    batch_dynamic = tensors_in[0].shape[0] is None
+    max_batch = options.max_batch if batch_dynamic else 0
+    ins = [(t.name, t.dtype, _dims(t, batch_dynamic)[0]) for t in tensors_in]
+    outs = [(t.name, t.dtype, _dims(t, batch_dynamic)[0]) for t in tensors_out]
+    _copy_artifact(artifact, root / native / "1", file_name)
+    (root / native / "config.pbtxt").write_text(cfg.to_text(
+        cfg.native_model(native, platform, spec, ins, outs, max_batch, options.instances, True, facts)))
+    pre, post = f"{options.name}_pre", f"{options.name}_post"
+    for stage, name in (("pre", pre), ("post", post)):
+        (root / name / "1").mkdir(parents=True)
+        shutil.copy2(MODEL_PY, root / name / "1" / "model.py")
+        (root / name / "config.pbtxt").write_text(cfg.to_text(
+            cfg.stage_model(name, spec, stage, ins, outs, max_batch, options.instances)))
+    ens = f"{options.name}_ensemble"
+    (root / ens / "1").mkdir(parents=True)
+    (root / ens / "config.pbtxt").write_text(cfg.to_text(cfg.ensemble(ens, spec, pre, native, post, ins, outs,
+                                                                      max_batch)))
+    log(f"{native}: {platform} ({file_name}); {ens}: {pre} -> {native} -> {post}")
+
+
+def _engine_tensors(artifact: Path, sidecar) -> tuple[list, list]:  # noqa: ANN001
+    """Engine tensors from the sidecar's build record (no GPU needed)."""
+    from ..runtime.backends.base import TensorInfo
+
+    spec = sidecar.spec
+    io = sidecar.build.get("io") or {}
+    if io:
+        make = lambda d: TensorInfo(d["name"], tuple(None if s < 0 else s for s in d["shape"]),  # noqa: E731
+                                    np.dtype(d["dtype"]))
+        return [make(d) for d in io.get("inputs", [])], [make(d) for d in io.get("outputs", [])]
+    batch = None if "batch" in spec.dynamic_axes else 1
+    h, w = (None, None) if {"height", "width"} & set(spec.dynamic_axes) else spec.input_size
+    if spec.input_layout == "NHWC_UINT8":
+        inp = TensorInfo("input", (batch, h, w, 3), np.dtype(np.uint8))
+    else:
+        inp = TensorInfo("input", (batch, 3, h, w), np.dtype(np.float32))
+    if spec.output_kind == "labels":
+        out = TensorInfo("labels", (batch, h, w), np.dtype(np.int32))
+    else:
+        out = TensorInfo("logits", (batch, spec.num_classes, h, w), np.dtype(np.float32))
+    return [inp], [out]
