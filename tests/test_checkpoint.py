@@ -198,11 +198,20 @@ def test_missing_file_and_folder(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_other_network_is_rejected_with_the_closest_family():
+def test_bare_backbone_is_named_as_one():
     from torchvision.models import resnet18
 
-    with pytest.raises(CheckpointError, match="unknown checkpoint layout.*bisenet_v1"):
+    # An ImageNet ResNet-18 is our context path (plus its fc): name it, not "0% of keys fit".
+    with pytest.raises(CheckpointError, match=r"not a whole segmentation network.*: 9\d% of its weights are the (context_path|cp\.resnet)\.\* module of "):
         match_family(dict(resnet18(weights=None).state_dict()))
+
+
+def test_other_network_is_rejected_with_the_closest_family():
+    from torchvision.models import mobilenet_v2
+
+    with pytest.raises(CheckpointError, match="unknown checkpoint layout.*closest: ") as info:
+        match_family(dict(mobilenet_v2(weights=None).state_dict()))
+    assert "not a whole segmentation network" not in str(info.value)
 
 
 def test_missing_unexpected_and_misshaped_keys_are_named(model):

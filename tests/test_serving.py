@@ -129,9 +129,15 @@ def test_concurrent_requests_are_batched(server):
         t.start()
     for t in threads:
         t.join(timeout=60)
-    after = backend.statistics()
-    requests = after["inference_count"] - before["inference_count"]
-    executions = after["execution_count"] - before["execution_count"]
+    # Triton updates its statistics after it has sent a response: wait (bounded) for all 8.
+    deadline = time.monotonic() + 10
+    while True:
+        after = backend.statistics()
+        requests = after["inference_count"] - before["inference_count"]
+        executions = after["execution_count"] - before["execution_count"]
+        if requests >= 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not errors and requests == 8 and executions < requests, (requests, executions)
 
 

@@ -31,6 +31,8 @@ class _Fit:
     score: float = 0.0
     expected_keys: set[str] = field(default_factory=set)
     given_keys: set[str] = field(default_factory=set)
+    nested_prefix: str = ""  # the module of ours that holds most of the given keys, e.g. a backbone
+    nested_fraction: float = 0.0
 
     @property
     def exact(self) -> bool:
@@ -98,6 +100,26 @@ def _compare_keys(
     fit.given_keys = set(given)
     union = len(set(expected) | set(given)) or 1
     fit.score = (len(set(expected) & set(given)) - len(fit.mismatched)) / union
+    fit.nested_prefix, fit.nested_fraction = _nested_fit(given, expected)
+
+
+def _nested_fit(given: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> tuple[str, float]:
+    """The prefix under which most given keys sit in our layout, same shape: a bare backbone
+    (an ImageNet ResNet-18's ``layer1.0.conv1.weight`` is our ``context_path.layer1.0.conv1.weight``)."""
+    names = [k for k in given if not k.endswith("num_batches_tracked")]
+    if not names:
+        return "", 0.0
+    hits: dict[str, int] = {}
+    for key in names:
+        shape = tuple(given[key].shape)
+        for candidate, tensor in expected.items():
+            if candidate != key and candidate.endswith("." + key) and tuple(tensor.shape) == shape:
+                prefix = candidate[: -len(key)]
+                hits[prefix] = hits.get(prefix, 0) + 1
+    if not hits:
+        return "", 0.0
+    prefix = max(hits, key=lambda p: hits[p])
+    return prefix, hits[prefix] / len(names)
 
 
 def _fit(family: Family, sd: dict[str, torch.Tensor]) -> _Fit:
@@ -136,11 +158,21 @@ def match_family(sd: dict[str, torch.Tensor], arch: str | None = None) -> _Fit:
     if len(exact) > 1:
         names = ", ".join(f.family.name for f in exact)
         raise CheckpointError(f"checkpoint layout fits several architectures ({names}); choose one with --arch")
-    fits.sort(key=lambda f: f.score, reverse=True)
+    # Ties (often all 0%) are broken by how much of the checkpoint sits inside a family's
+    # module; the sort is stable, so our own families, listed first, win the rest.
+    fits.sort(key=lambda f: (f.score, f.nested_fraction), reverse=True)
     if arch is not None:
         raise CheckpointError(f"checkpoint does not fit --arch {arch}: {fits[0].describe()}")
-    closest = " | ".join(f.describe(3) for f in fits[:2])
     sample = ", ".join(list(sd)[:3])
+    best = fits[0]
+    if best.score == 0 and best.nested_fraction >= 0.8:
+        module = best.nested_prefix.rstrip(".")
+        raise CheckpointError(
+            f"this is not a whole segmentation network (first keys: {sample}): "
+            f"{best.nested_fraction:.0%} of its weights are the {module}.* module of {best.family.name}, "
+            "e.g. an ImageNet backbone; export the trained BiSeNet checkpoint (spatial path, context path, heads)"
+        )
+    closest = " | ".join(f.describe(3) for f in fits[:2])
     raise CheckpointError(
         f"unknown checkpoint layout (first keys: {sample}); closest: {closest}. "
         "If it is a supported family, pass --arch to see what does not fit"
