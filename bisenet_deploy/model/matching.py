@@ -159,8 +159,8 @@ def match_family(sd: dict[str, torch.Tensor], arch: str | None = None) -> _Fit:
         names = ", ".join(f.family.name for f in exact)
         raise CheckpointError(f"checkpoint layout fits several architectures ({names}); choose one with --arch")
     # Ties (often all 0%) are broken by how much of the checkpoint sits inside a family's
-    # module; the sort is stable, so our own families, listed first, win the rest.
-    fits.sort(key=lambda f: (f.score, f.nested_fraction), reverse=True)
+    # module, then by name, so the message is the same whichever order families registered in.
+    fits.sort(key=lambda f: (-f.score, -f.nested_fraction, f.family.name))
     if arch is not None:
         raise CheckpointError(f"checkpoint does not fit --arch {arch}: {fits[0].describe()}")
     sample = ", ".join(list(sd)[:3])
