@@ -229,3 +229,24 @@ def test_int8_is_compared_on_its_own_backend_only():
     texts = [v["text"] for v in verdicts(_result([torch_fp16, ort_fp32, ort_int8]))]
     assert texts == ["INT8 pays off over FP32 (ort int8 vs ort fp32 at 512x512 batch 1: 1.67x, "
                      "label agreement 99.50% vs 99.99%)"]
+
+
+def test_fastest_backend_verdict_never_prints_a_ratio_below_one():
+    from bisenet_deploy.benchmarks.verdicts import backend_verdicts
+
+    # "a" has the lower median latency, but "b" wins most rounds: per round b/a is 0.9 in
+    # 6 rounds of 10 (a's slow spells land in other rounds). The verdict must name b.
+    a = [10.0, 10.0, 10.0, 10.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0]
+    b = [11.0, 11.0, 11.0, 11.0, 27.0, 27.0, 27.0, 27.0, 27.0, 27.0]
+    rows = [
+        {"name": name, "backend": backend, "artifact": "m.onnx", "precision": "fp32", "samples_ms": samples,
+         "latency_ms": {"median": median}, "fidelity": {"label_agreement": 100.0}}
+        for name, backend, samples, median in (("a", "onnxruntime", a, 9.0), ("b", "openvino", b, 19.0))
+    ]
+    texts = [v["text"] for v in backend_verdicts({"size": "8x8", "batch": 1, "rows": rows})]
+    fastest = next(t for t in texts if t.startswith("fastest for m.onnx"))
+    assert fastest.startswith("fastest for m.onnx at 8x8 batch 1: b (") and "1.11x a" in fastest, fastest
+    # close calls are called ties
+    rows[1]["samples_ms"] = [x * 0.99 for x in a]
+    texts = [v["text"] for v in backend_verdicts({"size": "8x8", "batch": 1, "rows": rows})]
+    assert any("a tie on this machine" in t for t in texts), texts

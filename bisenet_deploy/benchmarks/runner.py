@@ -408,7 +408,10 @@ def _mb(value: int | None) -> float | None:
 def _progress(config: BenchConfig, cells: int, calls_per_round: int):
     from tqdm import tqdm
 
+    # None: tqdm shows the bar on a terminal only; a log file (make, CI) would get hundreds of
+    # carriage-return updates on one line.
+    disable = None if config.progress else True
     if config.duration:
-        return tqdm(total=cells * config.duration, unit="s", file=sys.stderr, disable=not config.progress,
+        return tqdm(total=cells * config.duration, unit="s", file=sys.stderr, disable=disable,
                     bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
-    return tqdm(total=calls_per_round * config.iterations, unit="call", file=sys.stderr, disable=not config.progress)
+    return tqdm(total=calls_per_round * config.iterations, unit="call", file=sys.stderr, disable=disable)

@@ -73,6 +73,24 @@ def _agree_text(row: dict[str, Any]) -> str:
     return f"label agreement with the reference {a:.2f}%" if a is not None else "the reference itself"
 
 
+#: per-round speed-ups below 1 + TIE do not make a row "the fastest" on a shared machine
+TIE = 0.03
+
+
+def _fastest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the best worst-case per-round speed-up over the others, so the verdict never
+    calls a row fastest while printing a ratio below 1 against another (medians of latencies and
+    medians of per-round ratios can disagree by a few percent)."""
+    def speedup(row: dict[str, Any], other: dict[str, Any]) -> float:
+        x = median_ratio(other["samples_ms"], row["samples_ms"])
+        return 1.0 if x is None else x
+
+    def worst(row: dict[str, Any]) -> float:
+        return min((speedup(row, o) for o in rows if o is not row), default=1.0)
+
+    return max(rows, key=lambda r: (worst(r), -r["latency_ms"]["median"]))
+
+
 def backend_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
     """Per artifact timed with several backends: the fastest one on this machine (per-round
     ratios against the others), with its agreement; and whether the automatic choice came
@@ -87,12 +105,15 @@ def backend_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
         if len(rows) < 2:
             continue
         timed = [r for r in rows if r["backend"] != "auto"] or rows
-        fastest = min(timed, key=lambda r: r["latency_ms"]["median"])
+        fastest = _fastest(timed)
         others = [r for r in timed if r is not fastest]
-        ratios = ", ".join(f"{median_ratio(o['samples_ms'], fastest['samples_ms']):.2f}x {o['name']}" for o in others)
+        speedups = [(median_ratio(o["samples_ms"], fastest["samples_ms"]) or 1.0, o) for o in others]
+        ratios = ", ".join(f"{x:.2f}x {o['name']}" for x, o in speedups)
         name = artifact.rsplit("/", 1)[-1]
+        ties = [o["name"] for x, o in speedups if x < 1 + TIE]
+        tie = f"; within {TIE:.0%} of {', '.join(ties)}: a tie on this machine" if ties else ""
         out.append(_v("verdict", f"fastest for {name} at {where}: {fastest['name']} ({fastest['latency_ms']['median']:.1f}"
-                      f" ms; {ratios}), {_agree_text(fastest)}"))
+                      f" ms; {ratios}){tie}, {_agree_text(fastest)}"))
         for auto in (r for r in rows if r["backend"] == "auto"):
             same = [r for r in timed if r["precision"] == auto["precision"]] or timed  # bf16 hints are opt-in
             best = min(same, key=lambda r: r["latency_ms"]["median"])
