@@ -202,3 +202,51 @@ def test_bench_gives_remote_rows_and_load_levels(server, export_model5, tmp_path
     assert rows[1]["name"] == "triton grpc bisenet" and rows[1]["fidelity"]["label_agreement"] == 100.0
     levels = {r["clients"]: r for r in result["concurrency"]}
     assert set(levels) == {1, 4} and levels[4]["inferences"] == levels[4]["calls"] == 16
+
+
+def test_serve_demo_script_serves_compares_and_stops(export_model5, tmp_path):
+    """`make serve-demo`'s script, on a tiny model in a temporary demo folder."""
+    if not SERVE_PYTHON.is_file():
+        pytest.skip(f"no serving environment at {SERVE_PYTHON} (make serve-setup builds it)")
+    import shutil
+
+    from bisenet_deploy.datasets.shapes import scenes, write_scene_folder
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    shutil.copy(export_model5(dynamic=("batch",)), demo / "model.onnx")
+    write_scene_folder(demo / "scenes", scenes(3, (96, 128)))
+    shm_before = _shm()
+    env = dict(os.environ, DEMO_DIR=str(demo), WORK=str(tmp_path / "work"), BISENET_SERVE_PYTHON=str(SERVE_PYTHON))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "serve_demo.py")], env=env, capture_output=True,
+                          text=True, timeout=240)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "grpc://127.0.0.1:" in out and out.count("3/3 held-out scenes with labels identical") == 2, out[-3000:]
+    assert "server stopped (exit 0)" in out
+    assert (tmp_path / "work" / "repo" / "bisenet" / "config.pbtxt").is_file()
+    assert _shm() <= shm_before, "shared-memory regions left behind"
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True).stdout
+    assert not leftover.strip(), f"a server outlived the script: {leftover}"
+
+
+def test_stop_with_a_client_still_connected_says_why_the_exit_code_is_one(repo):
+    if not SERVE_PYTHON.is_file():
+        pytest.skip(f"no serving environment at {SERVE_PYTHON} (make serve-setup builds it)")
+    # The serving environment has the wheel's tritonserver: drive start/stop_server there.
+    http, grpc, metrics = _free_ports(3)
+    code = f"""
+import http.client, json
+from bisenet_deploy.serving.server import ServerOptions, start_server, stop_server
+server = start_server({str(repo)!r}, ServerOptions(http_port={http}, grpc_port={grpc}, metrics_port={metrics},
+                      ready_timeout=90, exit_timeout=2))
+conn = http.client.HTTPConnection("127.0.0.1", {http}, timeout=5)
+conn.request("GET", "/v2/health/ready"); conn.getresponse().read()   # keep-alive: stays open
+print(json.dumps({{"code": stop_server(server), "note": server.stop_note}}))
+"""
+    done = subprocess.run([str(SERVE_PYTHON), "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 1 and "still connected" in result["note"], result
+    leftover = subprocess.run(["pgrep", "-f", f"--grpc-port={grpc}"], capture_output=True, text=True).stdout
+    assert not leftover.strip()

@@ -177,7 +177,7 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
     artifacts = [c for p in config.artifacts
                  for c in cs.artifact_contestants(p, backends, config.ov_hints, config.ov_prepost)]
     for c in artifacts:
-        log(f"opening {c.path}")
+        log(f"opening {c.path} as {c.label()}")
         cs.open_contestant(c, config.device, threads)
         if c.error:
             log(f"  skipped: {c.error}")

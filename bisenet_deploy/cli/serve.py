@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"tritonserver stopped by itself (code {server.process.returncode})")
     finally:
         code = stop_server(server)
-        print(f"{PROG}: server stopped (exit {code})", file=sys.stderr)
+        note = f"; {server.stop_note}" if server.stop_note else ""
+        print(f"{PROG}: server stopped (exit {code}{note})", file=sys.stderr)
 
 
 if __name__ == "__main__":
