@@ -174,7 +174,9 @@ def test_decision_keeps_onnxruntime_unless_another_is_clearly_faster():
 
 
 def test_auto_probes_once_then_uses_the_cache_until_the_artifact_or_a_version_changes(
-        export_model5, tmp_path, monkeypatch, caplog, private_cache):
+        export_model5, tmp_path, monkeypatch, caplog):
+    private_cache = tmp_path / "cache"  # empty: other tests may have probed the same model already
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(private_cache))
     src = export_model5(dynamic=("batch",))
     path = tmp_path / "m.onnx"
     path.write_bytes(src.read_bytes())

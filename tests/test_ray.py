@@ -22,7 +22,7 @@ import cv2
 import pytest
 
 from bisenet_deploy.cli.infer import main as infer
-from bisenet_deploy.distributed.cluster import processes_naming, stop_processes
+from bisenet_deploy.distributed.cluster import processes_naming, stop_processes_naming
 
 from .conftest import random_frame
 from .test_hardening import _mjpeg
@@ -54,8 +54,7 @@ def ray_address(tmp_path_factory):
         assert start.returncode == 0, start.stderr[-2000:]
         yield f"127.0.0.1:{port}"
     finally:
-        stop_processes(processes_naming(str(folder)))
-        assert not processes_naming(str(folder)), "Ray processes outlived the session"
+        assert not stop_processes_naming(str(folder)), "Ray processes outlived the session"
 
 
 @pytest.fixture(scope="module")

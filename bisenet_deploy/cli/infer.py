@@ -181,15 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         seg.close()
     bar = None
-    print(_final_line(result, args.output))
-    for path, count in result.videos:
-        print(f"  {path} ({count} frames)")
-    for path in result.summary_paths[:1]:
-        print(f"  summary: {path}")
-    if result.failed:
-        print(f"{PROG}: {len(result.failed)} input(s) failed; see the lines above and the summary", file=sys.stderr)
-        return 1
-    return 0
+    return _report(result, args.output)
 
 
 def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
@@ -210,7 +202,12 @@ def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
                                     gpus_per_worker=args.gpus_per_worker, threads=args.threads or None,
                                     verbose=args.verbose),
                      progress=not args.quiet, log=log)
-    print(_final_line(result, args.output) + f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)")
+    return _report(result, args.output, f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)")
+
+
+def _report(result, output: Path, extra: str = "") -> int:  # noqa: ANN001
+    """The closing lines of a run, local or on Ray; exit code 1 when any input failed."""
+    print(_final_line(result, output) + extra)
     for path, count in result.videos:
         print(f"  {path} ({count} frames)")
     for path in result.summary_paths[:1]:

@@ -91,6 +91,19 @@ def stop_processes(pids: list[int], timeout: float = 10.0) -> list[int]:
     return alive
 
 
+def stop_processes_naming(text: str, rounds: int = 3, timeout: float = 10.0) -> list[int]:
+    """Stop every process naming ``text`` (see processes_naming), again while new ones appear:
+    a raylet may start a worker between the listing and its own stop. Returns those still
+    there after ``rounds`` (empty when all are gone)."""
+    for _ in range(rounds):
+        left = [p for p in processes_naming(text) if _alive(p)]
+        if not left:
+            return []
+        stop_processes(left, timeout)
+        time.sleep(0.2)
+    return [p for p in processes_naming(text) if _alive(p)]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -143,8 +156,7 @@ def ray_cluster(address: str = "local", num_cpus: int | None = None, num_gpus: i
         with contextlib.suppress(Exception):
             ray.shutdown()
         if session is not None:
-            left = processes_naming(str(session))
-            stop_processes(left)
+            stop_processes_naming(str(session))
             shutil.rmtree(session, ignore_errors=True)
 
 

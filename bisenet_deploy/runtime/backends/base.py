@@ -83,13 +83,14 @@ class Backend(abc.ABC):
         self.choice: dict[str, Any] | None = None  # how backend="auto" chose this backend
         self._closed = False
 
+    # A backend sets self._inputs / self._outputs when it opens its model, or overrides these.
     @property
-    @abc.abstractmethod
-    def inputs(self) -> list[TensorInfo]: ...
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
 
     @property
-    @abc.abstractmethod
-    def outputs(self) -> list[TensorInfo]: ...
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
 
     def infer(self, batch: Any) -> np.ndarray:
         """Run the model on one input batch and return its (single) output on the host."""

@@ -163,14 +163,6 @@ class OnnxRuntimeBackend(Backend):
         shape = tuple(d if isinstance(d, int) else None for d in node.shape)
         return TensorInfo(node.name, shape, np.dtype(_ORT_TYPES.get(node.type, np.float32)))
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def infer_impl(self, batch: Any) -> np.ndarray:
         """Run on a host array, or (GPU providers) on a device array exposing
         ``__cuda_array_interface__`` (torch/cupy), which is bound without a host copy."""

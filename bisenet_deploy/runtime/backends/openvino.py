@@ -152,14 +152,6 @@ class OpenVinoBackend(Backend):
         self._local = threading.local()
         self.version = ov.__version__
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def _request(self):  # noqa: ANN202 - an InferRequest
         request = getattr(self._local, "request", None)
         if request is None:

@@ -124,14 +124,6 @@ class TritonBackend(Backend):
             self._local.client = client
         return client
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def infer_impl(self, batch: Any) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
         inp = self._module.InferInput("frames", list(batch.shape), "UINT8")
