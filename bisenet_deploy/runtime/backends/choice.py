@@ -12,12 +12,12 @@ choice is never meaningfully slower than onnxruntime.
 Speed is not bought with accuracy: for INT8 models every candidate's labels on the probe
 frames (a synthetic frame and the sample photos that are installed) are compared with the
 file's exact Q/DQ arithmetic (onnxruntime with graph optimizations off), and a candidate
-below ``MIN_AGREEMENT`` is not chosen. OpenVINO's low-precision transformations compute our
-INT8 demo model measurably differently (98.9% label agreement with PyTorch on held-out
-scenes against onnxruntime's 99.8%), so there ``auto`` keeps onnxruntime; an explicit
-``backend="openvino"`` still runs it. The winner is cached per (artifact
-hash, CPU model and flags, threads, device, library versions) in the user's cache folder;
-a changed artifact or library version probes again. The backend that comes back carries
+below ``MIN_AGREEMENT`` is not chosen. (OpenVINO computes int8 convolutions over a Concat
+wrongly, which cost it 1.2 points of agreement on the demo INT8 model until its backend
+compiled them split, ``openvino_concat.py``: this guard is what kept ``auto`` on onnxruntime
+then, and is there for the next such bug.) An explicit ``backend="openvino"`` always runs it.
+The winner is cached per (artifact hash, CPU model and flags, threads, device, library
+versions) in the user's cache folder; a changed artifact or library version probes again. The backend that comes back carries
 the decision in ``backend.choice`` (and a log line on the ``bisenet_deploy`` logger).
 """
 

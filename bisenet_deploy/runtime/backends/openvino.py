@@ -15,6 +15,9 @@ GPU/NPU by name), with the compiled-model cache in the user's cache folder.
 * Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (0: OpenVINO's default).
   ``infer`` may be called from several threads at once: each thread gets its own infer
   request on the one compiled model.
+* INT8: convolutions over a Concat are compiled as one convolution per Concat input and their
+  sum, the same arithmetic, because OpenVINO computes the concatenated form wrongly
+  (``openvino_concat.py``); ``split_convs`` names them.
 * ``compile_seconds`` and ``cache_hit`` tell how long the model took to become ready and
   whether the compiled-model cache served it.
 
@@ -34,6 +37,7 @@ from ...errors import ArtifactError, UserError
 from ...spec import METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
 from ..onnx_metadata import read_onnx_metadata
 from .base import Backend, TensorInfo
+from .openvino_concat import split_int8_concat_convs
 
 HINTS = ("f32", "bf16", "f16")
 PREPOST = ("graph", "host")
@@ -122,6 +126,8 @@ class OpenVinoBackend(Backend):
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ArtifactError(f"'{self.path}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                                 "a segmentation model needs exactly one of each")
+        # OpenVINO computes int8 convolutions over a Concat wrongly; same arithmetic, split
+        self.split_convs = split_int8_concat_convs(model)
         self.prepost = "host"
         self.spec = self.artifact_spec = artifact_spec
         if prepost == "graph" and artifact_spec is not None and artifact_spec.input_layout == "NCHW":
@@ -172,7 +178,8 @@ class OpenVinoBackend(Backend):
         info = super().describe()
         info.update(openvino=self.version, device_name=self._device_name, precision_hint=self.precision_hint,
                     prepost=self.prepost, threads=self.threads, compile_seconds=round(self.compile_seconds, 3),
-                    cache_hit=self.cache_hit, cache_dir=None if self.cache_dir is None else str(self.cache_dir))
+                    cache_hit=self.cache_hit, cache_dir=None if self.cache_dir is None else str(self.cache_dir),
+                    split_concat_convs=len(self.split_convs))
         return info
 
     def close(self) -> None:
