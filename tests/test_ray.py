@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from bisenet_deploy.cli.infer import main as infer
@@ -143,3 +144,87 @@ def test_bad_ray_options_are_one_line(export_model5, inputs, tmp_path, capsys):
     assert "apply to Ray runs: add --ray" in capsys.readouterr().err
     assert infer([str(export_model5()), "0", "-o", str(tmp_path / "o"), "--ray", "--backend", "onnxruntime"]) == 2
     assert "segment cameras without --ray" in capsys.readouterr().err
+
+
+def _bag_messages(bag: Path) -> dict[str, list]:
+    """{topic: [(log time, stamp, frame_id, pixels)]} of a bag's image topics."""
+    from bisenet_deploy.rosbag.bags import BagReader
+
+    with BagReader(bag) as reader:
+        topics = sorted(reader.image_topics)
+        out: dict[str, list] = {t: [] for t in topics}
+        for frame in reader.frames(topics):
+            out[frame.topic].append((frame.timestamp, frame.stamp, frame.frame_id, frame.image))
+    return out
+
+
+def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(export_model5, ray_address,
+                                                                               tmp_path):
+    """11 camera messages on two topics (one undecodable) in ranges of 3: the mask bag, its
+    overlay and copied topics, headers, log times and the summary rows are a plain run's."""
+    pytest.importorskip("rosbags")
+    from bisenet_deploy.distributed import RayOptions, segment
+    from bisenet_deploy.jobs.local import BagOptions
+
+    from .test_rosbag import TS2, compressed, raw_image, write_bag
+
+    stamps = [1_700_000_000_123_456_789 + i * 33_000_000 for i in range(5)]
+    frames = [random_frame(40, 72, seed=i) for i in range(5)]
+    front = [(t + 1000, raw_image(TS2, f, ("bgr8", "rgb8", "mono8")[i % 3], t, pad=2 * (i % 2)))
+             for i, (t, f) in enumerate(zip(stamps, frames))]
+    bad = raw_image(TS2, frames[0], "bgr8", stamps[2] + 1)
+    bad.encoding = "yuv422"
+    front.insert(3, (stamps[2] + 5000, bad))
+    rear = [(t + 2000, compressed(TS2, f, "png", t)) for t, f in zip(stamps, frames)]
+    bag = write_bag(tmp_path / "drive", "mcap", {"/cam/front": front, "/cam/rear/compressed": rear},
+                    ("/cam/rear/compressed",))
+    model = export_model5()
+    plain = tmp_path / "plain"
+    assert infer([str(model), str(bag), "-o", str(plain), "--backend", "onnxruntime", "--mode", "overlay",
+                  "--copy-topics", "-q"]) == 1  # the yuv422 message
+    out = tmp_path / "ray"
+    result = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime", progress=False,
+                     bag=BagOptions(copy_topics=True), ray=RayOptions(address=ray_address, workers=2, batch=2,
+                                                                      chunk=3))
+    assert result.frames == 10 and len(result.failed) == 1 and "yuv422" in result.failed[0][1]
+    assert result.videos == [(out / "drive_segmentation", 10)]
+    got, expected = _bag_messages(out / "drive_segmentation"), _bag_messages(plain / "drive_segmentation")
+    assert set(got) == set(expected) == {"/cam/front", "/cam/rear/compressed", "/cam/front/segmentation",
+                                         "/cam/rear/compressed/segmentation", "/cam/front/segmentation/overlay",
+                                         "/cam/rear/compressed/segmentation/overlay"}
+    for topic, messages in expected.items():
+        assert len(got[topic]) == len(messages), topic
+        for (t1, s1, f1, a), (t2, s2, f2, b) in zip(got[topic], messages):
+            assert (t1, s1, f1) == (t2, s2, f2) and np.array_equal(a, b), topic
+    assert [m[1] for m in got["/cam/front/segmentation"]] == stamps  # ns stamps survive Ray exactly
+    ray_rows, plain_rows = _rows(out), _rows(plain)
+    assert ray_rows.keys() == plain_rows.keys() and len(ray_rows) == 11
+    for key, row in ray_rows.items():
+        for column in ("status", "topic", "stamp", "output", "frac_0"):
+            assert row[column] == plain_rows[key][column], (key, column)
+    assert not [p for p in out.iterdir() if "bisenet-tmp" in p.name]  # the frames folder is gone
+
+    again = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime", progress=False,
+                    ray=RayOptions(address=ray_address, workers=1))
+    assert again.frames == 0 and again.existing == 10  # the bag is kept, with the rows of its masks
+
+    cli_out = tmp_path / "cli"
+    assert infer([str(model), str(bag), "-o", str(cli_out), "--ray", ray_address, "--backend", "onnxruntime",
+                  "--topic", "/cam/rear/compressed", "--mask-topic", "/labels", "-q"]) == 0
+    assert set(_bag_messages(cli_out / "drive_segmentation")) == {"/cam/rear/compressed/labels"}
+
+    # damaged part way (a SQLite3 bag with a corrupt page): the readable part and one failed
+    # row at the first unreadable message, as in a plain run, however many ranges follow it
+    sqlite = write_bag(tmp_path / "s", "sqlite3", {"/c": [(i * 10, raw_image(TS2, frames[i % 5], "bgr8", i * 10))
+                                                          for i in range(1, 40)]})
+    db = next(sqlite.glob("*.db3"))
+    data = bytearray(db.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 5000] = b"\xff" * 5000
+    db.write_bytes(bytes(data))
+    assert infer([str(model), str(sqlite), "-o", str(tmp_path / "plain_s"), "--backend", "onnxruntime", "-q"]) == 1
+    damaged = segment(model, [str(sqlite)], tmp_path / "ray_s", backend="onnxruntime", progress=False,
+                      ray=RayOptions(address=ray_address, workers=1, chunk=4))
+    ray_rows, plain_rows = _rows(tmp_path / "ray_s"), _rows(tmp_path / "plain_s")
+    assert {k: (r["status"], r["error"]) for k, r in ray_rows.items()} == \
+        {k: (r["status"], r["error"]) for k, r in plain_rows.items()}
+    assert len(damaged.failed) == len([r for r in plain_rows.values() if r["status"] == "failed"]) == 1

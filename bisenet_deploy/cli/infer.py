@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = _check_options(args)
     from tqdm import tqdm
 
-    from ..jobs.local import BagOptions, LocalJob, total_frames
+    from ..jobs.local import LocalJob, total_frames
     from ..jobs.outputs import Renderer
     from ..jobs.plan import check_output_against_inputs, collect_sources
     from ..jobs.summary import Summary, check_manifest, class_columns, manifest_for, write_manifest
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = Summary(class_columns(seg.spec.num_classes, renderer.class_names), getattr(args.model, "name",
                                                                                           args.model),
                           seg.backend.name)
-        bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic,
-                         copy_topics=args.copy_topics)
+        bag = _bag_options(args)
         bar = tqdm(total=total_frames(plan, args.max_frames, bag), unit="frame", disable=args.quiet, file=sys.stderr,
                    dynamic_ncols=True)
         job = LocalJob(seg, plan, args.output, renderer, summary, max_frames=args.max_frames,
@@ -201,8 +200,15 @@ def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
                      ray=RayOptions(address=args.ray, workers=args.workers, batch=args.batch,
                                     gpus_per_worker=args.gpus_per_worker, threads=args.threads or None,
                                     verbose=args.verbose),
-                     progress=not args.quiet, log=log)
+                     progress=not args.quiet, log=log, bag=_bag_options(args))
     return _report(result, args.output, f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)")
+
+
+def _bag_options(args):  # noqa: ANN001, ANN202 - a BagOptions
+    from ..jobs.local import BagOptions
+
+    return BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic,
+                      copy_topics=args.copy_topics)
 
 
 def _report(result, output: Path, extra: str = "") -> int:  # noqa: ANN001

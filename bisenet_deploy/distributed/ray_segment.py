@@ -1,12 +1,13 @@
 """``segment()``: a segmentation job as a Ray Data pipeline, with a local run's outputs.
 
-    decode (tasks: images; videos split into frame ranges) -> SegmentActor (actor pool, one
-    Segmenter each) -> write (tasks) -> summary rows back to the driver
+    decode (tasks: images; videos and bags split into frame / message ranges) -> SegmentActor
+    (actor pool, one Segmenter each) -> write (tasks) -> summary rows back to the driver
 
 The plan (inputs, output names, the output-folder guards), the outputs and the summary are
 ``jobs``' own, so ``--ray`` writes what a plain run writes: the same palette PNGs (byte for
 byte), overlay videos (assembled on the driver from the frames the tasks wrote), and
-``summary.csv`` / ``summary.parquet`` with one row per frame. Frames whose output exists are
+``summary.csv`` / ``summary.parquet`` with one row per frame, and for bags the mask bag
+(written on the driver from the masks the tasks left, ``bags.py``). Frames whose output exists are
 kept (``overwrite`` redoes them); a frame that cannot be decoded is a summary row, not the
 end of the job.
 """
@@ -101,17 +102,27 @@ def _artifact_files(model: Path) -> dict[str, bytes]:
 
 
 def work_items(plan, out: Path, mode: str, overwrite: bool, max_frames: int | None, chunk: int,  # noqa: ANN001
-               frames_dirs: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
-    """(items for the decode stage, summary rows decided on the driver, video facts)."""
+               frames_dirs: dict[str, str], bag=None) -> tuple[list[dict], list[dict], dict, dict]:  # noqa: ANN001
+    """(items for the decode stage, summary rows decided on the driver, video facts, bag facts)."""
     import cv2
 
+    from ..jobs.local import BagOptions
     from ..jobs.outputs import video_output
+    from .bags import bag_items
 
-    items, decided, videos = [], [], {}
+    items, decided, videos, bags = [], [], {}, {}
     for source in plan.sources:
         base = {"source": source.label, "name": source.name, "out": str(out), "mode": mode, "overwrite": overwrite}
         if source.kind == "camera":
             raise UserError(f"camera {source.target} cannot be read by a cluster; segment cameras without --ray")
+        if source.kind == "bag":
+            more, rows, facts = bag_items(source, base, out, overwrite, max_frames, chunk, bag or BagOptions(),
+                                          frames_dirs[source.label])
+            items += more
+            decided += rows
+            if facts is not None:
+                bags[source.label] = facts
+            continue
         if source.kind == "image":
             items.append({**base, "kind": "image", "path": str(source.target), "start": 0, "stop": 1})
             continue
@@ -136,7 +147,7 @@ def work_items(plan, out: Path, mode: str, overwrite: bool, max_frames: int | No
             items.append({**base, "kind": "video", "path": str(source.target), "start": start,
                           "stop": min(start + chunk, total), "declared": declared,
                           "frames_dir": frames_dirs.get(source.label, "")})
-    return items, decided, videos
+    return items, decided, videos, bags
 
 
 def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mode: str = "mask",
@@ -144,7 +155,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             network_size: bool = False, max_frames: int | None = None, overwrite: bool = False,
             backend: str | None = None, backend_options: dict[str, Any] | None = None,
             ray: RayOptions | None = None, progress: bool = True, log: Log = lambda msg: None,
-            on_rows: Callable[[int], None] | None = None) -> RayResult:
+            on_rows: Callable[[int], None] | None = None, bag=None) -> RayResult:  # noqa: ANN001 - BagOptions
     """Segment ``inputs`` into ``output`` on Ray; returns what was done (see the module docstring)."""
     from tqdm import tqdm
 
@@ -184,21 +195,37 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
     summary = Summary(columns, model.name, backend_name)
     previous = {} if overwrite else read_previous(out)
     # overlay frames of a video land in a hidden folder next to its video until it is assembled
+    # (bags: masks of every frame) land in a hidden folder in OUT until it is assembled
     frames_dirs = {s.label: temporary_name(Path(f"{s.name}.{mode}.frames"), suffix="").as_posix()
-                   for s in plan.sources if s.kind == "video" and mode != "mask"}
-    items, decided, videos = work_items(plan, out, mode, overwrite, max_frames, ray_options.chunk, frames_dirs)
+                   for s in plan.sources if (s.kind == "video" and mode != "mask") or s.kind == "bag"}
+    from ..jobs.local import BagOptions
+
+    bag = bag or BagOptions()
+    items, decided, videos, bags = work_items(plan, out, mode, overwrite, max_frames, ray_options.chunk,
+                                              frames_dirs, bag)
+    result = RayResult(workers=workers)
+    for label, facts in bags.items():
+        if facts["auto"]:
+            log(f"{label}: image topics {', '.join(facts['topics'])}")
     for row in decided:
-        if row["status"] == "exists":
+        if row["status"] == "exists" and row["frame"] == "*":  # a bag written before: every row of it
+            kept = [k[1] for k in previous if k[0] == row["source"]] or [0]
+            for index in kept:
+                summary.keep_existing(row["source"], index, row["output"], previous)
+            result.existing += len(kept)
+            log(f"kept {out / row['output']} from an earlier run (--overwrite redoes it)")
+        elif row["status"] == "exists":
             summary.keep_existing(row["source"], row["frame"], row["output"], previous)
         else:
             summary.add(summary.failure_row(row["source"], row["frame"], row["error"], row["output"]))
-    result = RayResult(workers=workers)
+    scratch: dict[tuple[str, int], dict] = {}  # bag frames: where their masks wait, their header facts
+    finish = (out, videos, bags, scratch, renderer, bag)
     total = sum(i["stop"] - i["start"] for i in items)
     start = time.perf_counter()
     bar = None
     try:
         if not items:  # everything was done before (or could not be opened): no cluster needed
-            return _finish(out, videos, summary, result, manifest, start)
+            return _finish(finish, summary, result, manifest, start)
         with ray_cluster(ray_options.address, num_cpus=cpus if ray_options.address == "local" else None,
                          verbose=ray_options.verbose) as cluster:
             result.startup_s = cluster["startup_s"]
@@ -212,7 +239,10 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             render = {"mode": mode, "palette": renderer.palette, "class_names": renderer.class_names,
                       "background": background, "alpha": alpha, "legend": legend, "network_size": network_size}
             # blocks of several images: one task per image costs more than decoding it
-            per_block = max(1, min(ray_options.batch, -(-len(items) // (2 * workers))))
+            # (a video or bag range is a block of its own: its frames are plenty of work, and
+            # grouping ranges would hold the first results back until several were decoded)
+            per_block = 1 if total >= ray_options.batch * len(items) else \
+                max(1, min(ray_options.batch, -(-len(items) // (2 * workers))))
             ds = ray_module.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_block)))
             ds = ds.flat_map(decode, num_cpus=0.25)
             with warnings.catch_warnings():
@@ -228,7 +258,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
                 rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
                 for row in rows:
-                    row = {k: _plain(v) for k, v in row.items()}
+                    row = _bag_facts({k: _plain(v) for k, v in row.items()}, scratch)
                     if row["status"] == "exists":
                         summary.keep_existing(row["source"], int(row["frame"]), row["output"], previous)
                         result.existing += 1
@@ -248,19 +278,35 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
         if bar is not None:
             bar.close()
         if items:
-            _finish(out, videos, summary, result, manifest, start)
+            _finish(finish, summary, result, manifest, start)
     return result
 
 
-def _finish(out: Path, videos: dict, summary, result: RayResult, manifest: dict, start: float) -> RayResult:  # noqa: ANN001
-    from ..jobs.summary import write_manifest
+def _bag_facts(row: dict[str, Any], scratch: dict[tuple[str, int], dict]) -> dict[str, Any]:
+    """A summary row without the bag columns that only carry facts to the driver (kept in
+    ``scratch``); a bag frame's stamp as the integer it is."""
+    facts = {k: row.pop(k, None) for k in ("scratch", "log_time", "frame_id")}
+    if row.get("topic"):
+        scratch[(str(row["source"]), int(row["frame"]))] = facts
+        row["stamp"] = int(row["stamp"]) if row.get("stamp") not in (None, "") else None
+    else:
+        row.pop("topic", None)
+        row.pop("stamp", None)
+    return row
 
+
+def _finish(finish: tuple, summary, result: RayResult, manifest: dict, start: float) -> RayResult:  # noqa: ANN001
+    from ..jobs.summary import write_manifest
+    from .bags import assemble_bags
+
+    out, videos, bags, scratch, renderer, bag = finish
     result.seconds = time.perf_counter() - start
     try:
         if not result.interrupted:
             _assemble_videos(out, videos, summary, result)
+            assemble_bags(out, bags, summary, scratch, renderer, bag, result)
     finally:
-        for info in videos.values():
+        for info in [*videos.values(), *bags.values()]:
             shutil.rmtree(out / info["frames_dir"], ignore_errors=True)
     result.failed = [(r["source"], r["error"]) for r in summary.rows.values() if r.get("status") == "failed"]
     if summary.rows:

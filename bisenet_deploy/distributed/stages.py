@@ -1,6 +1,7 @@
 """The three stages of a Ray segmentation job, as functions and a class Ray ships to workers.
 
-* ``decode`` (tasks): one work item (an image, or a range of a video's frames) -> frame rows;
+* ``decode`` (tasks): one work item (an image, a range of a video's frames or of a bag's
+  camera messages, ``bags.py``) -> frame rows;
   frames whose output already exists pass through as ``exists``, unreadable ones as
   ``failed`` with the reason.
 * ``SegmentActor`` (an actor pool): holds one Segmenter; segments the ``todo`` rows of a
@@ -29,7 +30,12 @@ _NO_MASK = np.zeros((0, 0), np.uint8)
 def _row(item: dict[str, Any], frame: int, output: str, status: str, image: np.ndarray = _EMPTY,
          error: str = "") -> dict[str, Any]:
     return {"source": item["source"], "frame": frame, "name": item["name"], "output": output, "status": status,
-            "error": error, "image": image, "height": int(image.shape[0]), "width": int(image.shape[1])}
+            "error": error, "image": image, "height": int(image.shape[0]), "width": int(image.shape[1]),
+            **_NO_BAG}
+
+
+#: a bag frame's facts (``bags.py``); empty for images and videos, so every row has the same columns
+_NO_BAG = {"topic": "", "stamp": "", "log_time": "", "frame_id": "", "scratch": ""}
 
 
 def decode(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -38,6 +44,10 @@ def decode(item: dict[str, Any]) -> list[dict[str, Any]]:
     from ..runtime.sources import read_image
 
     out_root, mode, overwrite = Path(item["out"]), item["mode"], item["overwrite"]
+    if item["kind"] == "bag":
+        from .bags import decode_bag
+
+        return decode_bag(item, _row)
     if item["kind"] == "image":
         relative = image_output(item["name"], mode)
         if not overwrite and (out_root / relative).is_file():
@@ -141,10 +151,16 @@ def write(batch: dict[str, np.ndarray], render: dict[str, Any], out: str, column
     rows = []
     for i, status in enumerate(batch["status"]):
         source, frame, output = str(batch["source"][i]), int(batch["frame"][i]), str(batch["output"][i])
+        bag = {k: str(batch[k][i]) for k in _NO_BAG} if "topic" in batch and batch["topic"][i] else None
         if status == "todo":
             image, mask = batch["image"][i], batch["mask"][i]
             try:
-                renderer.write(Path(out) / output, image if image.size else mask, mask)
+                if bag:
+                    from .bags import write_bag_frame
+
+                    write_bag_frame(Path(out), bag, image, mask, renderer)
+                else:
+                    renderer.write(Path(out) / output, image if image.size else mask, mask)
             except Exception as exc:  # noqa: BLE001 - one frame's failure is a summary row, not the job's end
                 rows.append(summary.failure_row(source, frame, f"cannot write {output}: {exc}", output))
                 continue
@@ -155,5 +171,7 @@ def write(batch: dict[str, np.ndarray], render: dict[str, Any], out: str, column
             rows.append(summary.failure_row(source, frame, str(batch["error"][i]), output))
         else:
             rows.append({"source": source, "frame": frame, "output": output, "status": "exists"})
+        if bag:  # the driver writes the bag from these (strings: see bags.py)
+            rows[-1].update(bag)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return {k: np.array([r.get(k) for r in rows], dtype=object) for k in keys}

@@ -226,10 +226,7 @@ class LocalJob:
     def _bag(self, source: Source) -> None:
         """Camera topics of a bag -> a new rosbag2 MCAP bag with mask (and overlay) topics,
         written under a temporary name and renamed when complete."""
-        import shutil
-
-        from ..fileio import make_folders, remove_stale_temporaries, temporary_name
-        from ..rosbag.bags import BagReader, BagWriter
+        from ..rosbag.bags import BagReader, staged_bag
         from .outputs import bag_output
 
         relative = bag_output(source.name)
@@ -249,45 +246,24 @@ class LocalJob:
             return
         if list(self.bag.topics) == ["auto"]:
             self.log(f"{source.label}: image topics {', '.join(topics)}")
-        make_folders(final.parent)
-        remove_stale_temporaries(final.parent)
-        # written inside a hidden folder under its final name (the storage file is named after
-        # the bag folder), moved into place when complete
-        staging = temporary_name(final, suffix="")
-        staging.mkdir()
-        tmp = staging / final.name
-        names = self.renderer.class_names or tuple(f"class {i}" for i in range(len(self.renderer.palette)))
-        writer = BagWriter(tmp, names, self.renderer.palette)
         reported: set[tuple[str, str]] = set()
-        done = False
         try:
-            if self.bag.copy_topics:
-                for connection, timestamp, data in reader.raw_messages(topics):
-                    writer.write_raw(connection.topic, connection.msgtype, timestamp, data)
-            count = 0
-            try:
-                for frame_number, frame in enumerate(reader.frames(topics)):
-                    if self.max_frames is not None and count >= self.max_frames:
-                        break
-                    count += 1
-                    self._bag_frame(source, frame_number, frame, writer, relative, reported)
-            except UserError as exc:  # damaged part way: keep what was read, report it
-                self._fail(source, str(exc), count)
-            writer.close()
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            staging.rmdir()
-            done = True
-            self.result.videos.append((final, sum(writer.counts.get(t + self.bag.mask_suffix, 0) for t in topics)))
+            with staged_bag(final, self.renderer.names(), self.renderer.palette) as writer:
+                if self.bag.copy_topics:
+                    for connection, timestamp, data in reader.raw_messages(topics):
+                        writer.write_raw(connection.topic, connection.msgtype, timestamp, data)
+                count = 0
+                try:
+                    for frame_number, frame in enumerate(reader.frames(topics)):
+                        if self.max_frames is not None and count >= self.max_frames:
+                            break
+                        count += 1
+                        self._bag_frame(source, frame_number, frame, writer, relative, reported)
+                except UserError as exc:  # damaged part way: keep what was read, report it
+                    self._fail(source, str(exc), count)
         finally:
             reader.close()
-            if not done:
-                try:
-                    writer.writer.close()
-                except Exception:  # noqa: BLE001 - already closed or broken: the folder goes anyway
-                    pass
-                shutil.rmtree(staging, ignore_errors=True)
+        self.result.videos.append((final, sum(writer.counts.get(t + self.bag.mask_suffix, 0) for t in topics)))
 
     def _bag_frame(self, source: Source, number: int, frame, writer, relative: str,  # noqa: ANN001
                    reported: set[tuple[str, str]]) -> None:

@@ -64,6 +64,10 @@ class Renderer:
         names = spec.class_names or (("background", "foreground") if spec.is_binary else ())
         return cls(palette=palette, class_names=tuple(names), **options)
 
+    def names(self) -> tuple[str, ...]:
+        """A name for every palette entry (``class i`` where the model names none)."""
+        return self.class_names or tuple(f"class {i}" for i in range(len(self.palette)))
+
     def picture(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The overlay / background image; with ``network_size`` drawn at the mask's height
         and the frame's aspect ratio."""

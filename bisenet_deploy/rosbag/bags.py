@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,16 +96,21 @@ class BagReader:
     def count(self, topics: Sequence[str]) -> int:
         return sum(c.msgcount for c in self.reader.connections if c.topic in topics)
 
-    def frames(self, topics: Sequence[str]) -> Iterator[Frame]:
-        """Decoded frames of ``topics``; a message that cannot be decoded is a Frame with
-        ``error`` (the job records it and goes on); a damaged bag ends the iteration with
-        InputError after the readable part."""
+    def frames(self, topics: Sequence[str], start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        """Decoded frames of ``topics`` (the ``start``-th to the one before ``stop`` in log-time
+        order over all of them; those before ``start`` are skipped undecoded); a message that
+        cannot be decoded is a Frame with ``error`` (the job records it and goes on); a
+        damaged bag ends the iteration with InputError after the readable part."""
         connections = [c for c in self.reader.connections if c.topic in topics]
         counts: dict[str, int] = {}
         try:
-            for connection, timestamp, raw in self.reader.messages(connections=connections):
+            for number, (connection, timestamp, raw) in enumerate(self.reader.messages(connections=connections)):
+                if stop is not None and number >= stop:
+                    break
                 index = counts.get(connection.topic, 0)
                 counts[connection.topic] = index + 1
+                if number < start:
+                    continue
                 try:
                     msg = self.reader.deserialize(raw, connection.msgtype)
                 except Exception as exc:  # noqa: BLE001
@@ -122,8 +128,10 @@ class BagReader:
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file, part way through
-            raise InputError(f"bag '{self.path}' is damaged after {sum(counts.values())} messages: "
-                             f"{_first_line(exc)}") from None
+            damaged = InputError(f"bag '{self.path}' is damaged after {sum(counts.values())} messages: "
+                                 f"{_first_line(exc)}")
+            damaged.after = sum(counts.values())  # messages of ``topics`` read before it
+            raise damaged from None
 
     def raw_messages(self, topics: Sequence[str]) -> Iterator[tuple[Any, int, bytes]]:
         """(connection, log time, CDR bytes) of ``topics``, converted from ROS 1 where needed."""
@@ -142,6 +150,41 @@ class BagReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def staged_bag(final: Path, class_names: Sequence[str], palette: np.ndarray) -> Iterator[BagWriter]:
+    """A BagWriter for the bag ``final``, written in a hidden folder next to it under its final
+    name (the storage file is named after the bag folder) and moved into place, replacing
+    an older one, only when the block completes; on an error or Ctrl-C nothing is left."""
+    import shutil
+
+    from ..fileio import make_folders, remove_stale_temporaries, temporary_name
+
+    make_folders(final.parent)
+    remove_stale_temporaries(final.parent)
+    staging = temporary_name(final, suffix="")
+    staging.mkdir()
+    tmp = staging / final.name
+    writer = None
+    done = False
+    try:
+        writer = BagWriter(tmp, class_names, palette)
+        yield writer
+        writer.close()
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        staging.rmdir()
+        done = True
+    finally:
+        if not done:
+            if writer is not None:
+                try:
+                    writer.writer.close()
+                except Exception:  # noqa: BLE001 - already closed or broken: the folder goes anyway
+                    pass
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 class BagWriter:
