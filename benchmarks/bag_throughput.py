@@ -5,12 +5,15 @@
 Writes the frames (held-out shapes scenes) once as PNG files and once as a rosbag2 MCAP bag
 of raw ``bgr8`` sensor_msgs/Image messages, then times ``bisenet-infer`` (in-process, the
 demo model on onnxruntime, masks written) on each, alternating A B A B so drift hits both.
-Bag I/O is not the bottleneck when bag FPS / PNG FPS >= 0.9.
+Bag I/O is not the bottleneck when bag FPS / PNG FPS >= 0.9. Where Ray is installed (unless
+``--no-ray``), the bag once more through ``bisenet-infer --ray local --workers 1`` (cluster
+start included in its time, reported apart), its mask messages compared with the plain run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import statistics
@@ -37,6 +40,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--model", type=Path, default=ROOT / "demo" / "model.onnx")
     p.add_argument("--out", type=Path)
+    p.add_argument("--no-ray", action="store_true", help="skip the --ray run")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bag-bench-"))
     try:
@@ -63,11 +67,16 @@ def main() -> int:
                 times[kind].append(time.perf_counter() - start)
                 assert code == 0, kind
         fps = {k: args.frames / statistics.median(v) for k, v in times.items()}
+        ray = None if args.no_ray or importlib.util.find_spec("ray") is None else \
+            ray_run(args.model, bag, work / "out-bag-0", work / "out-ray", args.frames)
         cpu = cpu_facts()
         report = {"cpu": cpu["model"], "flags": cpu["isa_flags"], "frames": args.frames, "size": args.size,
                   "seconds": times, "fps": {k: round(v, 2) for k, v in fps.items()},
                   "bag_vs_png": round(fps["bag"] / fps["png"], 3),
                   "bag_mb": round(sum(f.stat().st_size for f in bag.iterdir()) / 1e6, 1)}
+        if ray is not None:
+            ray["vs_plain_bag"] = round(ray["fps"] / fps["bag"], 2)
+            report["bag_ray_local_1_worker"] = ray
         print(json.dumps(report, indent=1))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +84,37 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def ray_run(model: Path, bag: Path, plain_out: Path, out: Path, frames: int) -> dict:
+    """``bisenet-infer BAG --ray local --workers 1``: seconds (cluster start included), the
+    start reported apart, and whether its mask messages equal the plain run's."""
+    import contextlib
+    import io
+    import re
+
+    import numpy as np
+
+    from bisenet_deploy.cli.infer import main as infer
+    from bisenet_deploy.rosbag.bags import BagReader
+
+    printed = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        code = infer([str(model), str(bag), "-o", str(out), "--ray", "local", "--workers", "1", "--backend",
+                      "onnxruntime", "-q"])
+    seconds = time.perf_counter() - start
+    assert code == 0, printed.getvalue()
+    startup = float(re.search(r"Ray startup ([0-9.]+) s", printed.getvalue()).group(1))
+
+    def masks(folder: Path) -> list:
+        with BagReader(folder / "drive_segmentation") as reader:
+            return [(f.timestamp, f.stamp, f.image) for f in reader.frames(["/camera/image_raw/segmentation"])]
+
+    a, b = masks(out), masks(plain_out)
+    equal = len(a) == len(b) == frames and all(x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(a, b))
+    return {"seconds": round(seconds, 2), "startup_s": startup, "fps": round(frames / seconds, 2),
+            "masks_equal_plain": equal}
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def _bag_messages(bag: Path) -> dict[str, list]:
 
 
 def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(export_model5, ray_address,
-                                                                               tmp_path):
+                                                                               tmp_path, capsys):
     """11 camera messages on two topics (one undecodable) in ranges of 3: the mask bag, its
     overlay and copied topics, headers, log times and the summary rows are a plain run's."""
     pytest.importorskip("rosbags")
@@ -212,6 +212,12 @@ def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(ex
     assert infer([str(model), str(bag), "-o", str(cli_out), "--ray", ray_address, "--backend", "onnxruntime",
                   "--topic", "/cam/rear/compressed", "--mask-topic", "/labels", "-q"]) == 0
     assert set(_bag_messages(cli_out / "drive_segmentation")) == {"/cam/rear/compressed/labels"}
+    capsys.readouterr()
+    assert infer([str(model), str(bag), "-o", str(tmp_path / "none"), "--ray", ray_address, "--topic", "/nope",
+                  "--backend", "onnxruntime", "-q"]) == 1
+    said = capsys.readouterr()
+    assert "has no image topic /nope; its image topics: /cam/front (Image)" in said.err
+    assert "nothing left to run on Ray" in said.out
 
     # damaged part way (a SQLite3 bag with a corrupt page): the readable part and one failed
     # row at the first unreadable message, as in a plain run, however many ranges follow it

@@ -201,7 +201,9 @@ def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
                                     gpus_per_worker=args.gpus_per_worker, threads=args.threads or None,
                                     verbose=args.verbose),
                      progress=not args.quiet, log=log, bag=_bag_options(args))
-    return _report(result, args.output, f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)")
+    ran = f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)" if result.startup_s else \
+        "; nothing left to run on Ray"
+    return _report(result, args.output, ran)
 
 
 def _bag_options(args):  # noqa: ANN001, ANN202 - a BagOptions

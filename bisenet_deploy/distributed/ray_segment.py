@@ -218,6 +218,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             summary.keep_existing(row["source"], row["frame"], row["output"], previous)
         else:
             summary.add(summary.failure_row(row["source"], row["frame"], row["error"], row["output"]))
+            log(f"failed: {row['source']}: {row['error']}")
     scratch: dict[tuple[str, int], dict] = {}  # bag frames: where their masks wait, their header facts
     finish = (out, videos, bags, scratch, renderer, bag)
     total = sum(i["stop"] - i["start"] for i in items)
