@@ -177,7 +177,7 @@ def test_decision_keeps_onnxruntime_unless_another_is_clearly_faster():
     assert choice.decide({"openvino": 80.0, "openvino/host": 70.0}) == "openvino/host"
 
 
-def test_auto_probes_once_then_uses_the_cache_until_the_artifact_or_a_version_changes(
+def test_auto_probes_once_then_uses_the_cache_until_the_artifact_a_version_or_the_code_changes(
         export_model5, tmp_path, monkeypatch, caplog):
     private_cache = tmp_path / "cache"  # empty: other tests may have probed the same model already
     monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(private_cache))
@@ -203,6 +203,9 @@ def test_auto_probes_once_then_uses_the_cache_until_the_artifact_or_a_version_ch
     real = choice._versions
     monkeypatch.setattr(choice, "_versions", lambda: {**real(), "openvino": "9999.0"})
     assert Segmenter(path).backend.choice["cached"] is False  # so is a changed library
+    assert Segmenter(path).backend.choice["cached"] is True
+    monkeypatch.setattr(choice, "_runtime_code", lambda: "another runtime")
+    assert Segmenter(path).backend.choice["cached"] is False  # and a changed runtime (an upgrade)
 
 
 def test_environment_and_options_that_name_one_backend_skip_the_choice(export_model5, monkeypatch):

@@ -17,12 +17,14 @@ wrongly, which cost it 1.2 points of agreement on the demo INT8 model until its 
 compiled them split, ``openvino_concat.py``: this guard is what kept ``auto`` on onnxruntime
 then, and is there for the next such bug.) An explicit ``backend="openvino"`` always runs it.
 The winner is cached per (artifact hash, CPU model and flags, threads, device, library
-versions) in the user's cache folder; a changed artifact or library version probes again. The backend that comes back carries
+versions, a hash of the runtime's own code) in the user's cache folder; a changed artifact,
+library version or bisenet-deploy runtime probes again. The backend that comes back carries
 the decision in ``backend.choice`` (and a log line on the ``bisenet_deploy`` logger).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -111,15 +113,29 @@ def _versions() -> dict[str, str]:
     return tool_versions("onnxruntime", "openvino", "numpy", "opencv")
 
 
+@functools.lru_cache(maxsize=1)
+def _runtime_code() -> str:
+    """A hash of the runtime's own source: what the candidates run besides the libraries (a
+    backend that compiles a model differently, as the OpenVINO Concat workaround did, must
+    not inherit a choice measured before it)."""
+    digest = hashlib.sha256()
+    runtime = Path(__file__).resolve().parents[1]
+    for source in sorted(runtime.rglob("*.py")):
+        digest.update(source.relative_to(runtime).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def choice_key(path: Path, options: dict[str, Any]) -> str:
-    """What the choice depends on: the artifact's bytes, the CPU, the options, the versions."""
+    """What the choice depends on: the artifact's bytes, the CPU, the options, the library
+    versions and the runtime's own code."""
     from ...fileio import sha256_file
     from ...machine import cpu_facts
 
     cpu = cpu_facts()
     parts = {"artifact": sha256_file(path), "cpu": cpu["model"], "flags": cpu["isa_flags"],
              "cpus": cpu["usable_cpus"], "options": {k: str(v) for k, v in sorted(options.items())},
-             "versions": _versions(), "format": _FORMAT}
+             "versions": _versions(), "code": _runtime_code(), "format": _FORMAT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
