@@ -18,6 +18,17 @@ import numpy as np
 from .stats import summarize
 
 
+def _settled(probe, inferences: int, timeout: float = 3.0) -> dict[str, int]:  # noqa: ANN001
+    """Triton's statistics once they count ``inferences``: it records a request after sending
+    its response, so right after the last answer the count can still be short (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    stats = probe.statistics()
+    while stats["inference_count"] < inferences and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = probe.statistics()
+    return stats
+
+
 def concurrency_run(url: str, frames: list[np.ndarray], clients: int, calls: int) -> dict[str, Any]:
     from ..runtime import Segmenter
     from ..runtime.backends.triton import TritonBackend
@@ -27,7 +38,7 @@ def concurrency_run(url: str, frames: list[np.ndarray], clients: int, calls: int
     segs = [Segmenter(url) for _ in range(clients)]
     for seg in segs:  # connections up before the clock starts
         seg(frames[0])
-    warm = probe.statistics()
+    warm = _settled(probe, before["inference_count"] + clients)
     barrier = threading.Barrier(clients + 1)
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
@@ -51,7 +62,7 @@ def concurrency_run(url: str, frames: list[np.ndarray], clients: int, calls: int
     for t in threads:
         t.join(timeout=600)
     wall = time.perf_counter() - start
-    after = probe.statistics()
+    after = _settled(probe, warm["inference_count"] + sum(len(per) for per in latencies))
     for seg in segs:
         seg.close()
     probe.close()
