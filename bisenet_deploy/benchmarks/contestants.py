@@ -61,8 +61,9 @@ class Contestant:
         if self.kind == "triton":
             return "served"
         if self.backend_options.get("precision_hint") == "bf16":
-            recorded = self.facts.get("recorded_precision") or "fp32"
-            return "bf16" if recorded in ("fp32", "fp16") else f"{recorded}+bf16"
+            from ..runtime.backends.openvino import precision_label
+
+            return precision_label(self.facts.get("recorded_precision") or "fp32", "bf16")
         return self.facts.get("sidecar_precision") or self.facts.get("recorded_precision") or "unknown"
 
     @property

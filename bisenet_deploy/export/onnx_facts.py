@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import ArtifactError, UserError
 from ..fileio import sha256_file
-from ..spec import CALIBRATION_KEY, METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
+from ..runtime.onnx_metadata import spec_from_metadata
+from ..spec import CALIBRATION_KEY, PRECISION_KEY, ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "mixed")
 
@@ -66,12 +67,7 @@ def read_onnx_facts(path: str | Path) -> OnnxFacts:
     if not proto.graph.node or not inputs:
         raise ArtifactError(f"'{path}' is not an ONNX model with a graph (no nodes or no inputs)")
     meta = {p.key: p.value for p in proto.metadata_props}
-    spec = None
-    if METADATA_KEY in meta:
-        try:
-            spec = ModelSpec.from_json(meta[METADATA_KEY])
-        except SpecError as exc:
-            raise ArtifactError(f"'{path}' carries an unreadable ModelSpec: {exc}") from None
+    spec = spec_from_metadata(meta, path)
     precision, source = meta.get(PRECISION_KEY), "metadata"
     if precision is None:
         precision, source = _graph_precision(proto.graph), "graph"

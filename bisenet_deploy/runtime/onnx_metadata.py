@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ArtifactError
+from ..spec import METADATA_KEY, ModelSpec, SpecError
 
 _METADATA_FIELD = 14
 
@@ -92,3 +93,15 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
                     _bad()
     except (ValueError, IndexError, UnicodeDecodeError, OSError) as exc:
         raise ArtifactError(f"'{path}' is not a readable ONNX model ({exc})") from None
+
+
+def spec_from_metadata(meta: dict[str, str], path: str | Path) -> ModelSpec | None:
+    """The ModelSpec a file's metadata carries (None when it carries none); an unreadable
+    one is an ArtifactError naming the file."""
+    text = meta.get(METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        return ModelSpec.from_json(text)
+    except SpecError as exc:
+        raise ArtifactError(f"'{path}' carries an unreadable ModelSpec: {exc}") from None

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArtifactError, UserError
-from ...spec import METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
+from ...spec import PRECISION_KEY
+from ..onnx_metadata import spec_from_metadata
 from .base import Backend, TensorInfo
 
 _ORT_TYPES = {
@@ -46,16 +47,6 @@ def _import_ort():
     except ImportError:
         raise UserError("onnxruntime is not installed: pip install 'bisenet-deploy[ort]'") from None
     return onnxruntime
-
-
-def _spec_from_metadata(meta: dict[str, str], path: Path) -> ModelSpec | None:
-    text = meta.get(METADATA_KEY)
-    if text is None:
-        return None
-    try:
-        return ModelSpec.from_json(text)
-    except SpecError as exc:
-        raise ArtifactError(f"'{path}' carries an unreadable ModelSpec: {exc}") from None
 
 
 _warned: set[str] = set()
@@ -144,7 +135,7 @@ class OnnxRuntimeBackend(Backend):
         self.threads = int(threads)
         self.optimization = optimization
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.spec = _spec_from_metadata(meta, self.path)
+        self.spec = spec_from_metadata(meta, self.path)
         self.precision = meta.get(PRECISION_KEY, "fp32")
         if self.device == "cpu" and self.precision in ("int8", "mixed"):
             _warn_if_int8_saturates(self.path, meta)

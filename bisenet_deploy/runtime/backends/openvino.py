@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import ArtifactError, UserError
-from ...spec import METADATA_KEY, PRECISION_KEY, ModelSpec, SpecError
-from ..onnx_metadata import read_onnx_metadata
+from ...spec import PRECISION_KEY, ModelSpec
+from ..onnx_metadata import read_onnx_metadata, spec_from_metadata
 from .base import Backend, TensorInfo
 from .openvino_concat import split_int8_concat_convs
 
@@ -99,12 +99,7 @@ class OpenVinoBackend(Backend):
         if int(threads) < 0:
             raise UserError(f"threads must be >= 0, got {threads}")
         meta = read_onnx_metadata(self.path)
-        artifact_spec = None
-        if METADATA_KEY in meta:
-            try:
-                artifact_spec = ModelSpec.from_json(meta[METADATA_KEY])
-            except SpecError as exc:
-                raise ArtifactError(f"'{self.path}' carries an unreadable ModelSpec: {exc}") from None
+        artifact_spec = spec_from_metadata(meta, self.path)
         self.artifact_precision = meta.get(PRECISION_KEY, "fp32")
 
         self.core = core = ov.Core()
@@ -152,7 +147,7 @@ class OpenVinoBackend(Backend):
         self.threads = int(threads)
         self.precision_hint = precision_hint
         self.device = "cpu" if self._device_name == "CPU" else self._device_name.lower()
-        self.precision = _precision_label(self.artifact_precision, precision_hint)
+        self.precision = precision_label(self.artifact_precision, precision_hint)
         self._inputs = [_tensor_info(p) for p in self.compiled.inputs]
         self._outputs = [_tensor_info(p) for p in self.compiled.outputs]
         self._local = threading.local()
@@ -193,7 +188,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _precision_label(artifact: str, hint: str) -> str:
+def precision_label(artifact: str, hint: str) -> str:
+    """The precision a model of ``artifact`` precision runs at under ``hint``: its own, or
+    ``bf16`` / ``<artifact>+bf16`` with the bf16 hint."""
     if hint != "bf16":
         return artifact
     return "bf16" if artifact in ("fp32", "fp16") else f"{artifact}+bf16"

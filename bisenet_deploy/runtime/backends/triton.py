@@ -14,7 +14,6 @@ a hang. Calls from several threads are safe (one client per thread).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -110,6 +109,7 @@ class TritonBackend(Backend):
         return {"client_timeout": self.timeout} if self.scheme == "grpc" else {}
 
     def _config_kw(self) -> dict[str, Any]:
+        """Calls that return a message: JSON from gRPC, as HTTP gives it."""
         return {"as_json": True, "client_timeout": self.timeout} if self.scheme == "grpc" else {}
 
     def _client(self):  # noqa: ANN202
@@ -140,9 +140,7 @@ class TritonBackend(Backend):
 
     def statistics(self) -> dict[str, int]:
         """Inferences and model executions so far (how much dynamic batching merged)."""
-        client = self._client()
-        kw = {"as_json": True, "client_timeout": self.timeout} if self.scheme == "grpc" else {}
-        stats = client.get_inference_statistics(self.model, self.version, **kw)
+        stats = self._client().get_inference_statistics(self.model, self.version, **self._config_kw())
         entries = stats.get("model_stats", []) if isinstance(stats, dict) else []
         total = {"inference_count": 0, "execution_count": 0}
         for entry in entries:
