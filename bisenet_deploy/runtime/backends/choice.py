@@ -181,12 +181,12 @@ def _probe_frame(spec) -> np.ndarray:  # noqa: ANN001 - a ModelSpec
     return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def probe(path: Path, candidates: list[str], options: dict[str, Any],
-          seconds: float = PROBE_SECONDS) -> tuple[dict[str, Backend], dict[str, float], dict[str, str]]:
-    """Open the candidates and time them end to end (Segmenter's stages) on one frame at the
-    network size; for INT8 models also measure their agreement with the file's exact
-    arithmetic (key ``_agreement``). Returns (open backends, median ms per candidate, why
-    others failed)."""
+def probe(path: Path, candidates: list[str], options: dict[str, Any], seconds: float = PROBE_SECONDS,
+          ready: dict[str, Backend] | None = None) -> tuple[dict[str, Backend], dict[str, float], dict[str, str]]:
+    """Open the candidates (``ready``: those the caller opened already) and time them end to
+    end (Segmenter's stages) on one frame at the network size; for INT8 models also measure
+    their agreement with the file's exact arithmetic (key ``_agreement``). Returns (open
+    backends, median ms per candidate, why others failed)."""
     from ..segmenter import Segmenter
 
     opened: dict[str, Backend] = {}
@@ -194,7 +194,7 @@ def probe(path: Path, candidates: list[str], options: dict[str, Any],
     segmenters = {}
     for name in candidates:
         try:
-            backend = _open(path, name, options)
+            backend = (ready or {}).get(name) or _open(path, name, options)
         except UserError as exc:
             failed[name] = exc
             continue
@@ -280,19 +280,17 @@ def decide(medians: dict[str, float], agreement: dict[str, float] | None = None)
     return "onnxruntime"
 
 
-def _unprobeable(path: Path, options: dict[str, Any]) -> Backend | None:
-    """onnxruntime, opened, when the artifact cannot run through Segmenter as it is (no
-    ModelSpec, or one its graph contradicts): there is nothing to time, and the caller's
-    Segmenter (which may bring its own spec) says what is wrong. None when it can run."""
+def _onnxruntime_first(path: Path, options: dict[str, Any]) -> tuple[Backend | None, bool]:
+    """(onnxruntime opened on the artifact, whether it can run through Segmenter as it is).
+    It cannot without a ModelSpec, or with one its graph contradicts: then there is nothing
+    to time, and the caller's Segmenter (which may bring its own spec) says what is wrong.
+    The backend is the onnxruntime candidate of the choice too, so it is opened once."""
     from ..segmenter import spec_mismatch
 
     if "onnxruntime" not in installed():
-        return None
+        return None, True
     backend = _open(path, "onnxruntime", options)
-    if backend.spec is None or spec_mismatch(backend, backend.spec):
-        return backend
-    backend.close()
-    return None
+    return backend, backend.spec is not None and not spec_mismatch(backend, backend.spec)
 
 
 def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
@@ -304,23 +302,29 @@ def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
     candidates = [c for c in installed() if c not in exclude]
     if not candidates:
         raise UserError("no ONNX backend is installed: pip install 'bisenet-deploy[ort]' (or [openvino])")
-    plain = _unprobeable(path, options)
-    if plain is not None:
-        plain.choice = {"backend": "onnxruntime", "medians_ms": {}, "cached": False,
-                        "why": "not probed: the artifact needs a ModelSpec from the caller"}
-        return plain
+    ort, probeable = _onnxruntime_first(path, options)
+    if not probeable:
+        ort.choice = {"backend": "onnxruntime", "medians_ms": {}, "cached": False,
+                      "why": "not probed: the artifact needs a ModelSpec from the caller"}
+        return ort
+    ready = {"onnxruntime": ort} if ort is not None and "onnxruntime" in candidates else {}
+    if ort is not None and not ready:
+        ort.close()
     key = choice_key(path, {**options, "exclude": exclude}) if use_cache else None
     cached = _read_cache().get(key) if key else None
     if cached and cached.get("backend") in candidates:
         try:
-            backend = _open(path, cached["backend"], options)
+            backend = ready.get(cached["backend"]) or _open(path, cached["backend"], options)
         except UserError:
             cached = None
         else:
+            for other in ready.values():
+                if other is not backend:
+                    other.close()
             backend.choice = {**cached, "cached": True}
             log.info("backend auto: %s (%s, cached)", cached["backend"], _summary(cached["medians_ms"]))
             return backend
-    opened, medians, failed = probe(path, candidates, options)
+    opened, medians, failed = probe(path, candidates, options, ready=ready)
     spent = medians.pop("_seconds", 0.0)
     agreement = medians.pop("_agreement", None)
     if not opened:
