@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..benchmarks.contestants import ONNX_BACKENDS
-from .common import HelpFormatter, Parser, choices_list, cli_entry, set_quiet, size_arg
+from .common import HelpFormatter, Parser, choices_list, cli_entry, model_arg, set_quiet, size_arg
 
 PROG = "bisenet-bench"
 
@@ -38,12 +38,6 @@ def _list(kind):
     return parse
 
 
-def _model_arg(text: str):  # noqa: ANN202 - a Path, or a URL kept as text
-    from ..runtime.backends.triton import is_url
-
-    return text if is_url(text) else Path(text)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -55,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
                                 "PyTorch reference, in one run.", epilog=EXAMPLES, formatter_class=HelpFormatter)
     g = p.add_argument_group("what to compare")
-    g.add_argument("artifacts", nargs="*", type=_model_arg,
+    g.add_argument("artifacts", nargs="*", type=model_arg,
                    help=".onnx, .engine/.plan or .pth files, or served models (grpc://HOST:PORT/NAME) (any mix)")
     g.add_argument("--onnx", action="append", type=Path, default=[], help="ONNX model (repeatable)")
     g.add_argument("--engine", action="append", type=Path, default=[], help="TensorRT engine (repeatable)")

@@ -108,6 +108,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
 
 
+def model_arg(text: str):  # noqa: ANN201 - a Path, or a served model's URL kept as text
+    from pathlib import Path
+
+    from ..runtime.backends.triton import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def size_arg(text: str) -> tuple[int, int]:
     """``512x1024`` -> (512, 1024); ``512`` -> (512, 512)."""
     parts = text.lower().replace("*", "x").split("x")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Parser, cli_entry, set_quiet
+from .common import Parser, cli_entry, model_arg, set_quiet
 
 PROG = "bisenet-infer"
 
@@ -26,12 +26,6 @@ how), frames whose output exists are kept (--overwrite redoes them), and OUT/sum
 has one row per frame. An input that cannot be read is reported and skipped; the exit code
 is then 1, after the rest has been processed.
 """
-
-
-def _model_arg(text: str):  # noqa: ANN202 - a Path, or a URL kept as text
-    from ..runtime.backends.triton import is_url
-
-    return text if is_url(text) else Path(text)
 
 
 def _alpha(text: str) -> float:
@@ -64,7 +58,7 @@ def _count(minimum: int):
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description="Segment images, image folders, videos or a camera with a BiSeNet model.",
                epilog=EXAMPLES)
-    p.add_argument("model", type=_model_arg, help="model: .onnx, .engine/.plan, .pth, or a served model's URL "
+    p.add_argument("model", type=model_arg, help="model: .onnx, .engine/.plan, .pth, or a served model's URL "
                    "(grpc://HOST:PORT/NAME, http://HOST:PORT/NAME: bisenet-serve)")
     p.add_argument("inputs", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
