@@ -102,11 +102,10 @@ def _artifact_files(model: Path) -> dict[str, bytes]:
 
 
 def work_items(plan, out: Path, mode: str, overwrite: bool, max_frames: int | None, chunk: int,  # noqa: ANN001
-               frames_dirs: dict[str, str], bag=None) -> tuple[list[dict], list[dict], dict, dict]:  # noqa: ANN001
+               frames_dirs: dict[str, str], bag) -> tuple[list[dict], list[dict], dict, dict]:  # noqa: ANN001
     """(items for the decode stage, summary rows decided on the driver, video facts, bag facts)."""
     import cv2
 
-    from ..jobs.local import BagOptions
     from ..jobs.outputs import video_output
     from .bags import bag_items
 
@@ -116,7 +115,7 @@ def work_items(plan, out: Path, mode: str, overwrite: bool, max_frames: int | No
         if source.kind == "camera":
             raise UserError(f"camera {source.target} cannot be read by a cluster; segment cameras without --ray")
         if source.kind == "bag":
-            more, rows, facts = bag_items(source, base, out, overwrite, max_frames, chunk, bag or BagOptions(),
+            more, rows, facts = bag_items(source, base, out, overwrite, max_frames, chunk, bag,
                                           frames_dirs[source.label])
             items += more
             decided += rows
@@ -159,6 +158,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
     """Segment ``inputs`` into ``output`` on Ray; returns what was done (see the module docstring)."""
     from tqdm import tqdm
 
+    from ..jobs.local import BagOptions
     from ..jobs.outputs import Renderer
     from ..jobs.plan import check_output_against_inputs, collect_sources
     from ..jobs.summary import Summary, check_manifest, class_columns, manifest_for, read_previous
@@ -194,12 +194,10 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
     columns = class_columns(spec.num_classes, renderer.class_names)
     summary = Summary(columns, model.name, backend_name)
     previous = {} if overwrite else read_previous(out)
-    # overlay frames of a video land in a hidden folder next to its video until it is assembled
-    # (bags: masks of every frame) land in a hidden folder in OUT until it is assembled
+    # overlay frames of a video (and every frame's mask of a bag) land in a hidden folder in OUT
+    # until the video (the bag) is assembled
     frames_dirs = {s.label: temporary_name(Path(f"{s.name}.{mode}.frames"), suffix="").as_posix()
                    for s in plan.sources if (s.kind == "video" and mode != "mask") or s.kind == "bag"}
-    from ..jobs.local import BagOptions
-
     bag = bag or BagOptions()
     items, decided, videos, bags = work_items(plan, out, mode, overwrite, max_frames, ray_options.chunk,
                                               frames_dirs, bag)
@@ -209,10 +207,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             log(f"{label}: image topics {', '.join(facts['topics'])}")
     for row in decided:
         if row["status"] == "exists" and row["frame"] == "*":  # a bag written before: every row of it
-            kept = [k[1] for k in previous if k[0] == row["source"]] or [0]
-            for index in kept:
-                summary.keep_existing(row["source"], index, row["output"], previous)
-            result.existing += len(kept)
+            result.existing += summary.keep_source(row["source"], row["output"], previous)
             log(f"kept {out / row['output']} from an earlier run (--overwrite redoes it)")
         elif row["status"] == "exists":
             summary.keep_existing(row["source"], row["frame"], row["output"], previous)
@@ -220,13 +215,16 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
             summary.add(summary.failure_row(row["source"], row["frame"], row["error"], row["output"]))
             log(f"failed: {row['source']}: {row['error']}")
     scratch: dict[tuple[str, int], dict] = {}  # bag frames: where their masks wait, their header facts
-    finish = (out, videos, bags, scratch, renderer, bag)
     total = sum(i["stop"] - i["start"] for i in items)
     start = time.perf_counter()
     bar = None
+
+    def finish() -> RayResult:
+        return _finish(out, videos, bags, scratch, renderer, bag, summary, result, manifest, start)
+
     try:
         if not items:  # everything was done before (or could not be opened): no cluster needed
-            return _finish(finish, summary, result, manifest, start)
+            return finish()
         with ray_cluster(ray_options.address, num_cpus=cpus if ray_options.address == "local" else None,
                          verbose=ray_options.verbose) as cluster:
             result.startup_s = cluster["startup_s"]
@@ -279,7 +277,7 @@ def segment(model: str | Path, inputs: Sequence[str], output: str | Path, *, mod
         if bar is not None:
             bar.close()
         if items:
-            _finish(finish, summary, result, manifest, start)
+            finish()
     return result
 
 
@@ -296,11 +294,11 @@ def _bag_facts(row: dict[str, Any], scratch: dict[tuple[str, int], dict]) -> dic
     return row
 
 
-def _finish(finish: tuple, summary, result: RayResult, manifest: dict, start: float) -> RayResult:  # noqa: ANN001
+def _finish(out: Path, videos: dict, bags: dict, scratch: dict, renderer, bag, summary,  # noqa: ANN001
+            result: RayResult, manifest: dict, start: float) -> RayResult:
     from ..jobs.summary import write_manifest
     from .bags import assemble_bags
 
-    out, videos, bags, scratch, renderer, bag = finish
     result.seconds = time.perf_counter() - start
     try:
         if not result.interrupted:

@@ -151,7 +151,7 @@ def write(batch: dict[str, np.ndarray], render: dict[str, Any], out: str, column
     rows = []
     for i, status in enumerate(batch["status"]):
         source, frame, output = str(batch["source"][i]), int(batch["frame"][i]), str(batch["output"][i])
-        bag = {k: str(batch[k][i]) for k in _NO_BAG} if "topic" in batch and batch["topic"][i] else None
+        bag = {k: str(batch[k][i]) for k in _NO_BAG} if batch["topic"][i] else None  # every row has the keys
         if status == "todo":
             image, mask = batch["image"][i], batch["mask"][i]
             try:

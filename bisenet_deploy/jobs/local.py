@@ -151,11 +151,9 @@ class LocalJob:
         as_frames = self.renderer.mode == "mask"
         video_rel = video_output(source.name, self.renderer.mode)
         if not as_frames and self._exists(video_rel):
-            kept = [k[1] for k in self.previous if k[0] == source.label] or [0]
-            for index in kept:
-                self.summary.keep_existing(source.label, index, video_rel, self.previous)
-            self.result.existing += len(kept)
-            self.progress(declared_frames(source, self.max_frames) or len(kept))
+            kept = self.summary.keep_source(source.label, video_rel, self.previous)
+            self.result.existing += kept
+            self.progress(declared_frames(source, self.max_frames) or kept)
             return
         expected = declared_frames(source, self.max_frames) if source.kind == "video" else None
         try:
@@ -232,10 +230,7 @@ class LocalJob:
         relative = bag_output(source.name)
         final = self.out / relative
         if final.exists() and not self.overwrite:
-            kept = [k[1] for k in self.previous if k[0] == source.label] or [0]
-            for index in kept:
-                self.summary.keep_existing(source.label, index, relative, self.previous)
-            self.result.existing += len(kept)
+            self.result.existing += self.summary.keep_source(source.label, relative, self.previous)
             self.log(f"kept {final} from an earlier run (--overwrite redoes it)")
             return
         try:

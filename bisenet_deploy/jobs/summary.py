@@ -84,6 +84,14 @@ class Summary:
         row["status"] = "exists"
         self.add(row)
 
+    def keep_source(self, source: str, output: str, previous: dict[tuple[str, int], dict]) -> int:
+        """A source whose one output (a video, a bag) is already there: every earlier row of
+        it (frame 0 when there are none), marked ``exists``; returns how many."""
+        kept = [k[1] for k in previous if k[0] == source] or [0]
+        for index in kept:
+            self.keep_existing(source, index, output, previous)
+        return len(kept)
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for row in self.rows.values():
