@@ -46,7 +46,9 @@ def temporary_folder(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}.{TMP_MARK}-{_HOST}-{os.getpid()}-", dir=root))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is running (a zombie, exited but not yet reaped
+    by its parent, is not)."""
     if pid == os.getpid():
         return True
     try:
@@ -55,7 +57,10 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):  # gone since os.kill, or no /proc (not Linux: os.kill said it exists)
+        return not Path("/proc/self").exists()
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -75,7 +80,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if TMP_MARK not in entry.name:
             continue
         match = _STALE.search(entry.name)
-        if match is None or match.group("host") != _HOST or _process_alive(int(match.group("pid"))):
+        if match is None or match.group("host") != _HOST or process_alive(int(match.group("pid"))):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

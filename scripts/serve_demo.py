@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ def main() -> int:
     from bisenet_deploy.runtime import Segmenter
     from bisenet_deploy.runtime.sources import list_images, read_image
     from bisenet_deploy.serving.repository import RepoOptions, write_repository
+    from bisenet_deploy.serving.server import stop_process_group
 
     if not SERVE_PYTHON.is_file():
         print(f"serve-demo: no serving environment at {SERVE_PYTHON}: run make serve-setup", file=sys.stderr)
@@ -100,13 +100,7 @@ def main() -> int:
             remote.close()  # an open keep-alive connection would hold the server's stop for its exit timeout
         local.close()
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+        stop_process_group(server)  # bisenet-serve run stops Triton on SIGTERM
         print(f"server stopped (exit {server.returncode})")
     if failures:
         print(f"serve-demo: {failures} scene(s) differ between the server and the local Segmenter", file=sys.stderr)

@@ -21,6 +21,7 @@ import pytest
 
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.runtime import Segmenter
+from bisenet_deploy.serving.server import stop_process_group
 
 from .conftest import TINY, random_frame
 
@@ -84,13 +85,7 @@ def server(repo):
         assert any("ready in" in ln for ln in lines), "".join(lines[-20:])
         yield {"http": f"http://127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}", "proc": proc, "lines": lines}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc, ((signal.SIGTERM, 40.0), (signal.SIGKILL, 10.0)))
         reader.join(timeout=5)
         assert proc.returncode == 0, "".join(lines[-20:])
         assert any("server stopped" in ln for ln in lines)

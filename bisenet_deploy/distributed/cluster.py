@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fileio import process_alive
 
 
 def _prepare_environment() -> None:
@@ -82,7 +83,7 @@ def stop_processes(pids: list[int], timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if process_alive(p)]
         if alive:
             time.sleep(0.1)
     for pid in alive:
@@ -96,25 +97,12 @@ def stop_processes_naming(text: str, rounds: int = 3, timeout: float = 10.0) -> 
     a raylet may start a worker between the listing and its own stop. Returns those still
     there after ``rounds`` (empty when all are gone)."""
     for _ in range(rounds):
-        left = [p for p in processes_naming(text) if _alive(p)]
+        left = [p for p in processes_naming(text) if process_alive(p)]
         if not left:
             return []
         stop_processes(left, timeout)
         time.sleep(0.2)
-    return [p for p in processes_naming(text) if _alive(p)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our child, not yet reaped) is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return False
+    return [p for p in processes_naming(text) if process_alive(p)]
 
 
 @contextlib.contextmanager

@@ -197,17 +197,28 @@ def start_server(repository: str | Path, options: ServerOptions = ServerOptions(
         raise
 
 
+def stop_process_group(process: subprocess.Popen,
+                       steps: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
+                       ) -> int | None:
+    """Stop ``process``, started in a session of its own, with its whole process group (a
+    server and its Python stubs): each signal of ``steps`` in turn, waiting up to its
+    seconds, until it has exited. Returns its exit code (None if even the last step failed)."""
+    for sig, wait in steps:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+    return process.returncode
+
+
 def stop_server(server: Server) -> int:
     """SIGINT (Triton's graceful stop), then SIGTERM, then SIGKILL, each bounded; remove what
     the server left (its shared-memory regions, the temporary folder). Returns its exit code."""
     process = server.process
-    for sig, wait in ((signal.SIGINT, server.options.exit_timeout + 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)  # the server and its Python stubs
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
+    stop_process_group(process, ((signal.SIGINT, server.options.exit_timeout + 10), (signal.SIGTERM, 5),
+                                 (signal.SIGKILL, 5)))
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)  # stubs that outlived the server
     if process.returncode and "Exit timeout expired" in _tail(server.log_path, 4):
