@@ -32,6 +32,7 @@ def main() -> int:
 
     from bisenet_deploy.cli.infer import main as infer
     from bisenet_deploy.datasets import shapes
+    from bisenet_deploy.fileio import write_text_atomic
     from bisenet_deploy.machine import cpu_facts
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,8 +80,7 @@ def main() -> int:
             report["bag_ray_local_1_worker"] = ray
         print(json.dumps(report, indent=1))
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1) + "\n")
+            write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -77,6 +77,7 @@ def same_masks(a: Path, b: Path) -> bool:
 
 def main() -> int:
     from bisenet_deploy.datasets import shapes
+    from bisenet_deploy.fileio import write_text_atomic
     from bisenet_deploy.machine import cpu_facts
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,8 +112,7 @@ def main() -> int:
                   "frames": args.frames, "size": args.size, "model": str(model), "runs": rows}
         print(json.dumps(report, indent=1))
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1) + "\n")
+            write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
