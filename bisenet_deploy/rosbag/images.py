@@ -40,6 +40,11 @@ class EncodingError(InputError):
     """An image encoding we cannot turn into a BGR frame."""
 
 
+def _buffer(msg: Any) -> np.ndarray:
+    """A message's ``data`` as uint8 (a NumPy array from rosbags, bytes or an array from rclpy)."""
+    return np.frombuffer(msg.data.tobytes() if isinstance(msg.data, np.ndarray) else bytes(msg.data), np.uint8)
+
+
 def image_to_bgr(msg: Any) -> np.ndarray:
     """BGR uint8 H x W x 3 from a ``sensor_msgs/Image``."""
     encoding = str(msg.encoding)
@@ -48,7 +53,7 @@ def image_to_bgr(msg: Any) -> np.ndarray:
     channels, depth, conversion = ENCODINGS[encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     row = w * channels * depth
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
+    data = _buffer(msg)
     if step < row or data.size < step * h:
         raise InputError(f"{encoding} image {w}x{h} needs {row} bytes per row and {step * h} in all; "
                          f"the message has step {step} and {data.size} bytes")
@@ -69,7 +74,7 @@ def compressed_to_bgr(msg: Any) -> np.ndarray:
     fmt = str(msg.format).lower()
     if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
         raise EncodingError(f"unsupported compressed image format {msg.format!r}; supported: jpeg, png")
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data.tobytes(), np.uint8)
+    data = _buffer(msg)
     frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if frame is None:
         raise InputError(f"cannot decode the {msg.format} image in the message")
@@ -82,10 +87,12 @@ def message_to_bgr(msg: Any, msgtype: str) -> np.ndarray:
     return image_to_bgr(msg)
 
 
-def array_to_image(image_type: Any, header: Any, array: np.ndarray, encoding: str) -> Any:
+def array_to_image(image_type: Any, header: Any, array: np.ndarray, encoding: str, as_bytes: bool = False) -> Any:
     """A ``sensor_msgs/Image`` of ``image_type`` (the class) holding ``array``: ``mono8``
-    (H x W uint8) or ``bgr8`` (H x W x 3 uint8), rows unpadded, little endian."""
+    (H x W uint8) or ``bgr8`` (H x W x 3 uint8), rows unpadded, little endian; ``data`` as a
+    NumPy array (rosbags) or, ``as_bytes``, as bytes (rclpy)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     channels = 1 if array.ndim == 2 else array.shape[2]
     return image_type(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding,
-                      is_bigendian=0, step=array.shape[1] * channels, data=array.reshape(-1))
+                      is_bigendian=0, step=array.shape[1] * channels,
+                      data=array.tobytes() if as_bytes else array.reshape(-1))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .images import COMPRESSED_TYPES, message_to_bgr
+from .images import array_to_image, message_to_bgr
 
 
 class LatestOnly:
@@ -93,17 +93,13 @@ class SegmentationCore:
         self.stats = Stats()
 
     def _image(self, header: Any, array: np.ndarray, encoding: str) -> Any:
-        array = np.ascontiguousarray(array, dtype=np.uint8)
-        channels = 1 if array.ndim == 2 else array.shape[2]
-        data = array.tobytes() if self.data_as_bytes else array.reshape(-1)
-        return self.image_type(header=header, height=array.shape[0], width=array.shape[1], encoding=encoding,
-                               is_bigendian=0, step=array.shape[1] * channels, data=data)
+        return array_to_image(self.image_type, header, array, encoding, self.data_as_bytes)
 
     def handle(self, msg: Any, msgtype: str = "sensor_msgs/msg/Image", received: float | None = None
                ) -> list[tuple[str, Any]]:
         start = received if received is not None else time.perf_counter()
         try:
-            frame = message_to_bgr(msg, "sensor_msgs/msg/CompressedImage" if msgtype in COMPRESSED_TYPES else msgtype)
+            frame = message_to_bgr(msg, msgtype)
         except InputError:
             self.stats.failed += 1
             raise
