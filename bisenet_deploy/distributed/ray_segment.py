@@ -94,8 +94,10 @@ def _resolve_backend(model: Path, backend: str | None, options: dict[str, Any], 
 
 
 def _artifact_files(model: Path) -> dict[str, bytes]:
+    from ..engine_sidecar import sidecar_path
+
     files = {model.name: model.read_bytes()}
-    sidecar = model.with_name(model.name + ".json")
+    sidecar = sidecar_path(model)
     if sidecar.is_file():  # engines carry their ModelSpec in it
         files[sidecar.name] = sidecar.read_bytes()
     return files

@@ -112,12 +112,13 @@ def write_repository(artifact: str | Path, output: str | Path, options: RepoOpti
 
 
 def _copy_artifact(artifact: Path, folder: Path, name: str | None = None) -> str:
+    from ..engine_sidecar import sidecar_path
+
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (name or artifact.name)
     shutil.copy2(artifact, target)
-    side = artifact.with_name(artifact.name + ".json")
-    if side.is_file():
-        shutil.copy2(side, target.with_name(target.name + ".json"))
+    if sidecar_path(artifact).is_file():
+        shutil.copy2(sidecar_path(artifact), sidecar_path(target))
     return target.name
 
 
