@@ -140,7 +140,7 @@ def _onnx_runners(path: Path) -> list[dict[str, Any]]:
 
 
 def _inspect_engine(path: Path) -> dict[str, Any]:
-    from .engine_sidecar import EngineSidecar, compatibility_problem, rebuild_hint, sidecar_path
+    from .trt.sidecar import EngineSidecar, compatibility_problem, rebuild_hint, sidecar_path
 
     sidecar = EngineSidecar.read(path)
     if sidecar is None:
@@ -167,8 +167,8 @@ def _inspect_engine(path: Path) -> dict[str, Any]:
     if importlib.util.find_spec(package) is None:
         detail, ok = f"{package} is not installed here", False
     else:
-        from .runtime.backends.cuda_buffers import gpu_info, gpu_problem
-        from .runtime.backends.tensorrt_loading import flavour, load_tensorrt, version_of
+        from .trt.cuda_buffers import gpu_info, gpu_problem
+        from .trt.loading import flavour, load_tensorrt, version_of
 
         trt = load_tensorrt(package)
         problem = compatibility_problem(sidecar, flavour(trt), version_of(trt), None) or gpu_problem(0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run once on a machine with an NVIDIA GPU and TensorRT (Jetson or desktop) to settle whether
 # the engine path works there:
-#   1. bisenet_deploy.export.gpu_check: exports the demo model, builds FP32/FP16/INT8 engines
+#   1. bisenet_deploy.cli.gpu_check: exports the demo model, builds FP32/FP16/INT8 engines
 #      (and a dynamic-shape one) with `bisenet-export --engine`, runs them with the TensorRT
 #      backend and compares labels with onnxruntime FP32 (>= 99.9 / 99.5 / 99 %), checks the
 #      CUDA-graph path and GPU-resident input, prints a table and a verdict;
@@ -18,13 +18,13 @@ OUT=${1:-gpu_check}
 shift || true
 
 # Without a usable GPU there is nothing to check: say so in one line, run nothing.
-problem=$("$PYTHON" -c 'from bisenet_deploy.runtime.backends.cuda_buffers import gpu_problem; print(gpu_problem(0) or "")' 2>&1)
+problem=$("$PYTHON" -c 'from bisenet_deploy.trt.cuda_buffers import gpu_problem; print(gpu_problem(0) or "")' 2>&1)
 if [[ -n "$problem" ]]; then
     echo "gpu_check.sh: nothing checked: ${problem##*$'\n'}" >&2
     exit 2
 fi
 
-"$PYTHON" -m bisenet_deploy.export.gpu_check --out "$OUT" "$@"
+"$PYTHON" -m bisenet_deploy.cli.gpu_check --out "$OUT" "$@"
 check=$?
 "$PYTHON" -m pytest -q -rs -m "gpu or tensorrt" tests/
 tests=$?

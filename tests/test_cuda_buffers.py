@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bisenet_deploy.errors import UserError
-from bisenet_deploy.runtime.backends import cuda_buffers as cb
-from bisenet_deploy.runtime.backends import device_arrays as da
+from bisenet_deploy.trt import cuda_buffers as cb
+from bisenet_deploy.trt import device_arrays as da
 from tests.trt_fixtures import gpu_problem, importable
 
 GPU_PROBLEM = gpu_problem()

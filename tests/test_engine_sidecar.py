@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from bisenet_deploy.cli.export import main
-from bisenet_deploy.engine_sidecar import (
+from bisenet_deploy.trt.sidecar import (
     EngineSidecar,
     compatibility_problem,
     mismatch_error,
@@ -16,9 +16,9 @@ from bisenet_deploy.engine_sidecar import (
     sidecar_path,
 )
 from bisenet_deploy.errors import ArtifactError, UserError
-from bisenet_deploy.export.tensorrt import EngineOptions, build_engine
+from bisenet_deploy.trt.builder import EngineOptions, build_engine
 from bisenet_deploy.runtime.backends import open_backend
-from bisenet_deploy.runtime.backends.cuda_buffers import CudaUnavailable
+from bisenet_deploy.trt.cuda_buffers import CudaUnavailable
 from bisenet_deploy.spec import ModelSpec
 from tests.tiny_onnx import tiny_onnx
 from tests.trt_fixtures import builder_module, gpu_problem
@@ -168,7 +168,7 @@ def test_runtime_side_imports_neither_torch_nor_tensorrt():
     import sys
 
     code = (
-        "import sys, bisenet_deploy.runtime.backends.tensorrt, bisenet_deploy.engine_sidecar;"
+        "import sys, bisenet_deploy.trt.runner, bisenet_deploy.trt.sidecar;"
         "bad = [m for m in ('torch', 'tensorrt', 'tensorrt_rtx', 'onnx') if m in sys.modules];"
         "sys.exit(str(bad) if bad else 0)"
     )

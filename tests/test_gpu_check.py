@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bisenet_deploy.export import gpu_check
-from bisenet_deploy.runtime.backends.tensorrt_loading import flavour
+from bisenet_deploy.cli import gpu_check
+from bisenet_deploy.trt.loading import flavour
 from tests.trt_fixtures import builder_module
 
 

@@ -258,7 +258,7 @@ def test_calls_after_close_and_non_frames_are_clear_errors(export_model5):
 
 @pytest.mark.parametrize("value", ["tensorrt 10", None, 3, ["x"]])
 def test_sidecar_fields_of_the_wrong_type_are_one_line(tmp_path, export_model5, capsys, value):
-    from bisenet_deploy.engine_sidecar import EngineSidecar
+    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.spec import ModelSpec
 
@@ -293,7 +293,7 @@ def test_hints_name_commands_that_work(tmp_path, export_model5):
     disguised.write_bytes(onnx_file.read_bytes())
     with pytest.raises(UserError, match="rename it to 'm.onnx'"):
         load_checkpoint(disguised)
-    from bisenet_deploy.runtime.backends.cuda_buffers import gpu_problem
+    from bisenet_deploy.trt.cuda_buffers import gpu_problem
 
     problem = gpu_problem(0)
     if problem is not None and not Path("/proc/driver/nvidia/version").exists():
@@ -405,7 +405,7 @@ def test_export_refuses_checkpoint_options_on_an_onnx_input(export_model5, capsy
 
 def test_inspect_describes_onnx_engine_and_checkpoint(precision_models, checkpoint5, tmp_path, capsys):
     from bisenet_deploy.cli.inspect import main as inspect
-    from bisenet_deploy.engine_sidecar import EngineSidecar
+    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.spec import ModelSpec
 

@@ -147,7 +147,7 @@ def test_dead_server_is_one_clear_line_within_seconds():
 
 
 def test_every_config_parses_back_through_the_protobuf(repo, tmp_path, export_model5):
-    from bisenet_deploy.engine_sidecar import EngineSidecar
+    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.serving import config as cfg
     from bisenet_deploy.serving.repository import RepoOptions, write_repository

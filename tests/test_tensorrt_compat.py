@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from bisenet_deploy.errors import UserError
-from bisenet_deploy.export import tensorrt_compat as compat
-from bisenet_deploy.runtime.backends.tensorrt_loading import (
+from bisenet_deploy.trt import compat
+from bisenet_deploy.trt.loading import (
     TensorRTUnavailable,
     flavour,
     load_tensorrt,

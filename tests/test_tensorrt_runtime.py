@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bisenet_deploy.errors import InputError
-from bisenet_deploy.export.tensorrt import EngineOptions, build_engine
+from bisenet_deploy.trt.builder import EngineOptions, build_engine
 from bisenet_deploy.runtime.backends import open_backend
 from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tests.tiny_onnx import tiny_onnx
@@ -126,7 +126,7 @@ def test_bad_input_and_closed_backend(engines):
 
 
 def test_release_returns_gpu_memory(engines):
-    from bisenet_deploy.runtime.backends.cuda_buffers import _call
+    from bisenet_deploy.trt.cuda_buffers import _call
 
     _, engine = engines["fp32", True]
     with open_backend(engine) as warm:  # first load initialises CUDA/TensorRT state that stays
@@ -142,7 +142,7 @@ def test_release_returns_gpu_memory(engines):
 @pytest.mark.slow
 def test_trained_demo_model_label_agreement(trt, tmp_path):
     """Label agreement with onnxruntime FP32 at each precision (thresholds in gpu_check)."""
-    from bisenet_deploy.export import gpu_check
+    from bisenet_deploy.cli import gpu_check
     from bisenet_deploy.model.demo import demo_checkpoint_path
 
     if demo_checkpoint_path() is None:

@@ -15,7 +15,7 @@ def importable(name: str):
 
 
 def gpu_problem() -> str | None:
-    from bisenet_deploy.runtime.backends.cuda_buffers import gpu_problem as problem
+    from bisenet_deploy.trt.cuda_buffers import gpu_problem as problem
 
     return problem(0)
 
@@ -47,7 +47,7 @@ def runtime_module():
     rtx = importable("tensorrt_rtx")
     if rtx is None:
         pytest.skip("needs TensorRT (pip install tensorrt, or JetPack) or TensorRT-RTX")
-    from bisenet_deploy.runtime.backends.cuda_buffers import gpu_info
+    from bisenet_deploy.trt.cuda_buffers import gpu_info
 
     cc = gpu_info(0)["compute_capability"]
     if "SM" + cc.replace(".", "") not in rtx.ComputeCapability.__members__:

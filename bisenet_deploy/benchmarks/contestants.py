@@ -161,7 +161,7 @@ def recorded_onnx_precision(path: Path) -> str | None:
 def engine_sidecar_facts(engine: Path) -> dict[str, Any]:
     """Build time and build facts from the engine's sidecar (``model.engine.json``); an
     unreadable or missing sidecar gives no figures here (the backend says why it cannot run)."""
-    from ..engine_sidecar import EngineSidecar
+    from ..trt.sidecar import EngineSidecar
 
     try:
         sidecar = EngineSidecar.read(engine)

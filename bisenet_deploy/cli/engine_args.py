@@ -79,7 +79,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} is a TensorRT build option; add --engine")
         return
-    from ..runtime.backends.tensorrt_loading import load_tensorrt
+    from ..trt.loading import load_tensorrt
 
     load_tensorrt(args.tensorrt)
 
@@ -88,7 +88,7 @@ def build_engines_from_args(
     args: argparse.Namespace, onnx_paths: list[Path], output: Path | None, log: Callable[[str], None]
 ) -> int:
     """Build an engine for each ONNX model with the options given on the command line."""
-    from ..export.tensorrt import EngineOptions, build_engines
+    from ..trt.builder import EngineOptions, build_engines
 
     options = EngineOptions(
         min_shape=args.min_shape,

@@ -94,7 +94,7 @@ def _resolve_backend(model: Path, backend: str | None, options: dict[str, Any], 
 
 
 def _artifact_files(model: Path) -> dict[str, bytes]:
-    from ..engine_sidecar import sidecar_path
+    from ..trt.sidecar import sidecar_path
 
     files = {model.name: model.read_bytes()}
     sidecar = sidecar_path(model)

@@ -69,7 +69,7 @@ def _dims(info, batch_dynamic: bool) -> tuple[list[int], bool]:  # noqa: ANN001 
 def write_repository(artifact: str | Path, output: str | Path, options: RepoOptions = RepoOptions(),
                      log=lambda msg: None) -> Path:  # noqa: ANN001
     """Write the repository for ``artifact`` at ``output`` (see the module docstring)."""
-    from ..engine_sidecar import EngineSidecar, sidecar_path
+    from ..trt.sidecar import EngineSidecar, sidecar_path
     from ..runtime.segmenter import Segmenter
 
     artifact, output = Path(artifact), Path(output)
@@ -112,7 +112,7 @@ def write_repository(artifact: str | Path, output: str | Path, options: RepoOpti
 
 
 def _copy_artifact(artifact: Path, folder: Path, name: str | None = None) -> str:
-    from ..engine_sidecar import sidecar_path
+    from ..trt.sidecar import sidecar_path
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (name or artifact.name)
@@ -133,7 +133,7 @@ def _python_model(root: Path, artifact: Path, spec, options: RepoOptions) -> Non
 
 
 def _native_models(root: Path, artifact: Path, kind: str, backend, spec, options: RepoOptions, log) -> None:  # noqa: ANN001
-    from ..engine_sidecar import EngineSidecar
+    from ..trt.sidecar import EngineSidecar
 
     if kind == "torch":
         raise UserError("native Triton models need an .onnx or an engine; export the checkpoint first")

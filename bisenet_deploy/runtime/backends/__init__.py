@@ -12,11 +12,11 @@ from typing import Any
 from ...errors import UserError
 from .base import Backend, TensorInfo
 
-#: backend name -> "module:Class" (relative to this package)
+#: backend name -> "module:Class" (relative to this package, or absolute when dotted)
 BACKENDS = {
     "onnxruntime": "onnxruntime:OnnxRuntimeBackend",
     "openvino": "openvino:OpenVinoBackend",
-    "tensorrt": "tensorrt:TensorRTBackend",
+    "tensorrt": "bisenet_deploy.trt.runner:TensorRTBackend",
     "torch": "torch:TorchBackend",
     "triton": "triton:TritonBackend",
 }
@@ -87,7 +87,7 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 def backend_class(name: str) -> type[Backend]:
     module_name, class_name = BACKENDS[name].split(":")
     try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        module = importlib.import_module(module_name if "." in module_name else f"{__name__}.{module_name}")
     except ImportError as exc:
         raise UserError(f"the {name} backend is not available here: {exc}") from None
     return getattr(module, class_name)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
-from .spec import ModelSpec, SpecError
+from ..errors import ArtifactError
+from ..spec import ModelSpec, SpecError
 
 FORMAT_VERSION = 1
 
@@ -112,7 +112,7 @@ class EngineSidecar:
         return cls(**values)
 
     def write(self, engine_path: str | Path) -> Path:
-        from .fileio import write_text_atomic
+        from ..fileio import write_text_atomic
 
         return write_text_atomic(sidecar_path(engine_path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 

@@ -18,7 +18,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from ...errors import UserError
+from ..errors import UserError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 _LOGGERS: dict[str, Any] = {}

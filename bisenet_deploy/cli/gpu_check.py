@@ -6,7 +6,7 @@ labels with onnxruntime FP32 on the same frames. Also checks that the CUDA-graph
 GPU-resident input give exactly what the plain path gives. Prints a table and a verdict;
 ``scripts/gpu_check.sh`` runs it. Exit code 0 only when every check that could run passed.
 
-    python -m bisenet_deploy.export.gpu_check --out gpu_check --size 256x512
+    python -m bisenet_deploy.cli.gpu_check --out gpu_check --size 256x512
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def agreement_check(engine: Path, onnx: Path, frames, size_hw, threshold: float,
     """Label agreement of the engine with onnxruntime FP32 (minimum over frames)."""
     from ..metrics import label_agreement
     from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
-    from ..runtime.backends.tensorrt import TensorRTBackend
+    from ..trt.runner import TensorRTBackend
 
     with OnnxRuntimeBackend(onnx, device="cpu") as ref:
         expected = _labels(ref, frames, size_hw, batch)
@@ -104,7 +104,7 @@ def agreement_check(engine: Path, onnx: Path, frames, size_hw, threshold: float,
 def cuda_graph_check(engine: Path, frames, size_hw) -> CheckResult:
     """The CUDA-graph path returns exactly what the plain path returns."""
     from ..runtime import processing
-    from ..runtime.backends.tensorrt import TensorRTBackend
+    from ..trt.runner import TensorRTBackend
 
     with TensorRTBackend(engine) as plain, TensorRTBackend(engine, cuda_graph=True) as graphed:
         diffs = []
@@ -139,7 +139,7 @@ def _to_gpu(array: np.ndarray) -> Any:
 def gpu_input_check(engine: Path, frames, size_hw) -> CheckResult:
     """An input already on the GPU (torch or cupy) gives what the host input gives."""
     from ..runtime import processing
-    from ..runtime.backends.tensorrt import TensorRTBackend
+    from ..trt.runner import TensorRTBackend
 
     name = f"{engine.name} GPU-resident input"
     with TensorRTBackend(engine) as backend:
@@ -156,8 +156,8 @@ def gpu_input_check(engine: Path, frames, size_hw) -> CheckResult:
 
 
 def run_checks(out_dir: Path, size_hw: tuple[int, int], tensorrt: str = "auto") -> list[CheckResult]:
-    from ..runtime.backends.cuda_buffers import require_gpu
-    from ..runtime.backends.tensorrt_loading import flavour, load_tensorrt, version_of
+    from ..trt.cuda_buffers import require_gpu
+    from ..trt.loading import flavour, load_tensorrt, version_of
 
     trt = load_tensorrt(tensorrt)
     gpu = require_gpu(0)

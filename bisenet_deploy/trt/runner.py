@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ...engine_sidecar import EngineSidecar, compatibility_problem, mismatch_error, rebuild_hint, sidecar_path
-from ...errors import ArtifactError, InputError, UserError
-from .base import Backend, TensorInfo, check_input
+from .sidecar import EngineSidecar, compatibility_problem, mismatch_error, rebuild_hint, sidecar_path
+from ..errors import ArtifactError, InputError, UserError
+from ..runtime.backends.base import Backend, TensorInfo, check_input
 from .cuda_buffers import (
     CudaError,
     CudaGraph,
@@ -42,7 +42,7 @@ from .cuda_buffers import (
     require_gpu,
 )
 from .device_arrays import device_array
-from .tensorrt_loading import engine_validity_problem, flavour, load_tensorrt, logger_for, version_of
+from .loading import engine_validity_problem, flavour, load_tensorrt, logger_for, version_of
 
 
 class _Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UserError
+from ..errors import UserError
 
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
 _DL_TYPES = {0: "i", 1: "u", 2: "f", 6: "b"}  # DLDataTypeCode -> numpy kind

@@ -25,15 +25,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..engine_sidecar import EngineSidecar, sidecar_path
+from .sidecar import EngineSidecar, sidecar_path
 from ..errors import ArtifactError, ExportError, UserError
 from ..fileio import atomic_output, check_output_path, write_bytes_atomic, write_text_atomic
-from ..runtime.backends.cuda_buffers import cuda_versions, gpu_info
-from ..runtime.backends.tensorrt_loading import flavour, load_tensorrt, logger_for, version_of
+from .cuda_buffers import cuda_versions, gpu_info
+from .loading import flavour, load_tensorrt, logger_for, version_of
 from ..versions import tool_versions
-from . import tensorrt_compat as compat
+from . import compat
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
-from .tensorrt_profiles import Shape, fmt, profile_for
+from .profiles import Shape, fmt, profile_for
 
 Log = Callable[[str], None]
 

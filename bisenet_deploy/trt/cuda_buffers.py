@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UserError
+from ..errors import UserError
 
 
 class CudaUnavailable(UserError):
