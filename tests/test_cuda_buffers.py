@@ -48,6 +48,47 @@ def test_host_arrays_are_not_device_arrays():
         assert da.device_array(torch.zeros(3)) is None  # CPU tensor: host path
 
 
+@pytest.mark.parametrize(
+    "address, copy",
+    [(0x7F0000000000, False), (0x7F0000000100, False), (0x7F0000000000 + 3 * 64 * 128, False),  # 24576 = 96 x 256
+     (0x7F0000000000 + 4, True), (0x7F0000000000 + 128, True), (0x7F0000000000 + 3 * 64 * 127, True), (0, True)],
+)
+def test_alignment_rule_for_input_addresses(address, copy):
+    """TensorRT binds only 256-byte aligned addresses (NvInferRuntime.h, setTensorAddress)."""
+    assert da.needs_copy(address) is copy
+
+
+def test_alignment_rule_for_views_into_a_batch():
+    """Frame k of a uint8 NHWC batch starts at k * H * W * 3 bytes: aligned only for some sizes."""
+    base = 0x7F0000000000  # cudaMalloc: 256-byte aligned
+    assert [da.needs_copy(base + k * 64 * 128 * 3) for k in range(3)] == [False, False, False]
+    # 43200 = 168.75 x 256: frames 1-3 start off the boundary, frame 4 (172800 = 675 x 256) on it
+    assert [da.needs_copy(base + k * 90 * 160 * 3) for k in range(5)] == [False, True, True, True, False]
+    assert da.needs_copy(base + 4, alignment=4) is False and da.needs_copy(base + 2, alignment=4) is True
+    with pytest.raises(ValueError):
+        da.needs_copy(base, alignment=100)
+
+
+@pytest.mark.parametrize(
+    "driver, runtime, expected",
+    [
+        (12020, 12090, None),  # JetPack 6.0 (CUDA 12.2 driver) with cuda-bindings 12.9: minor-version compatible
+        (13000, 12090, None),  # a newer driver runs older bindings
+        (13000, 13000, None),
+        (12020, 13000, 'pip install "cuda-python>=12.3,<13"'),  # cuda-python 13 on JetPack 6 / drivers < 580
+        (12080, 13010, "Linux >= 580.65.06"),
+        (11040, 12090, "update the NVIDIA driver to >= 525.60.13"),
+        (0, 13000, None),  # no driver at all: said elsewhere
+    ],
+)
+def test_bindings_need_a_driver_of_their_major(driver, runtime, expected):
+    problem = cb.bindings_driver_problem(driver, runtime)
+    if expected is None:
+        assert problem is None
+    else:
+        assert expected in problem and "\n" not in problem
+
+
 class _Producer:
     """A minimal producer of the CUDA array interface (v3), as numba/cupy/torch expose it."""
 

@@ -11,6 +11,7 @@ from bisenet_deploy.cli.export import main
 from bisenet_deploy.trt.sidecar import (
     EngineSidecar,
     compatibility_problem,
+    gpu_identity_problem,
     mismatch_error,
     rebuild_hint,
     sidecar_path,
@@ -23,8 +24,10 @@ from bisenet_deploy.spec import ModelSpec
 from tests.tiny_onnx import tiny_onnx
 from tests.trt_fixtures import builder_module, gpu_problem
 
-GPU_A = {"name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7"}
-GPU_B = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}
+GPU_A = {"name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7", "multiprocessors": 16,
+         "total_memory_mb": 62800, "uuid": "GPU-a"}
+GPU_B = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9", "multiprocessors": 128,
+         "total_memory_mb": 24080, "uuid": "GPU-b"}
 
 
 def sidecar(**changes) -> EngineSidecar:
@@ -70,7 +73,7 @@ def test_compatibility_rules():
     assert "built with tensorrt, but it is being loaded with tensorrt_rtx" in compatibility_problem(
         s, "tensorrt_rtx", "10.3.0", GPU_A
     )
-    assert "built for NVIDIA Jetson AGX Orin (compute capability 8.7)" in compatibility_problem(
+    assert "built for NVIDIA Jetson AGX Orin (compute capability 8.7, 16 SMs, 61 GiB)" in compatibility_problem(
         s, "tensorrt", "10.3.0", GPU_B
     )
     rtx = sidecar(tensorrt={"package": "tensorrt_rtx", "version": "1.7"}, gpu=None, target_compute_capabilities=["8.6"])
@@ -79,6 +82,22 @@ def test_compatibility_rules():
     assert "this GPU (RTX) has 8.9" in compatibility_problem(rtx, "tensorrt_rtx", "1.7", other)
     portable = sidecar(tensorrt={"package": "tensorrt_rtx", "version": "1.7"}, build={"portable_across_gpus": True})
     assert compatibility_problem(portable, "tensorrt_rtx", "1.7", GPU_B) is None  # built on GPU_A, runs on GPU_B
+
+
+def test_gpu_identity_tells_jetson_modules_apart():
+    """Orin modules share a name and compute capability; SM count and memory differ."""
+    agx64 = dict(GPU_A, uuid=None)
+    agx32 = dict(agx64, multiprocessors=14, total_memory_mb=30500)
+    nx16 = {"name": "Orin", "compute_capability": "8.7", "multiprocessors": 8, "total_memory_mb": 15400}
+    nano8 = dict(nx16, total_memory_mb=7450)
+    assert gpu_identity_problem(agx64, dict(agx64, total_memory_mb=62100, uuid="GPU-other")) is None  # same model
+    assert "14 SMs" in gpu_identity_problem(agx32, agx64)
+    assert "7 GiB" in gpu_identity_problem(nx16, nano8)  # same SM count, half the memory
+    assert gpu_identity_problem(dict(GPU_A), dict(GPU_A, name="renamed")) is None  # same physical device (UUID)
+    assert "cannot be compared" in gpu_identity_problem({"name": "Orin", "compute_capability": "8.7"}, nx16)
+    assert "names no build GPU" in gpu_identity_problem(None, nx16)
+    # A TensorRT engine whose sidecar has no GPU (built without working cuda-python) is refused.
+    assert "names no build GPU" in compatibility_problem(sidecar(gpu=None), "tensorrt", "10.3.0", GPU_A)
 
 
 def test_mismatch_error_is_one_line_with_the_rebuild_command(tmp_path):

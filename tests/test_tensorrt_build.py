@@ -19,6 +19,9 @@ from tests.tiny_onnx import tiny_onnx, tiny_spec, unsupported_op_onnx
 from tests.trt_fixtures import builder_module
 
 QUIET = EngineOptions(progress=False)
+# Builder tests run here with TensorRT-RTX and, selected by scripts/gpu_check.sh's
+# -m "gpu or tensorrt", against the real TensorRT on a GPU machine (builder_module prefers it).
+pytestmark = pytest.mark.tensorrt
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from tests.tiny_onnx import tiny_onnx, unsupported_op_onnx
 from tests.trt_fixtures import installed_flavours
 
 MODULES = installed_flavours()
-pytestmark = pytest.mark.skipif(not MODULES, reason="no TensorRT or TensorRT-RTX Python package installed")
+# ``tensorrt``: scripts/gpu_check.sh (-m "gpu or tensorrt") runs these against the real TensorRT too.
+pytestmark = [pytest.mark.tensorrt,
+              pytest.mark.skipif(not MODULES, reason="no TensorRT or TensorRT-RTX Python package installed")]
 
 
 @pytest.fixture(params=MODULES, ids=[flavour(m) for m in MODULES])
@@ -65,18 +67,37 @@ def test_network_typing_follows_the_available_flags(trt, parts):
             assert network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def test_precision_flags(trt, parts):
-    _, _, config, strongly_typed = parts
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "mixed"])
+def test_typing_plan_applies_on_the_real_module(trt, precision, tmp_path):
+    """The plan's flags exist on this module and apply; strongly typed builds set none."""
+    from bisenet_deploy.trt.features import typing_plan
+
+    plan = typing_plan(trt, precision)
+    builder = trt.Builder(logger_for(trt))
+    network, strongly_typed = compat.create_network(trt, builder, plan)
+    assert strongly_typed == plan.strongly_typed
+    onnx = tiny_onnx(tmp_path / "t.onnx", precision if precision != "mixed" else "fp16")
+    assert compat.parse_onnx(trt.OnnxParser(network, logger_for(trt)), str(onnx), onnx.read_bytes())
+    config = builder.create_builder_config()
+    record = compat.apply_typing(trt, network, config, plan, precision)
+    for name in plan.builder_flags:
+        assert config.get_flag(getattr(trt.BuilderFlag, name))
     if strongly_typed:
-        assert compat.set_precision_flags(trt, config, "mixed", True) == []
-    if hasattr(trt.BuilderFlag, "FP16"):  # weak typing exists (8.6, 10): flags follow the ONNX
-        assert compat.set_precision_flags(trt, config, "mixed", False) == ["FP16", "INT8"]
-        assert config.get_flag(trt.BuilderFlag.FP16) and config.get_flag(trt.BuilderFlag.INT8)
-    else:  # TensorRT 11 / RTX: a weakly typed build cannot be expressed; the shim must refuse
-        with pytest.raises(UserError, match="no FP16 builder flag"):
-            compat.set_precision_flags(trt, config, "fp16", False)
-    with pytest.raises(UserError, match="unknown precision"):
-        compat.set_precision_flags(trt, config, "bf16", False)
+        assert record == {"precision_flags": [], "precision_constraints": None}
+    elif precision in ("fp16", "mixed"):  # TensorRT 8.6 on a GPU machine
+        assert record["precision_constraints"] == "obey" and record["fp32_layers_pinned"] >= 0
+
+
+def test_capture_flags_and_profile_check(trt, parts):
+    builder, network, config, _ = parts
+    names = compat.set_capture_flags(trt, config)
+    assert names == (["REQUIRE_USER_ALLOCATION"] if hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION") else [])
+    for name in names:
+        assert config.get_flag(getattr(trt.BuilderFlag, name))
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 16, 16))  # min > max: invalid, -1
+    with pytest.raises(UserError, match="rejected the optimization profile"):
+        compat.add_profile(config, profile)
 
 
 def test_workspace_optimization_level_and_profiling(trt, parts):

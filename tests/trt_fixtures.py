@@ -26,13 +26,15 @@ def installed_flavours() -> list:
 
 
 def builder_module():
-    """A TensorRT that can build here: TensorRT-RTX anywhere, TensorRT only with a GPU."""
-    rtx = importable("tensorrt_rtx")
-    if rtx is not None:
-        return rtx
+    """The TensorRT to build with here: the full TensorRT where it can build (it needs a GPU),
+    else TensorRT-RTX (builds without one). The full TensorRT comes first so that a GPU
+    machine with both installed checks the builder against the TensorRT users deploy with."""
     trt = importable("tensorrt")
     if trt is not None and gpu_problem() is None:
         return trt
+    rtx = importable("tensorrt_rtx")
+    if rtx is not None:
+        return rtx
     pytest.skip("needs tensorrt_rtx (builds without a GPU: pip install 'bisenet-deploy[rtx]') or TensorRT with a GPU")
 
 

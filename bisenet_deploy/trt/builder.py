@@ -3,11 +3,12 @@
 Precision comes from the ONNX: where TensorRT has strongly typed networks (10 and later,
 always in 11 and TensorRT-RTX) every type is taken from the graph's casts and Q/DQ nodes;
 on TensorRT 8.6 the network is weakly typed and gets the FP16/INT8 flags the ONNX's
-recorded precision implies. The builder never adds precision on its own.
+recorded precision implies, plus OBEY_PRECISION_CONSTRAINTS with the ONNX's FP32 layers
+pinned to FP32 (``precision.py``). The builder never adds precision on its own.
 
 The TensorRT module is a parameter (``trt=``): the same code builds with ``tensorrt`` on a
 GPU machine and with ``tensorrt_rtx`` (no GPU needed) in CI. API differences live in
-``tensorrt_compat``.
+``compat`` (calls) and ``features`` (decisions).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any
 from .sidecar import EngineSidecar, sidecar_path
 from ..errors import ArtifactError, ExportError, UserError
 from ..fileio import atomic_output, check_output_path, write_bytes_atomic, write_text_atomic
-from .cuda_buffers import cuda_versions, gpu_info
+from .cuda_buffers import cuda_versions, gpu_info, gpu_problem
 from .loading import flavour, load_tensorrt, logger_for, version_of
 from ..versions import tool_versions
 from . import compat
+from .features import typing_plan
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
 from .profiles import Shape, fmt, profile_for
 
@@ -151,19 +153,20 @@ def build_engine(
     logger = logger_for(trt, options.verbose)
     logger.clear()
     notes: list[str] = []
-    gpu = gpu_info(0)
+    gpu = _build_gpu(trt, log)
     log(f"building a {facts.precision} engine from {facts.path.name} with {flavour(trt)} {version_of(trt)} "
         f"on {gpu['name'] if gpu else 'no GPU (ahead-of-time build)'}")
 
     builder = trt.Builder(logger)
-    network, strongly_typed = compat.create_network(trt, builder)
+    plan = typing_plan(trt, facts.precision)
+    network, strongly_typed = compat.create_network(trt, builder, plan)
     parser = trt.OnnxParser(network, logger)
     if not compat.parse_onnx(parser, str(facts.path), facts.path.read_bytes()):
         raise ArtifactError(f"TensorRT cannot parse '{facts.path}': {compat.parser_failure(parser, logger)}")
     if network.num_inputs != 1:
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
     config = builder.create_builder_config()
-    build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log)
+    build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log, plan)
     cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes)
 
     from tqdm import tqdm
@@ -209,7 +212,7 @@ def build_engine(
         tmp.write_bytes(engine_bytes)
         layers_path = None
         if options.layer_report:
-            layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes)
+            layers_path = _write_layer_report(trt, logger, engine_bytes, engine_path, gpu, notes, options.dla_core)
         build["layer_report"] = layers_path.name if layers_path else None
         side = sidecar.write(engine_path)
     if facts.spec is None:
@@ -224,13 +227,14 @@ def _relative(path: Path, engine_path: Path) -> str:
     return os.path.relpath(path.resolve(), engine_path.parent.resolve())
 
 
-def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineOptions, notes: list[str], log: Log):
+def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineOptions, notes: list[str], log: Log,
+               plan):
     """Apply precision, memory, level, targets, DLA and the profile; (build record, targets, profile)."""
     net_input = network.get_input(0)
     dims = tuple(int(d) for d in net_input.shape)
-    strongly_typed = compat.network_flags(trt)[1]
-    build: dict[str, Any] = {"strongly_typed": strongly_typed, "input": {"name": net_input.name, "shape": fmt(dims)}}
-    build["precision_flags"] = compat.set_precision_flags(trt, config, facts.precision, strongly_typed)
+    build: dict[str, Any] = {"strongly_typed": plan.strongly_typed, "input": {"name": net_input.name, "shape": fmt(dims)}}
+    build.update(compat.apply_typing(trt, network, config, plan, facts.precision))
+    build["capture_flags"] = compat.set_capture_flags(trt, config)
     if options.workspace_mb is not None:
         build["workspace_mb"] = options.workspace_mb
         build["workspace_api"] = compat.set_workspace(trt, config, options.workspace_mb << 20)
@@ -252,7 +256,7 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     if profile is not None:
         opt_profile = builder.create_optimization_profile()
         opt_profile.set_shape(net_input.name, *profile)
-        config.add_optimization_profile(opt_profile)
+        compat.add_profile(config, opt_profile)
         build["profile"] = {"min": fmt(profile[0]), "opt": fmt(profile[1]), "max": fmt(profile[2])}
         lo, opt, hi = (fmt(s) for s in profile)
         log(f"  optimization profile {net_input.name}: min {lo}, opt {opt}, max {hi}")
@@ -278,13 +282,39 @@ def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt,
     return cache_path, record
 
 
-def _write_layer_report(trt, logger, engine_bytes: bytes, engine_path: Path, gpu, notes: list[str]) -> Path | None:
+def _build_gpu(trt: ModuleType, log: Log) -> dict[str, Any] | None:
+    """The GPU this build is for, as the sidecar records it (name, SMs, memory, UUID).
+
+    TensorRT builds for the GPU it runs on: an engine whose sidecar cannot name that GPU
+    could never be checked at load time, so a build that cannot see it (cuda-python missing,
+    or too new for the driver) is refused with the reason and the fix. TensorRT-RTX builds
+    ahead of time for compute capabilities and needs no GPU: one line says so.
+    """
+    problem = gpu_problem(0)
+    if problem is None:
+        return gpu_info(0)
+    if flavour(trt) == "tensorrt":
+        raise ExportError(
+            f"cannot identify the GPU this engine is built for: {problem} (the engine's sidecar must name it, "
+            "or no runtime can check that the engine fits its GPU)"
+        )
+    from .cuda_buffers import nvidia_driver_present
+
+    # A driver that cuda-python cannot use is worth a warning even with -q; no driver at all
+    # is the normal case of an ahead-of-time TensorRT-RTX build.
+    prefix = "warning: " if nvidia_driver_present() else "  "
+    log(f"{prefix}no GPU visible ({problem}): building ahead of time for compute capabilities, no layer report")
+    return None
+
+
+def _write_layer_report(trt, logger, engine_bytes: bytes, engine_path: Path, gpu, notes: list[str],
+                        dla_core: int | None = None) -> Path | None:
     """Engine inspector JSON next to the engine, where this machine can load the engine."""
     if gpu is None:
         notes.append("layer report skipped: loading the engine for the inspector needs a GPU (and cuda-python)")
         return None
     try:
-        report = compat.layer_report(trt, logger, engine_bytes)
+        report = compat.layer_report(trt, logger, engine_bytes, dla_core)
     except Exception as exc:  # noqa: BLE001 - the report is a by-product; the engine is fine
         report = None
         logger.log(trt.ILogger.Severity.ERROR, f"{type(exc).__name__}: {exc}")

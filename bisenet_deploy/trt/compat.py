@@ -7,11 +7,14 @@ so the sidecar records what a build actually did.
 | feature                 | 8.6                 | 10                    | 11 / TensorRT-RTX      |
 |-------------------------|---------------------|-----------------------|------------------------|
 | network typing          | weak + EXPLICIT_BATCH| STRONGLY_TYPED flag  | always strong          |
-| precision               | FP16/INT8 flags      | from the ONNX        | from the ONNX          |
+| precision               | FP16/INT8 flags, OBEY_PRECISION_CONSTRAINTS, FP32 layers pinned | from the ONNX | from the ONNX |
 | workspace               | set_memory_pool_limit (max_workspace_size before 8.4)            |
 | progress                | none                 | IProgressMonitor     | IProgressMonitor       |
 | timing cache            | yes                  | yes                  | 11 yes; RTX: no-op     |
 | target GPUs             | the build GPU        | the build GPU        | RTX: compute capabilities |
+| CUDA-graph capture      | as is                | as is                | RTX: REQUIRE_USER_ALLOCATION |
+
+The decisions themselves (which flags, which calls) are plain functions in ``features.py``.
 """
 
 from __future__ import annotations
@@ -23,49 +26,58 @@ from typing import Any
 
 from ..errors import UserError
 
-#: builder flags that a weakly typed (TensorRT 8.6) network needs for each ONNX precision
-PRECISION_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",), "mixed": ("FP16", "INT8")}
+from .features import PRECISION_FLAGS, TypingPlan, capture_builder_flags, dla_note, flag_bits, typing_plan
+from .loading import flavour, version_of
+
+__all__ = ["PRECISION_FLAGS"]
 
 
 def network_flags(trt: ModuleType) -> tuple[int, bool]:
-    """(create_network flags, strongly typed?) for this TensorRT.
-
-    STRONGLY_TYPED where the flag exists (10, RTX; in 11 it is deprecated and ignored, but
-    harmless); where weak typing is gone too (no BuilderFlag.FP16) networks are strongly
-    typed by default. Otherwise (8.x) the network is weakly typed and needs EXPLICIT_BATCH.
-    """
-    flag = trt.NetworkDefinitionCreationFlag
-    if hasattr(flag, "STRONGLY_TYPED"):
-        return 1 << int(flag.STRONGLY_TYPED), True
-    if not hasattr(trt.BuilderFlag, "FP16"):
-        return 0, True
-    return (1 << int(flag.EXPLICIT_BATCH) if hasattr(flag, "EXPLICIT_BATCH") else 0), False
+    """(create_network flags, strongly typed?) for this TensorRT (see ``features.typing_plan``)."""
+    plan = typing_plan(trt, "fp32")
+    return flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags), plan.strongly_typed
 
 
-def create_network(trt: ModuleType, builder: Any) -> tuple[Any, bool]:
-    flags, strongly_typed = network_flags(trt)
+def create_network(trt: ModuleType, builder: Any, plan: TypingPlan | None = None) -> tuple[Any, bool]:
+    plan = plan or typing_plan(trt, "fp32")
+    flags = flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return builder.create_network(flags), strongly_typed
+        warnings.simplefilter("ignore", DeprecationWarning)  # EXPLICIT_BATCH / STRONGLY_TYPED in 10.x / 11
+        return builder.create_network(flags), plan.strongly_typed
 
 
-def set_precision_flags(trt: ModuleType, config: Any, precision: str, strongly_typed: bool) -> list[str]:
-    """On a weakly typed network, the builder flags the ONNX precision implies.
+def apply_typing(trt: ModuleType, network: Any, config: Any, plan: TypingPlan, precision: str) -> dict[str, Any]:
+    """Set the plan's builder flags and (8.6, FP16) pin the ONNX's FP32 layers; the record of it.
 
-    A strongly typed network takes every type from the ONNX (casts, Q/DQ); setting
-    precision flags there is an error, so nothing is added.
+    A strongly typed network takes every type from the ONNX (casts, Q/DQ): nothing is set.
     """
-    if strongly_typed:
-        return []
-    names = PRECISION_FLAGS.get(precision)
-    if names is None:
-        raise UserError(f"unknown precision {precision!r} in the ONNX metadata; expected {', '.join(PRECISION_FLAGS)}")
-    missing = [n for n in names if not hasattr(trt.BuilderFlag, n)]
-    if missing:
-        raise UserError(f"this TensorRT has no {'/'.join(missing)} builder flag for a weakly typed {precision} build")
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    record: dict[str, Any] = {
+        "precision_flags": [n for n in plan.builder_flags if n in ("FP16", "INT8")],
+        "precision_constraints": "obey" if "OBEY_PRECISION_CONSTRAINTS" in plan.builder_flags else None,
+    }
+    if plan.pin_fp32_layers:
+        from .precision import pin_fp32_layers
+
+        record["fp32_layers_pinned"] = len(pin_fp32_layers(trt, network, precision))
+    return record
+
+
+def set_capture_flags(trt: ModuleType, config: Any) -> list[str]:
+    """Flags that make the engine's enqueue capturable in a CUDA graph (TensorRT-RTX 1.2+)."""
+    names = list(capture_builder_flags(trt))
     for name in names:
         config.set_flag(getattr(trt.BuilderFlag, name))
-    return list(names)
+    return names
+
+
+def add_profile(config: Any, profile: Any) -> int:
+    """``add_optimization_profile`` returns the profile's index, or -1 when it is invalid."""
+    index = int(config.add_optimization_profile(profile))
+    if index < 0:
+        raise UserError("TensorRT rejected the optimization profile (min <= opt <= max per dimension, within limits)")
+    return index
 
 
 def set_workspace(trt: ModuleType, config: Any, nbytes: int) -> str:
@@ -118,7 +130,11 @@ def use_dla(trt: ModuleType, builder: Any, config: Any, core: int) -> None:
     """Run layers on DLA core ``core`` (Jetson), falling back to the GPU where DLA cannot."""
     cores = int(getattr(builder, "num_DLA_cores", 0) or 0)
     if cores == 0:
-        raise UserError(f"--dla {core}: this machine has no DLA cores (Jetson AGX/NX Orin and Xavier have them)")
+        note = dla_note(flavour(trt), version_of(trt))
+        raise UserError(
+            f"--dla {core}: this machine has no DLA cores (Jetson AGX/NX Orin and Xavier have them)"
+            + (f"; {note}" if note else "")
+        )
     if not 0 <= core < cores:
         raise UserError(f"--dla {core}: this machine has DLA cores 0..{cores - 1}")
     config.default_device_type = trt.DeviceType.DLA
@@ -139,10 +155,13 @@ def attach_timing_cache(config: Any, data: bytes) -> tuple[Any, bool, bool]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DeprecationWarning)
         cache = config.create_timing_cache(data)
+        if cache is None:  # the binding returns None when TensorRT cannot create one
+            raise UserError("TensorRT could not create a timing cache (rebuild with --no-timing-cache)")
         accepted = bool(config.set_timing_cache(cache, False))
-        if not accepted:
+        if not accepted:  # another GPU or TensorRT version: start from an empty cache
             cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, False)
+            if cache is None or not config.set_timing_cache(cache, False):
+                raise UserError("TensorRT rejected even an empty timing cache (rebuild with --no-timing-cache)")
     no_op = any("no-op" in str(w.message) for w in caught if issubclass(w.category, DeprecationWarning))
     return cache, accepted and bool(data), not no_op
 
@@ -233,9 +252,11 @@ def parser_failure(parser: Any, logger: Any) -> str:
     return logger.last_error() or "the ONNX parser failed without a message"
 
 
-def layer_report(trt: ModuleType, logger: Any, engine_bytes: bytes) -> dict[str, Any] | None:
+def layer_report(trt: ModuleType, logger: Any, engine_bytes: bytes, dla_core: int | None = None) -> dict[str, Any] | None:
     """The engine inspector's JSON (layers, tactics, formats); needs a GPU to deserialize."""
     runtime = trt.Runtime(logger)
+    if dla_core is not None:  # a DLA engine deserializes only on its core (trtexec sets it first)
+        runtime.DLA_core = int(dla_core)
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None or not hasattr(engine, "create_engine_inspector"):
         return None

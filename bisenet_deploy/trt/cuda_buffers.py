@@ -83,7 +83,36 @@ def cuda_versions() -> dict[str, str]:
     }
 
 
-def _nvidia_driver_present() -> bool:
+#: the cuda-python line that works with every driver from 525.60.13 (CUDA 12.0) on, JetPack 6.x included
+CUDA_PYTHON_12 = 'pip install "cuda-python>=12.3,<13"'
+#: minimum Linux driver per cuda-bindings major (cuda-bindings install pages: 12.x 525.60.13, 13.x 580.65.06)
+DRIVER_FLOOR = {12: "525.60.13", 13: "580.65.06"}
+
+
+def bindings_driver_problem(driver_version: int, runtime_version: int) -> str | None:
+    """Why cuda-python's CUDA runtime (``cudaRuntimeGetVersion``) cannot run on this driver
+    (``cudaDriverGetVersion``), or None. Both are ``1000 * major + 10 * minor``.
+
+    cuda-bindings links the CUDA runtime of its own major version; CUDA's minor version
+    compatibility lets it run on any driver of that major, not an older one. ``pip install
+    cuda-python`` picks 13.x today, which needs a CUDA 13 driver (Linux >= 580.65.06): on
+    JetPack 6.x (CUDA 12.2/12.6) and desktop drivers 525-579 the 12.x line is the one to use.
+    """
+    if not driver_version or not runtime_version:
+        return None  # no driver at all is said elsewhere
+    need, have = runtime_version // 1000, driver_version // 1000
+    if have >= need:
+        return None
+    floor = DRIVER_FLOOR.get(need, f"one for CUDA {need}")
+    text = (f"cuda-python's CUDA {_version_text(runtime_version)} runtime needs a CUDA {need} driver "
+            f"(Linux >= {floor}); this driver supports CUDA {_version_text(driver_version)}")
+    if have >= 12:
+        line = CUDA_PYTHON_12 if have == 12 else f'pip install "cuda-python>={have}.0,<{have + 1}"'
+        return f"{text}: {line}"
+    return f"{text}: update the NVIDIA driver to >= {DRIVER_FLOOR[12]} (CUDA 12), then {CUDA_PYTHON_12}"
+
+
+def nvidia_driver_present() -> bool:
     """Whether an NVIDIA kernel driver is loaded (desktop/server GPUs or Jetson's nvgpu)."""
     import os
 
@@ -99,17 +128,36 @@ def gpu_problem(device: int = 0) -> str | None:
         return str(exc)
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess:
-        if not _nvidia_driver_present():
+        if not nvidia_driver_present():
             # CUDA reports a missing driver as "driver version is insufficient": say what it is.
             return "no NVIDIA GPU driver on this machine (no GPU, or the driver is not installed)"
+        driver, runtime = rt.cudaDriverGetVersion(), rt.cudaRuntimeGetVersion()
+        if driver[0] == rt.cudaError_t.cudaSuccess and runtime[0] == rt.cudaError_t.cudaSuccess:
+            mismatch = bindings_driver_problem(int(driver[1]), int(runtime[1]))
+            if mismatch:
+                return mismatch
         return f"no usable CUDA GPU: {_error_text(err)}"
     if device >= count:
         return f"CUDA device {device} does not exist ({count} GPU(s) visible)"
     return None
 
 
+def _uuid(props: Any) -> str | None:
+    """``GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` (as nvidia-smi prints it), where readable."""
+    try:
+        raw = bytes(props.uuid.bytes)[:16]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if len(raw) != 16:
+        return None
+    h = raw.hex()
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def gpu_info(device: int = 0) -> dict[str, Any] | None:
-    """Name, compute capability, memory and CUDA versions of ``device``; None without a GPU."""
+    """Name, compute capability, SM count, memory, UUID and CUDA versions of ``device``;
+    None without a GPU. Name + SM count + memory tell Jetson modules apart (an Orin NX 8GB
+    and 16GB share a name); the UUID names the physical device."""
     if gpu_problem(device) is not None:
         return None
     props = _call("cudaGetDeviceProperties", device)
@@ -121,6 +169,7 @@ def gpu_info(device: int = 0) -> dict[str, Any] | None:
         "total_memory_mb": int(props.totalGlobalMem) // (1 << 20),
         "multiprocessors": int(props.multiProcessorCount),
         "integrated": bool(props.integrated),
+        "uuid": _uuid(props),
         **{f"cuda_{k}": v for k, v in cuda_versions().items()},
     }
 
@@ -229,22 +278,43 @@ def copy_dtod_async(dst: int, src: int, nbytes: int, stream: Stream) -> None:
     _call("cudaMemcpyAsync", dst, src, nbytes, _kind("cudaMemcpyDeviceToDevice"), stream.handle)
 
 
+def end_capture_on_error(stream: Stream) -> None:
+    """End a capture whose enqueue failed and destroy what it captured (trtexec's
+    ``TrtCudaGraph::endCaptureOnError``, samples/common/sampleDevice.h).
+
+    Either the capture was invalidated (no graph comes back) or TensorRT reported the
+    failure (a graph comes back that must not be used): destroy it, then clear the error.
+    """
+    rt = cudart()
+    err, graph = rt.cudaStreamEndCapture(stream.handle)
+    if err == rt.cudaError_t.cudaSuccess and graph is not None and int(graph):
+        rt.cudaGraphDestroy(graph)
+    rt.cudaGetLastError()
+
+
 class CudaGraph:
-    """Work captured once from a stream and replayed with one launch."""
+    """Work captured once from a stream and replayed with one launch.
+
+    Like trtexec: the caller runs the enqueue once before capturing (TensorRT finishes lazy
+    setup on its first enqueue for a shape, which capture must not record); a failed enqueue
+    ends the capture and destroys its graph; after instantiation only the executable graph
+    is kept.
+    """
 
     def __init__(self, stream: Stream, enqueue: Callable[[], None]) -> None:
         rt = cudart()
+        self.exec = None
         _call("cudaStreamBeginCapture", stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
         try:
             enqueue()
-        finally:
-            # Always end the capture, or the stream stays unusable.
-            self.graph = _call("cudaStreamEndCapture", stream.handle)
-        try:
-            self.exec = _call("cudaGraphInstantiate", self.graph, 0)
-        except CudaError:
-            _call("cudaGraphDestroy", self.graph)
+        except BaseException:
+            end_capture_on_error(stream)
             raise
+        graph = _call("cudaStreamEndCapture", stream.handle)
+        try:
+            self.exec = _call("cudaGraphInstantiate", graph, 0)
+        finally:
+            _call("cudaGraphDestroy", graph)
 
     def launch(self, stream: Stream) -> None:
         _call("cudaGraphLaunch", self.exec, stream.handle)
@@ -252,8 +322,7 @@ class CudaGraph:
     def close(self) -> None:
         if self.exec is not None:
             _call("cudaGraphExecDestroy", self.exec)
-            _call("cudaGraphDestroy", self.graph)
-            self.exec = self.graph = None
+            self.exec = None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,22 @@ import numpy as np
 from ..errors import UserError
 
 _DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
+
+#: "The pointer must have at least 256-byte alignment." (NvInferRuntime.h, setTensorAddress,
+#: 8.6.1 and 10.3.0); cudaMalloc returns 256-byte aligned memory, a view into it need not be.
+TENSOR_ALIGNMENT = 256
+
+
+def needs_copy(address: int, alignment: int = TENSOR_ALIGNMENT) -> bool:
+    """Whether a device pointer must be copied into an aligned buffer before TensorRT binds it.
+
+    A DLPack view or a slice of a batch of frames starts wherever its offset puts it;
+    TensorRT's ``set_tensor_address`` refuses (returns False) an address that is not
+    ``alignment``-aligned, and a null pointer is never a valid input.
+    """
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise ValueError(f"alignment must be a power of two, got {alignment}")
+    return address == 0 or address % alignment != 0
 _DL_TYPES = {0: "i", 1: "u", 2: "f", 6: "b"}  # DLDataTypeCode -> numpy kind
 
 

@@ -5,8 +5,14 @@ Per call: pinned host input -> async H2D -> ``execute_async_v3`` (tensor-address
 backend's stream, timed with CUDA events (``last_stage_times``). Device buffers are
 allocated when the input shape changes and reused (they only grow). Arrays already on the
 GPU (torch, cupy: ``__cuda_array_interface__`` or DLPack) are bound as the input without a
-host round trip. With ``cuda_graph=True`` the enqueue is captured once per shape and
-replayed (GPU inputs are then copied device-to-device into the captured buffer).
+host round trip when their address is 256-byte aligned (``device_arrays.needs_copy``),
+else copied device-to-device into the backend's own buffer first. Every
+``set_tensor_address`` / ``set_input_shape`` / enqueue result is checked, as Polygraphy's
+runner does. With ``cuda_graph=True`` the first call of each shape runs plainly (TensorRT's
+lazy setup, counted once) and the enqueue is then captured, as trtexec does, and replayed
+from the next call on; a capture that fails is ended and destroyed (trtexec's
+``endCaptureOnError``) and the backend runs without graphs. An engine built for a DLA
+core gets that core set on the runtime before it is deserialized (trtexec does the same).
 
 The ModelSpec and build record come from the engine's sidecar (``model.engine.json``). An
 engine without one is refused by default (``require_sidecar=False`` runs it without a spec,
@@ -41,7 +47,8 @@ from .cuda_buffers import (
     copy_htod_async,
     require_gpu,
 )
-from .device_arrays import device_array
+from .device_arrays import device_array, needs_copy
+from .features import can_check_capture, dla_note, execute_api, runtime_dla_core
 from .loading import engine_validity_problem, flavour, load_tensorrt, logger_for, version_of
 
 
@@ -165,6 +172,13 @@ class TensorRTBackend(Backend):
         self._logger = logger_for(trt)
         self._logger.clear()
         self._runtime = trt.Runtime(self._logger)
+        self.dla_core = sidecar.build.get("dla_core") if sidecar else None
+        problem = runtime_dla_core(self._runtime, self.dla_core)
+        if problem:
+            note = dla_note(flavour(trt), version_of(trt))
+            raise ArtifactError(f"cannot load engine '{self.path}': {problem}" + (f" ({note})" if note else ""))
+        if self.dla_core is not None:
+            self._runtime.DLA_core = int(self.dla_core)  # before deserializing, as trtexec does
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             reason = engine_validity_problem(trt, self._runtime, data) or self._logger.last_error() or "no reason given"
@@ -175,7 +189,7 @@ class TensorRTBackend(Backend):
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise ArtifactError(f"cannot create an execution context for '{self.path}': {self._logger.last_error()}")
-        self._v3 = hasattr(self._context, "execute_async_v3")
+        self._v3 = execute_api(self._context) == "execute_async_v3"
         tensors = _engine_tensors(trt, self._engine)
         ins, outs = [t for t in tensors if t.is_input], [t for t in tensors if not t.is_input]
         if len(ins) != 1 or len(outs) != 1:
@@ -187,6 +201,7 @@ class TensorRTBackend(Backend):
         self._out_shape: tuple[int, ...] = ()
         self._bound_input = 0
         self._graph: CudaGraph | None = None
+        self.input_copied = False  # whether the last GPU-resident input was copied first
         self._closed = False
 
     # --- interface -------------------------------------------------------------------------
@@ -234,7 +249,10 @@ class TensorRTBackend(Backend):
         else:
             if gpu_input.stream:
                 stream.wait_for(gpu_input.stream, producer)
-            if self.cuda_graph:  # the captured graph reads the buffer it was captured with
+            # The captured graph reads the buffer it was captured with; TensorRT refuses a
+            # pointer that is not 256-byte aligned: both read from our own buffer.
+            self.input_copied = self.cuda_graph or needs_copy(gpu_input.ptr)
+            if self.input_copied:
                 copy_dtod_async(self._in.device.ptr, gpu_input.ptr, in_bytes, stream)
                 self._bind_input(self._in.device.ptr)
             else:
@@ -249,6 +267,8 @@ class TensorRTBackend(Backend):
         self.last_stage_times = {
             "h2d": e1.seconds_since(e0), "compute": e2.seconds_since(e1), "d2h": e3.seconds_since(e2)
         }
+        if self.cuda_graph and self._graph is None:
+            self._capture()  # after this call's one plain run: nothing runs twice, nothing is timed
         # A copy: the pinned buffer is overwritten by the next call.
         return self._out.host.view(self._out_shape, self._out.dtype).copy()
 
@@ -260,6 +280,7 @@ class TensorRTBackend(Backend):
             compute_capability=self.gpu.get("compute_capability"),
             cuda_graph=self.cuda_graph,
             execute_api="execute_async_v3" if self._v3 else "execute_async_v2",
+            dla_core=self.dla_core,
         )
         profile = self.profile_shapes()
         if profile is not None:
@@ -305,17 +326,25 @@ class TensorRTBackend(Backend):
         self._in.ensure_capacity(int(np.prod(shape)) * self._in.dtype.itemsize)
         self._out.ensure_capacity(int(np.prod(self._out_shape)) * self._out.dtype.itemsize)
         if self._v3:
-            self._context.set_tensor_address(self._out.name, self._out.device.ptr)
+            self._set_address(self._out.name, self._out.device.ptr)
         self._bound_input = 0
         if self._graph is not None:
             self._graph.close()
             self._graph = None
         self._shape = shape
 
+    def _set_address(self, name: str, ptr: int) -> None:
+        """``set_tensor_address`` returns False for an unknown name or a misaligned pointer."""
+        if not self._context.set_tensor_address(name, ptr):
+            raise CudaError(
+                f"TensorRT refused address 0x{ptr:x} for tensor '{name}': "
+                f"{self._logger.last_error() or 'not 256-byte aligned, or not a tensor of this engine'}"
+            )
+
     def _bind_input(self, ptr: int) -> None:
         if ptr != self._bound_input:
             if self._v3:
-                self._context.set_tensor_address(self._in.name, ptr)
+                self._set_address(self._in.name, ptr)
             self._bound_input = ptr
 
     def _execute(self) -> None:
@@ -329,17 +358,22 @@ class TensorRTBackend(Backend):
             raise CudaError(f"TensorRT execution failed: {self._logger.last_error() or 'no reason given'}")
 
     def _enqueue(self) -> None:
-        if not self.cuda_graph:
+        if self._graph is not None:
+            self._graph.launch(self._stream)
+        else:
             self._execute()
-            return
-        if self._graph is None:
-            # TensorRT finishes lazy setup on its first enqueue for a shape; that must not
-            # happen during capture.
-            self._execute()
+
+    def _capture(self) -> None:
+        """Capture the enqueue for the current shape and addresses (the call before ran it
+        once, so TensorRT's lazy setup is not recorded); on failure run without graphs."""
+        reason = None
+        if can_check_capture(self._context) and not self._context.is_stream_capturable(self._stream.ptr):
+            reason = "this engine's context cannot be stream-captured (TensorRT-RTX: build with REQUIRE_USER_ALLOCATION)"
+        else:
             try:
                 self._graph = CudaGraph(self._stream, self._execute)
             except CudaError as exc:
-                warnings.warn(f"CUDA graph capture failed ({exc}); running without graphs", stacklevel=3)
-                self.cuda_graph = False
-                return
-        self._graph.launch(self._stream)
+                reason = str(exc)
+        if reason is not None:
+            warnings.warn(f"CUDA graph capture failed ({reason}); running without graphs", stacklevel=4)
+            self.cuda_graph = False

@@ -133,15 +133,53 @@ class EngineSidecar:
             raise ArtifactError(f"engine sidecar '{path}' is unreadable: {exc}") from None
 
 
+#: total memory of two GPUs of one model may differ by carve-outs; module sizes differ 2x
+_MEMORY_TOLERANCE = 0.125
+
+
+def gpu_identity_problem(built: dict[str, Any] | None, here: dict[str, Any]) -> str | None:
+    """Why the GPU ``here`` may not be the model ``built`` was tuned for, or None.
+
+    The same physical device (UUID) always fits. Otherwise name, compute capability, SM
+    count and total memory must agree: Jetson Orin modules of different sizes share a name
+    and a compute capability (an Orin NX 8GB has 6 SMs, the 16GB 8; an AGX Orin 32GB 14,
+    the 64GB 16). When either side lacks a field, nothing can tell: refused, not guessed.
+    """
+    if built is None:
+        return (
+            "its sidecar names no build GPU (it was built where cuda-python could not see the GPU), "
+            "so nothing can tell whether it fits this one"
+        )
+    if built.get("uuid") and built.get("uuid") == here.get("uuid"):
+        return None
+    keys = ("name", "compute_capability", "multiprocessors", "total_memory_mb")
+    missing = [k for k in keys if built.get(k) in (None, "") or here.get(k) in (None, "")]
+    if missing:
+        return f"the GPU it was built for cannot be compared with this one (no {', '.join(missing)} recorded)"
+
+    def describe(gpu: dict[str, Any]) -> str:
+        return (f"{gpu['name']} (compute capability {gpu['compute_capability']}, {gpu['multiprocessors']} SMs, "
+                f"{int(gpu['total_memory_mb']) // 1024 or 1} GiB)")
+
+    same = (
+        built["name"] == here["name"]
+        and built["compute_capability"] == here["compute_capability"]
+        and int(built["multiprocessors"]) == int(here["multiprocessors"])
+        and abs(int(built["total_memory_mb"]) - int(here["total_memory_mb"]))
+        <= _MEMORY_TOLERANCE * max(int(built["total_memory_mb"]), int(here["total_memory_mb"]))
+    )
+    return None if same else f"it was built for {describe(built)}, this GPU is {describe(here)}"
+
+
 def compatibility_problem(
     sidecar: EngineSidecar, package: str, version: str, gpu: dict[str, Any] | None
 ) -> str | None:
     """Why the engine cannot run with this TensorRT on this GPU, or None when it can.
 
     Engines are tied to the exact TensorRT version, and (for TensorRT) to the GPU model
-    they were tuned on. TensorRT-RTX engines are portable: they run on the compute
-    capabilities they were built for (explicit targets, or TensorRT-RTX's default set,
-    which its runtime checks itself).
+    they were tuned on (``gpu_identity_problem``). TensorRT-RTX engines are portable: they
+    run on the compute capabilities they were built for (explicit targets, or TensorRT-RTX's
+    default set, which its runtime checks itself). ``gpu=None`` checks the version only.
     """
     built = sidecar.tensorrt
     if built.get("package") != package:
@@ -151,19 +189,16 @@ def compatibility_problem(
     if gpu is None:
         return None
     cc = gpu.get("compute_capability")
-    if sidecar.gpu is not None and not sidecar.build.get("portable_across_gpus"):
-        was = sidecar.gpu
-        if was.get("compute_capability") != cc or was.get("name") != gpu.get("name"):
+    if sidecar.target_compute_capabilities:
+        if cc not in sidecar.target_compute_capabilities:
             return (
-                f"it was built for {was.get('name')} (compute capability {was.get('compute_capability')}), "
-                f"this GPU is {gpu.get('name')} (compute capability {cc})"
+                f"it was built for compute capabilities {', '.join(sidecar.target_compute_capabilities)}, "
+                f"this GPU ({gpu.get('name')}) has {cc}"
             )
-    elif sidecar.target_compute_capabilities and cc not in sidecar.target_compute_capabilities:
-        return (
-            f"it was built for compute capabilities {', '.join(sidecar.target_compute_capabilities)}, "
-            f"this GPU ({gpu.get('name')}) has {cc}"
-        )
-    return None
+        return None
+    if sidecar.build.get("portable_across_gpus") or (sidecar.gpu is None and package == "tensorrt_rtx"):
+        return None  # TensorRT-RTX's default targets: its runtime checks the engine itself
+    return gpu_identity_problem(sidecar.gpu, gpu)
 
 
 def rebuild_hint(engine_path: str | Path, sidecar: EngineSidecar | None) -> str:

@@ -1,0 +1,186 @@
+"""Version-dependent decisions, per TensorRT version, against each version's API surface.
+
+The surfaces are what NVIDIA/TensorRT's binding sources define at v8.6.1 (JetPack 6.0),
+v10.3.0 (JetPack 6.1/6.2) and v11.1 (``tests/trt_api_surfaces.py``); TensorRT-RTX is the
+real module where installed. No GPU: the 8.6 path (weak typing, precision constraints,
+FP32 layers pinned) runs here, not only its refusal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bisenet_deploy.errors import UserError
+from bisenet_deploy.trt import compat, features
+from bisenet_deploy.trt.features import LayerFacts, TypingPlan
+from tests.trt_api_surfaces import SURFACES
+from tests.trt_fixtures import importable
+from tests.trt_versions import VERSIONS, api
+
+RTX = importable("tensorrt_rtx")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "mixed"])
+def test_typing_plan_per_version(precision):
+    plans = {v: features.typing_plan(api(v), precision) for v in VERSIONS}
+    weak = {"fp32": (), "fp16": ("FP16", "OBEY_PRECISION_CONSTRAINTS"), "int8": ("INT8",),
+            "mixed": ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS")}[precision]
+    assert plans["8.6.1"] == TypingPlan(("EXPLICIT_BATCH",), False, weak, "FP16" in weak)
+    # 10.3 still has EXPLICIT_BATCH and the FP16 flag, but STRONGLY_TYPED wins: types from the ONNX.
+    assert plans["10.3.0"] == TypingPlan(("STRONGLY_TYPED",), True)
+    # 11.1: no FP16/INT8 builder flags, no EXPLICIT_BATCH; STRONGLY_TYPED is still bound.
+    assert plans["11.1"] == TypingPlan(("STRONGLY_TYPED",), True)
+    if RTX is not None:
+        assert features.typing_plan(RTX, precision) == TypingPlan(("STRONGLY_TYPED",), True)
+
+
+def test_weak_typing_without_constraints_is_refused_not_silently_fp16():
+    old = api("8.6.1", drop={"BuilderFlag": ("OBEY_PRECISION_CONSTRAINTS",)})
+    with pytest.raises(UserError, match="cannot keep an FP16 ONNX's FP32 layers in FP32"):
+        features.typing_plan(old, "fp16")
+    assert features.typing_plan(old, "int8").builder_flags == ("INT8",)  # nothing to protect
+    with pytest.raises(UserError, match="unknown precision"):
+        features.typing_plan(api("8.6.1"), "bf16")
+
+
+def test_network_flag_bits_follow_the_bound_enum():
+    for version in VERSIONS:
+        trt = api(version)
+        plan = features.typing_plan(trt, "fp32")
+        bits = features.flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags)
+        (name,) = plan.network_flags
+        assert bits == 1 << SURFACES[version]["NetworkDefinitionCreationFlag"].index(name)
+
+
+def test_layer_precision_api_and_capture_flags():
+    assert [features.layer_precision_api(api(v)) for v in VERSIONS] == [True, True, False]
+    assert all(features.capture_builder_flags(api(v)) == () for v in VERSIONS)
+    if RTX is not None and hasattr(RTX.BuilderFlag, "REQUIRE_USER_ALLOCATION"):
+        assert features.capture_builder_flags(RTX) == ("REQUIRE_USER_ALLOCATION",)
+
+
+def test_execute_api_and_capture_check():
+    for version in VERSIONS:
+        context = api(version).IExecutionContext()
+        assert features.execute_api(context) == "execute_async_v3"
+        assert not features.can_check_capture(context)
+    pre_85 = api("8.6.1", drop={"IExecutionContext": ("execute_async_v3",)}).IExecutionContext()
+    assert features.execute_api(pre_85) == "execute_async_v2"
+    with pytest.raises(UserError):
+        features.execute_api(object())
+    if RTX is not None:
+        assert features.can_check_capture(RTX.IExecutionContext)
+
+
+def test_runtime_dla_core():
+    for version in VERSIONS:
+        runtime = api(version).Runtime()
+        assert features.runtime_dla_core(runtime, None) is None
+        runtime.num_DLA_cores = 0
+        assert "this machine has 0 DLA core(s)" in features.runtime_dla_core(runtime, 0)
+        runtime.num_DLA_cores = 2
+        assert features.runtime_dla_core(runtime, 1) is None
+        assert "DLA core 2" in features.runtime_dla_core(runtime, 2)
+    assert "cannot select a DLA core" in features.runtime_dla_core(object(), 0)
+
+
+@pytest.mark.parametrize(
+    "package, version, gap",
+    [("tensorrt", "8.6.2", False), ("tensorrt", "10.3.0", False), ("tensorrt", "11.0.0", True),
+     ("tensorrt", "11.3.1", True), ("tensorrt", "11.4.1", False), ("tensorrt_rtx", "1.2.0", True)],
+)
+def test_dla_note(package, version, gap):
+    assert (features.dla_note(package, version) is not None) == gap
+
+
+LAYERS = [
+    LayerFacts("cast_in", "CAST", ("HALF",)),
+    LayerFacts("conv1", "CONVOLUTION", ("HALF",)),
+    LayerFacts("softmax_keep", "SOFTMAX", ("FLOAT",)),
+    LayerFacts("shape", "SHAPE", ("INT32",)),
+    LayerFacts("const", "CONSTANT", ("FLOAT",)),
+    LayerFacts("q_conv", "CONVOLUTION", ("FLOAT",), next_to_qdq=True),
+    LayerFacts("argmax", "TOPK", ("FLOAT", "INT32")),
+    LayerFacts("resize_keep", "RESIZE", ("FLOAT",)),
+]
+
+
+def test_pins_only_the_onnx_fp32_compute_layers():
+    assert features.pins_for_layers(LAYERS, "fp16") == ["softmax_keep", "resize_keep"]
+    assert features.pins_for_layers(LAYERS, "mixed") == ["softmax_keep", "resize_keep"]
+    assert features.pins_for_layers(LAYERS, "fp32") == []  # no FP16 flag: nothing can drift
+    assert features.pins_for_layers(LAYERS, "int8") == []  # Q/DQ place INT8, the rest stays FP32
+
+
+class _Tensor:
+    def __init__(self, name, dtype):
+        self.name, self.dtype = name, dtype
+
+
+def _network(trt):
+    """A parsed FP16 network as TensorRT 8.6 types it: input cast to HALF, conv in HALF,
+    a protected FP32 softmax, cast back. Layers use only names ILayer binds in 8.6.1."""
+    used = {"name", "type", "num_inputs", "num_outputs", "get_input", "get_output", "precision", "set_output_type"}
+    assert used <= set(SURFACES[trt.__version__]["ILayer"])
+    f32, f16 = trt.DataType.FLOAT, trt.DataType.HALF
+
+    class Layer(trt.ILayer):
+        def __init__(self, name, kind, inputs, outputs):
+            self.name, self.type = name, getattr(trt.LayerType, kind)
+            self._in, self._out = inputs, outputs
+            self.num_inputs, self.num_outputs = len(inputs), len(outputs)
+            self.precision, self.output_types = None, {}
+
+        def get_input(self, i):
+            return self._in[i]
+
+        def get_output(self, i):
+            return self._out[i]
+
+        def set_output_type(self, i, dtype):
+            self.output_types[i] = dtype
+
+    x, xh, c, s, y = (_Tensor("input", f32), _Tensor("input_fp16", f16), _Tensor("conv", f16),
+                      _Tensor("soft", f32), _Tensor("logits", f32))
+    layers = [Layer("cast_in", "CAST", [x], [xh]), Layer("conv1", "CONVOLUTION", [xh], [c]),
+              Layer("cast_up", "CAST", [c], [_Tensor("conv32", f32)]),
+              Layer("softmax_keep", "SOFTMAX", [_Tensor("conv32", f32)], [s]), Layer("out", "IDENTITY", [s], [y])]
+
+    class Network:
+        num_layers = len(layers)
+
+        def get_layer(self, i):
+            return layers[i]
+
+    return Network(), {layer.name: layer for layer in layers}
+
+
+class _Config:
+    def __init__(self):
+        self.flags = []
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+
+def test_tensorrt_86_fp16_build_path_sets_constraints_and_pins_fp32_layers():
+    trt = api("8.6.1")
+    network, layers = _network(trt)
+    config = _Config()
+    plan = features.typing_plan(trt, "fp16")
+    record = compat.apply_typing(trt, network, config, plan, "fp16")
+    assert config.flags == [trt.BuilderFlag.FP16, trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS]
+    assert record == {"precision_flags": ["FP16"], "precision_constraints": "obey", "fp32_layers_pinned": 1}
+    keep = layers["softmax_keep"]
+    assert keep.precision == trt.DataType.FLOAT and keep.output_types == {0: trt.DataType.FLOAT}
+    assert layers["conv1"].precision is None and layers["cast_in"].precision is None
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.1"])
+def test_strongly_typed_versions_set_nothing(version):
+    trt = api(version)
+    network, layers = _network(api("8.6.1"))
+    config = _Config()
+    record = compat.apply_typing(trt, network, config, features.typing_plan(trt, "fp16"), "fp16")
+    assert config.flags == [] and record == {"precision_flags": [], "precision_constraints": None}
+    assert all(layer.precision is None for layer in layers.values())
