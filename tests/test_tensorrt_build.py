@@ -59,6 +59,9 @@ def test_builds_engine_and_sidecar(trt, tmp_path, precision, dynamic):
     # Precision comes from the ONNX: strongly typed builds add no precision flags.
     implied = [] if side.tensorrt["strongly_typed"] else list(compat.PRECISION_FLAGS[precision])
     assert side.build["precision_flags"] == implied
+    # TensorRT 8.6 (weakly typed): FP16 builds obey the ONNX's FP32 layers.
+    obey = not side.tensorrt["strongly_typed"] and precision == "fp16"
+    assert side.build["precision_constraints"] == ("obey" if obey else None)
     can_target = hasattr(trt.Builder(logger_for(trt)).create_builder_config(), "set_compute_capability")
     assert side.build["portable_across_gpus"] == can_target
     if dynamic:
@@ -200,3 +203,37 @@ def test_engine_options_need_engine(checkpoint5, tmp_path, capsys):
     code, _, err = run_cli(capsys, checkpoint5, "-o", tmp_path / "m.onnx", "--dla", "0")
     assert "--dla is a TensorRT build option; add --engine" in one_line_error(code, err)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_builds_argmax_and_fused_preprocess_engines(trt, precision_models, precision, tmp_path):
+    """``--argmax --fuse-preprocess`` exports (uint8 NHWC frames in, int32 labels out, dynamic
+    batch/height/width) build through the project's builder at every precision."""
+    onnx = precision_models["dynamic"][precision]
+    build = build_engine(onnx, tmp_path / f"seg.{precision}.engine", QUIET, trt=trt)
+    side = EngineSidecar.read(build.engine_path)
+    assert side.precision == precision
+    assert side.spec.input_layout == "NHWC_UINT8" and side.spec.output_kind == "labels"
+    assert side.build["input"]["shape"] == "?x?x?x3"
+    assert side.build["profile"] == {"min": "1x32x64x3", "opt": "1x64x128x3", "max": "4x128x256x3"}
+    implied = [] if side.tensorrt["strongly_typed"] else list(compat.PRECISION_FLAGS[precision])
+    assert side.build["precision_flags"] == implied
+    assert side.build["capture_flags"] == (
+        ["REQUIRE_USER_ALLOCATION"] if hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION") else []
+    )
+
+
+def test_tensorrt_build_without_a_visible_gpu_is_refused(tmp_path, monkeypatch):
+    """TensorRT builds for the GPU it runs on: no GPU identity, no engine (not ``gpu: null``)."""
+    from types import SimpleNamespace
+
+    from bisenet_deploy.errors import ExportError
+    from bisenet_deploy.trt import builder
+
+    monkeypatch.setattr(builder, "gpu_problem", lambda device: "cuda-python is not installed")
+    lines = []
+    with pytest.raises(ExportError, match="cannot identify the GPU this engine is built for: cuda-python"):
+        builder._build_gpu(SimpleNamespace(__name__="tensorrt"), lines.append)
+    assert builder._build_gpu(SimpleNamespace(__name__="tensorrt_rtx"), lines.append) is None
+    assert len(lines) == 1 and "no GPU visible (cuda-python is not installed)" in lines[0]
