@@ -180,6 +180,30 @@ def test_cuda_graph_replays_captured_copies():
 
 @pytest.mark.gpu
 @needs_gpu
+def test_failed_capture_is_ended_and_destroyed():
+    """trtexec's endCaptureOnError: the error surfaces, the stream leaves capture mode and works."""
+    src = np.arange(256, dtype=np.int32)
+    stream = cb.Stream()
+    host, dev = cb.PinnedBuffer(src.nbytes), cb.DeviceBuffer(src.nbytes)
+    try:
+        def enqueue():
+            cb.copy_htod_async(dev.ptr, host.ptr, src.nbytes, stream)
+            raise cb.CudaError("TensorRT execution failed")
+
+        with pytest.raises(cb.CudaError, match="TensorRT execution failed"):
+            cb.CudaGraph(stream, enqueue)
+        status = cb._call("cudaStreamIsCapturing", stream.handle)
+        assert status == cb.cudart().cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+        np.copyto(host.view(src.shape, src.dtype), src)
+        cb.copy_htod_async(dev.ptr, host.ptr, src.nbytes, stream)
+        stream.synchronize()
+    finally:
+        with cb.closing_all(host, dev, stream):
+            pass
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_device_pointers_from_torch():
     torch = importable("torch")
     if torch is None or not torch.cuda.is_available():

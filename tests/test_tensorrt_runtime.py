@@ -150,3 +150,141 @@ def test_trained_demo_model_label_agreement(trt, tmp_path):
     results = gpu_check.run_checks(tmp_path, (256, 512), tensorrt=trt.__name__)
     failed = [f"{r.name}: {r.detail}" for r in results if r.status == "FAIL"]
     assert not failed, failed
+
+
+# --- argmax / fused preprocessing, graphs, alignment, DLA: the paths issue 24 lists -------------
+
+#: minimum label agreement (%) of the engine with onnxruntime running the same ONNX
+LABEL_AGREEMENT = {"fp32": 99.5, "fp16": 98.0, "int8": 95.0}
+
+
+@pytest.fixture(scope="module")
+def labels_engines(trt, precision_models, tmp_path_factory):
+    """Engines of the ``--argmax --fuse-preprocess`` exports (uint8 NHWC in, int32 labels out)."""
+    folder = tmp_path_factory.mktemp("trt_labels")
+    return {
+        precision: (precision_models["dynamic"][precision],
+                    build_engine(precision_models["dynamic"][precision], folder / f"seg.{precision}.engine",
+                                 EngineOptions(progress=False), trt=trt).engine_path)
+        for precision in ("fp32", "fp16", "int8")
+    }
+
+
+def _frames(photos, batch, h, w):
+    import cv2
+
+    return np.stack([cv2.resize(photo, (w, h)) for _, photo in list(photos)[:batch]]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_argmax_fused_preprocess_engines_give_onnxruntime_labels(labels_engines, photos, precision):
+    from bisenet_deploy.metrics import label_agreement
+
+    onnx, engine = labels_engines[precision]
+    with open_backend(engine) as backend, OnnxRuntimeBackend(onnx, device="cpu") as ort:
+        assert backend.inputs[0].dtype == np.uint8 and backend.outputs[0].dtype == np.int32
+        for batch, h, w in ((1, 64, 128), (2, 96, 160)):
+            x = _frames(photos, batch, h, w)
+            got, want = backend.infer(x), ort.infer(x)
+            assert got.shape == want.shape == (batch, h, w)
+            assert label_agreement(got, want) >= LABEL_AGREEMENT[precision]
+
+
+def _capturing(stream):
+    from bisenet_deploy.trt.cuda_buffers import _call, cudart
+
+    status = _call("cudaStreamIsCapturing", stream.handle)
+    return status != cudart().cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+
+
+def test_cuda_graph_first_call_runs_once_then_replays(engines):
+    """The first call of a shape runs the engine once (not a warm-up plus a run); the graph is
+    captured afterwards and replayed from the second call on."""
+    _, engine = engines["fp32", True]
+    with open_backend(engine, cuda_graph=True) as backend:
+        runs = []
+        plain = backend._execute
+
+        def counting():
+            runs.append("captured" if _capturing(backend._stream) else "ran")
+            plain()
+
+        backend._execute = counting
+        x = _input(2, 64, 128)
+        first = backend.infer(x)
+        assert runs == ["ran", "captured"] and backend._graph is not None
+        runs.clear()
+        assert np.array_equal(backend.infer(x), first) and runs == []  # replayed, not enqueued
+        backend.infer(_input(1, 32, 64))  # a new shape: one run, one capture
+        assert runs == ["ran", "captured"]
+
+
+def test_failed_capture_is_ended_and_the_backend_keeps_working(engines):
+    """An enqueue that fails under capture (trtexec: endCaptureOnError) leaves a usable stream."""
+    from bisenet_deploy.trt.cuda_buffers import CudaError
+
+    _, engine = engines["fp16", False]
+    x = _input()
+    with open_backend(engine) as plain_backend:
+        expected = plain_backend.infer(x)
+    with open_backend(engine, cuda_graph=True) as backend:
+        plain = backend._execute
+
+        def failing_under_capture():
+            if _capturing(backend._stream):
+                raise CudaError("TensorRT execution failed: refused under capture")
+            plain()
+
+        backend._execute = failing_under_capture
+        with pytest.warns(UserWarning, match="CUDA graph capture failed"):
+            assert np.array_equal(backend.infer(x), expected)
+        assert not backend.cuda_graph and backend._graph is None
+        assert not _capturing(backend._stream)
+        assert np.array_equal(backend.infer(x), expected)
+
+
+def test_misaligned_gpu_input_is_copied_aligned_one_is_bound(engines):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs torch with CUDA")
+    from bisenet_deploy.trt.device_arrays import needs_copy
+
+    _, engine = engines["fp32", False]
+    x = _input()
+    storage = torch.zeros(x.size + 1, dtype=torch.float32, device="cuda")
+    storage[1:] = torch.from_numpy(x.ravel()).cuda()
+    shifted = storage[1:].view(x.shape)  # 4 bytes past a cudaMalloc boundary
+    assert needs_copy(shifted.data_ptr()) and not needs_copy(storage.data_ptr())
+    with open_backend(engine) as backend:
+        host = backend.infer(x)
+        assert np.array_equal(backend.infer(shifted), host) and backend.input_copied
+        assert np.array_equal(backend.infer(torch.from_numpy(x).cuda()), host) and not backend.input_copied
+
+
+def test_sidecar_identifies_the_gpu(engines):
+    from bisenet_deploy.trt.sidecar import EngineSidecar, gpu_identity_problem
+
+    _, engine = engines["fp32", False]
+    side = EngineSidecar.read(engine)
+    with open_backend(engine) as backend:
+        here = backend.gpu
+    if side.tensorrt["package"] == "tensorrt":
+        assert side.gpu["multiprocessors"] > 0 and side.gpu["total_memory_mb"] > 0 and side.gpu["uuid"]
+        assert gpu_identity_problem(side.gpu, here) is None
+
+
+def test_dla_engine_runs_on_its_core(trt, tmp_path):
+    from bisenet_deploy.trt.features import dla_note
+    from bisenet_deploy.trt.loading import flavour, logger_for, version_of
+
+    if not getattr(trt.Builder(logger_for(trt)), "num_DLA_cores", 0):
+        note = dla_note(flavour(trt), version_of(trt))
+        pytest.skip("no DLA cores here" + (f" ({note})" if note else ""))
+    onnx = tiny_onnx(tmp_path / "dla.fp16.onnx", "fp16")
+    build = build_engine(onnx, options=EngineOptions(progress=False, dla_core=0), trt=trt)
+    assert build.sidecar.build["dla_core"] == 0
+    x = _input()
+    with open_backend(build.engine_path) as backend:
+        assert backend.describe()["dla_core"] == 0
+        out = backend.infer(x)
+    assert float(np.max(np.abs(out - _reference(onnx, x)))) < 5e-2
