@@ -1,24 +1,42 @@
-"""The GPU check's build half runs here (TensorRT-RTX, no GPU); its run half needs a GPU."""
+"""The GPU check's build half runs here (TensorRT-RTX, no GPU); its run half needs a GPU.
+Its reporter merges a run into one file, checked here on a recorded run."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
 
 from bisenet_deploy.cli import gpu_check
 from bisenet_deploy.trt.loading import flavour
 from tests.trt_fixtures import builder_module
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_export_steps_produce_engines_or_say_why(tmp_path):
+
+def _reporter():
+    spec = importlib.util.spec_from_file_location("gpu_check_report", ROOT / "scripts" / "gpu_check_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_labels_form_exports_and_builds_at_every_precision(tmp_path):
     trt = builder_module()
-    code, why = gpu_check.export_with_engine(tmp_path, "demo", "64x128", "--tensorrt", flavour(trt))
-    assert code == 0, why
-    assert (tmp_path / "demo.onnx").is_file() and (tmp_path / "demo.fp32.engine.json").is_file()
     calib = gpu_check.write_calibration_images(tmp_path / "calib", (64, 128))
     assert len(list(calib.glob("*.png"))) == 16
     code, why = gpu_check.export_with_engine(
-        tmp_path, "demo", "64x128", "--precision", "int8", "--calib", str(calib), "--tensorrt", flavour(trt)
+        tmp_path, "labels_dynamic", "64x128", *gpu_check.FORMS["labels_dynamic"], "--precision", "fp32,fp16,int8",
+        "--calib", str(calib), "--tensorrt", flavour(trt), "--timing-cache", str(tmp_path / "shared.timing-cache"),
     )
-    # Until the precision step is wired in, the check reports it as skipped, not as a crash.
-    assert (code == 0 and list(tmp_path.glob("*.int8.engine"))) or "unrecognized arguments" in why
+    assert code == 0, why
+    for precision in gpu_check.PRECISIONS:  # the names run_checks looks for
+        assert (tmp_path / f"labels_dynamic.{precision}.engine.json").is_file()
+    side = json.loads((tmp_path / "labels_dynamic.int8.engine.json").read_text())
+    assert side["spec"]["input_layout"] == "NHWC_UINT8" and side["spec"]["output_kind"] == "labels"
 
 
 def test_verdict():
@@ -26,3 +44,36 @@ def test_verdict():
     assert gpu_check.verdict([ok, gpu_check.CheckResult("b", "SKIP")]) == (True, "PASS: 1 checks passed (1 skipped: b)")
     passed, line = gpu_check.verdict([ok, gpu_check.CheckResult("c", "FAIL", "x")])
     assert not passed and line.startswith("FAIL: 1 of 2 checks failed (c)")
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
+<testcase classname="tests.test_tensorrt_runtime" name="test_dynamic_shapes" time="1.5"/>
+<testcase classname="tests.test_tensorrt_runtime" name="test_dla_engine_runs_on_its_core" time="0.1">
+<skipped type="pytest.skip" message="no DLA cores here">skip</skipped></testcase>
+<testcase classname="tests.test_tensorrt_build" name="test_layer_report" time="2.0">
+<failure message="AssertionError: no Layers&#10;second line">trace</failure></testcase>
+</testsuite></testsuites>"""
+
+
+def test_report_merges_checks_and_tests_into_one_file(tmp_path, capsys):
+    reporter = _reporter()
+    checks = {"verdict": "PASS: 1 checks passed", "passed": True, "results": [
+        {"name": "fixed.fp16.engine vs onnxruntime fp32 at 1x64x128", "status": "PASS", "detail": "min 99.9%",
+         "figures": {"compute_ms_median": 0.4}, "seconds": 3.5}]}
+    (tmp_path / "checks.json").write_text(json.dumps(checks))
+    (tmp_path / "pytest.xml").write_text(JUNIT)
+    assert reporter.main([str(tmp_path), "--seconds", "42"]) == 1  # one test failed
+    report = json.loads((tmp_path / "gpu_check_report.json").read_text())
+    assert report["verdict"].startswith("FAIL: 2 passed, 1 failed, 1 skipped") and report["wall_seconds"] == 42
+    rows = {r["name"]: r for r in report["paths"]}
+    assert rows["tests.test_tensorrt_build::test_layer_report"]["detail"] == "AssertionError: no Layers"
+    assert rows["tests.test_tensorrt_runtime::test_dla_engine_runs_on_its_core"]["status"] == "SKIP"
+    assert rows["fixed.fp16.engine vs onnxruntime fp32 at 1x64x128"]["seconds"] == 3.5
+    assert "versions" in report and "gpu_problem" in report and "tensorrt" in report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checks.json", "gpu_check_report.json", "pytest.xml"]
+    assert "report:" in capsys.readouterr().out
+
+
+def test_report_without_a_run_fails():
+    reporter = _reporter()
+    assert [r["status"] for r in reporter.pytest_paths(Path("/nonexistent/pytest.xml"))] == ["FAIL"]
