@@ -182,13 +182,16 @@ def test_cpu_device_is_refused_clearly(built):
         Segmenter(built, device="cpu")
 
 
-def test_runtime_side_imports_neither_torch_nor_tensorrt():
+def test_trt_package_imports_neither_torch_nor_tensorrt_nor_onnx():
+    """The runtime half and even the builder module import nothing heavy until used."""
     import subprocess
     import sys
 
     code = (
-        "import sys, bisenet_deploy.trt.runner, bisenet_deploy.trt.sidecar;"
-        "bad = [m for m in ('torch', 'tensorrt', 'tensorrt_rtx', 'onnx') if m in sys.modules];"
+        "import sys, bisenet_deploy.trt, bisenet_deploy.trt.runner, bisenet_deploy.trt.sidecar,"
+        " bisenet_deploy.trt.features, bisenet_deploy.trt.builder, bisenet_deploy.runtime.backends;"
+        "from bisenet_deploy.runtime.backends import backend_class; backend_class('tensorrt');"
+        "bad = [m for m in ('torch', 'tensorrt', 'tensorrt_rtx', 'onnx', 'tqdm') if m in sys.modules];"
         "sys.exit(str(bad) if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
