@@ -184,3 +184,35 @@ def test_strongly_typed_versions_set_nothing(version):
     record = compat.apply_typing(trt, network, config, features.typing_plan(trt, "fp16"), "fp16")
     assert config.flags == [] and record == {"precision_flags": [], "precision_constraints": None}
     assert all(layer.precision is None for layer in layers.values())
+
+
+#: the calls the builder and the runner make without a feature check, per object
+UNCHECKED_CALLS = {
+    "Runtime": ("deserialize_cuda_engine", "DLA_core", "num_DLA_cores"),
+    "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
+                    "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector"),
+    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"),
+    "IBuilderConfig": ("set_flag", "get_flag", "add_optimization_profile", "create_timing_cache", "set_timing_cache",
+                       "get_timing_cache", "set_memory_pool_limit", "builder_optimization_level",
+                       "profiling_verbosity", "DLA_core", "default_device_type"),
+    "Builder": ("create_network", "create_optimization_profile", "build_serialized_network", "num_DLA_cores",
+                "create_builder_config"),
+}
+#: calls made only behind a hasattr check, and where they exist
+CHECKED_CALLS = {
+    ("IExecutionContext", "execute_async_v2"): ("8.6.1",),
+    ("ICudaEngine", "get_profile_shape"): ("8.6.1",),
+    ("IBuilderConfig", "max_workspace_size"): ("8.6.1",),
+    ("IBuilderConfig", "progress_monitor"): ("10.3.0", "11.1"),
+    ("IBuilderConfig", "set_compute_capability"): (),
+    ("Builder", "build_engine"): ("8.6.1",),
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_unchecked_call_exists_in_every_version(version):
+    surface = SURFACES[version]
+    missing = {cls: [n for n in names if n not in surface[cls]] for cls, names in UNCHECKED_CALLS.items()}
+    assert not any(missing.values()), missing
+    for (cls, name), where in CHECKED_CALLS.items():
+        assert (name in surface[cls]) == (version in where), (cls, name)
