@@ -138,11 +138,20 @@ class Segmenter:
 
     def logits(self, frame: np.ndarray) -> np.ndarray:
         """Raw class scores (C x h x w float32) at the network resolution for one frame."""
-        if self.spec.output_kind != "logits":
-            raise ArtifactError("this model computes labels in the graph (--argmax); it has no logits output")
         self.backend.ensure_open()
+        scores = self.backend if self.spec.output_kind == "logits" else self.backend.logits_backend()
+        if scores is None:
+            raise ArtifactError(f"'{self.backend.path.name}' computes labels in the graph (exported with --argmax); "
+                                "it has no class scores: export without --argmax for logits or probabilities")
         frame = processing.as_bgr_frame(frame)
-        output = self.infer(self.preprocess(self._padded([frame])))
+        batch = self.preprocess(self._padded([frame]))  # the variant takes the same input
+        if scores is self.backend:
+            output = self.infer(batch)
+        elif self._lock is None:
+            output = scores.infer(batch)
+        else:
+            with self._lock:
+                output = scores.infer(batch)
         return output[0].astype(np.float32, copy=False)
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
