@@ -15,7 +15,7 @@ import pytest
 
 from bisenet_deploy.errors import ArtifactError, UserError
 from bisenet_deploy.runtime import Segmenter, processing
-from bisenet_deploy.runtime.backends import choice
+from bisenet_deploy.runtime import choice
 from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 from .conftest import TINY, random_frame
@@ -209,7 +209,7 @@ def test_auto_probes_once_then_uses_the_cache_until_the_artifact_a_version_or_th
 
 
 def test_environment_and_options_that_name_one_backend_skip_the_choice(export_model5, monkeypatch):
-    from bisenet_deploy.runtime.backends import default_backend
+    from bisenet_deploy.runtime.choice import default_backend
 
     assert default_backend(export_model5(), {}) == "auto"
     assert default_backend(export_model5(), {"optimization": "basic"}) == "onnxruntime"
@@ -321,7 +321,8 @@ def test_speed_is_never_bought_with_labels_the_file_does_not_compute(precision_m
     winner = seg.backend.choice["backend"]
     assert measured[winner] >= choice.MIN_AGREEMENT or measured[winner] == max(measured.values())
     fp32 = Segmenter(precision_models["fixed"]["fp32"], backend="auto")
-    assert fp32.backend.choice["exact_agreement_pct"] is None  # FP32: nothing to guard
+    checked = fp32.backend.choice["exact_agreement_pct"]  # FP32 too: every candidate is checked
+    assert set(checked) == {"onnxruntime", "openvino", "openvino/host"} and not fp32.backend.choice["refused"]
 
 
 def _int8_conv_over_concat(channels=(16, 32), size=16, scales=(0.04, 0.04), axis=1) -> "onnx.ModelProto":
