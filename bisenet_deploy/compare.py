@@ -113,6 +113,9 @@ class Comparison:
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     why: str = ""
+    miou: float | None = None  # mean IoU of the candidate's labels against the reference's
+    max_abs_reference: float | None = None
+    allowed_abs_diff: float | None = None
     tolerance: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -146,7 +149,7 @@ def compare(reference: Outputs, candidate: Outputs, tolerance: Tolerance = EXACT
     if ref_labels.shape != labels.shape:
         return Comparison(name, False, 0.0, int(ref_labels.size), why=f"labels of shape {labels.shape}, the "
                           f"reference's are {ref_labels.shape}", tolerance=asdict(tolerance))
-    classes = num_classes or int(max(ref_labels.max(initial=0), labels.max(initial=0))) + 1
+    classes = max(num_classes or 0, int(max(ref_labels.max(initial=0), labels.max(initial=0))) + 1)
     acc = ComparisonAccumulator(max(2, classes))
     acc.add(ref_labels, labels, ref_logits, logits)
     result = acc.result()
@@ -158,15 +161,16 @@ def compare(reference: Outputs, candidate: Outputs, tolerance: Tolerance = EXACT
     why = []
     if agreement < tolerance.min_agreement:
         why.append(f"label agreement {agreement:.3f}% < {tolerance.min_agreement}%")
-    max_diff, mean_diff = result.max_abs_diff, getattr(result, "mean_abs_diff", None)
+    max_diff, mean_diff = result.max_abs_diff, result.mean_abs_diff
+    allowed = None
     if tolerance.max_abs is not None and max_diff is not None:
-        allowed = tolerance.max_abs + tolerance.rel * float(np.abs(ref_logits).max())
+        allowed = tolerance.max_abs + tolerance.rel * float(result.max_abs_reference or 0.0)
         if max_diff > allowed:
             why.append(f"max |logit diff| {max_diff:.3g} > {allowed:.3g}")
     if tolerance.mean_abs is not None and mean_diff is not None and mean_diff > tolerance.mean_abs:
         why.append(f"mean |logit diff| {mean_diff:.3g} > {tolerance.mean_abs:.3g}")
     return Comparison(name, not why, agreement, int(same.size), max_diff, mean_diff, "; ".join(why),
-                      asdict(tolerance))
+                      asdict(tolerance), result.miou_vs_reference, result.max_abs_reference, allowed)
 
 
 def compare_runners(reference: Runner, candidates: dict[str, Runner], frames: Sequence[np.ndarray],
