@@ -102,6 +102,7 @@ class OpenVinoBackend(Backend):
         self._options = {"device": device, "threads": threads, "precision_hint": precision_hint,
                          "prepost": prepost, "cache": cache}
         self._logits_variant: OpenVinoBackend | None = None
+        self._variant_lock = threading.Lock()
         ov = import_openvino()
         if not self.path.is_file():
             raise ArtifactError(f"ONNX model '{self.path}' not found")
@@ -190,8 +191,9 @@ class OpenVinoBackend(Backend):
         if self.prepost != "graph" or self.artifact_spec.output_kind != "logits":
             return None  # the file itself computes labels (--argmax)
         self.ensure_open()
-        if self._logits_variant is None:
-            self._logits_variant = OpenVinoBackend(self.path, **self._options, _argmax=False)
+        with self._variant_lock:  # threads share a backend: compile the variant once
+            if self._logits_variant is None:
+                self._logits_variant = OpenVinoBackend(self.path, **self._options, _argmax=False)
         return self._logits_variant
 
     def describe(self) -> dict[str, Any]:
