@@ -141,36 +141,64 @@ def tie_mask(logits: np.ndarray | None, tie: float) -> np.ndarray | None:
     return (top2[:, 1] - top2[:, 0]) <= tie
 
 
+class Comparator:
+    """``compare`` over many frames without keeping them: feed ``add`` frame by frame (or
+    batch by batch), read ``result()``. What the bench's fidelity rows stream photo by photo."""
+
+    def __init__(self, num_classes: int, tolerance: Tolerance = EXACT, name: str = "candidate") -> None:
+        self.tolerance, self.name, self.num_classes = tolerance, name, max(2, num_classes)
+        self._acc = ComparisonAccumulator(self.num_classes)
+        self._same = self._pixels = 0
+        self._problem = ""
+
+    def add(self, reference: Outputs, candidate: Outputs) -> None:
+        ref_labels, ref_logits = reference
+        labels, logits = candidate
+        if ref_labels.shape != labels.shape:
+            self._problem = f"labels of shape {labels.shape}, the reference's are {ref_labels.shape}"
+            return
+        self._acc.add(ref_labels, labels, ref_logits, logits)
+        same = ref_labels == labels
+        ties = tie_mask(ref_logits, self.tolerance.tie)
+        if ties is not None:
+            same = same | ties.reshape(same.shape)
+        self._same += int(np.count_nonzero(same))
+        self._pixels += int(same.size)
+
+    def figures(self):  # noqa: ANN201 - metrics.OutputComparison
+        """The plain figures (agreement counts every pixel; no tolerance applied)."""
+        return self._acc.result()
+
+    def result(self) -> Comparison:
+        tol = self.tolerance
+        if self._problem or not self._pixels:
+            return Comparison(self.name, False, 0.0, self._pixels, why=self._problem or "nothing compared",
+                              tolerance=asdict(tol))
+        figures = self._acc.result()
+        agreement = 100.0 * self._same / self._pixels
+        why = []
+        if agreement < tol.min_agreement:
+            why.append(f"label agreement {agreement:.3f}% < {tol.min_agreement}%")
+        max_diff, mean_diff = figures.max_abs_diff, figures.mean_abs_diff
+        allowed = None
+        if tol.max_abs is not None and max_diff is not None:
+            allowed = tol.max_abs + tol.rel * float(figures.max_abs_reference or 0.0)
+            if max_diff > allowed:
+                why.append(f"max |logit diff| {max_diff:.3g} > {allowed:.3g}")
+        if tol.mean_abs is not None and mean_diff is not None and mean_diff > tol.mean_abs:
+            why.append(f"mean |logit diff| {mean_diff:.3g} > {tol.mean_abs:.3g}")
+        return Comparison(self.name, not why, agreement, self._pixels, max_diff, mean_diff, "; ".join(why),
+                          asdict(tol), figures.miou_vs_reference, figures.max_abs_reference, allowed)
+
+
 def compare(reference: Outputs, candidate: Outputs, tolerance: Tolerance = EXACT, name: str = "candidate",
             num_classes: int | None = None) -> Comparison:
     """``candidate`` against ``reference`` (both ``Outputs`` on the same frames)."""
-    ref_labels, ref_logits = reference
-    labels, logits = candidate
-    if ref_labels.shape != labels.shape:
-        return Comparison(name, False, 0.0, int(ref_labels.size), why=f"labels of shape {labels.shape}, the "
-                          f"reference's are {ref_labels.shape}", tolerance=asdict(tolerance))
+    ref_labels, labels = reference[0], candidate[0]
     classes = max(num_classes or 0, int(max(ref_labels.max(initial=0), labels.max(initial=0))) + 1)
-    acc = ComparisonAccumulator(max(2, classes))
-    acc.add(ref_labels, labels, ref_logits, logits)
-    result = acc.result()
-    ties = tie_mask(ref_logits, tolerance.tie)
-    same = ref_labels == labels
-    if ties is not None:
-        same = same | ties
-    agreement = 100.0 * float(np.count_nonzero(same)) / max(1, same.size)
-    why = []
-    if agreement < tolerance.min_agreement:
-        why.append(f"label agreement {agreement:.3f}% < {tolerance.min_agreement}%")
-    max_diff, mean_diff = result.max_abs_diff, result.mean_abs_diff
-    allowed = None
-    if tolerance.max_abs is not None and max_diff is not None:
-        allowed = tolerance.max_abs + tolerance.rel * float(result.max_abs_reference or 0.0)
-        if max_diff > allowed:
-            why.append(f"max |logit diff| {max_diff:.3g} > {allowed:.3g}")
-    if tolerance.mean_abs is not None and mean_diff is not None and mean_diff > tolerance.mean_abs:
-        why.append(f"mean |logit diff| {mean_diff:.3g} > {tolerance.mean_abs:.3g}")
-    return Comparison(name, not why, agreement, int(same.size), max_diff, mean_diff, "; ".join(why),
-                      asdict(tolerance), result.miou_vs_reference, result.max_abs_reference, allowed)
+    comparator = Comparator(classes, tolerance, name)
+    comparator.add(reference, candidate)
+    return comparator.result()
 
 
 def compare_runners(reference: Runner, candidates: dict[str, Runner], frames: Sequence[np.ndarray],

@@ -13,12 +13,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..compare import Comparator
 from ..errors import UserError
 from ..runtime import processing
 from ..runtime.segmenter import Segmenter
 from ..runtime.sources import list_images, read_image
 from ..samples import sample_photos
-from ..metrics import ComparisonAccumulator
 
 Photos = list[tuple[str, np.ndarray]]
 
@@ -95,14 +95,13 @@ def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photo
             fidelity.setdefault((c.name, size), None)
         return
     label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
-    acc = {c.name: ComparisonAccumulator(label_classes) for c, _ in todo}
+    acc = {c.name: Comparator(label_classes, name=c.name) for c, _ in todo}
     for _, photo in photos:
-        ref_labels, ref_logits = network_outputs(ref.segmenter, photo)
+        reference_outputs = ref.segmenter.network_outputs([photo])
         for c, runner in todo:
-            labels, logits = network_outputs(runner.segmenter, photo)
-            acc[c.name].add(ref_labels, labels, ref_logits, logits)
+            acc[c.name].add(reference_outputs, runner.segmenter.network_outputs([photo]))
     for c, _ in todo:
-        result = acc[c.name].result().to_dict()
+        result = acc[c.name].figures().to_dict()
         result["images"] = len(photos)
         fidelity[(c.name, size)] = {**(fidelity.get((c.name, size)) or {}), **result}
 
