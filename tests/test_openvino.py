@@ -15,7 +15,7 @@ import pytest
 
 from bisenet_deploy.errors import ArtifactError, UserError
 from bisenet_deploy.runtime import Segmenter, processing
-from bisenet_deploy.runtime.backends import choice
+from bisenet_deploy.runtime import choice
 from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 from .conftest import TINY, random_frame
@@ -209,7 +209,7 @@ def test_auto_probes_once_then_uses_the_cache_until_the_artifact_a_version_or_th
 
 
 def test_environment_and_options_that_name_one_backend_skip_the_choice(export_model5, monkeypatch):
-    from bisenet_deploy.runtime.backends import default_backend
+    from bisenet_deploy.runtime.choice import default_backend
 
     assert default_backend(export_model5(), {}) == "auto"
     assert default_backend(export_model5(), {"optimization": "basic"}) == "onnxruntime"
@@ -321,7 +321,8 @@ def test_speed_is_never_bought_with_labels_the_file_does_not_compute(precision_m
     winner = seg.backend.choice["backend"]
     assert measured[winner] >= choice.MIN_AGREEMENT or measured[winner] == max(measured.values())
     fp32 = Segmenter(precision_models["fixed"]["fp32"], backend="auto")
-    assert fp32.backend.choice["exact_agreement_pct"] is None  # FP32: nothing to guard
+    checked = fp32.backend.choice["exact_agreement_pct"]  # FP32 too: every candidate is checked
+    assert set(checked) == {"onnxruntime", "openvino", "openvino/host"} and not fp32.backend.choice["refused"]
 
 
 def _int8_conv_over_concat(channels=(16, 32), size=16, scales=(0.04, 0.04), axis=1) -> "onnx.ModelProto":
@@ -426,3 +427,55 @@ def test_float_convs_and_non_channel_concats_are_left_alone(tmp_path):
     onnx.save(spatial, path)
     model = ov.Core().read_model(str(path))
     assert split_int8_concat_convs(model) == []
+
+
+def test_auto_never_times_a_candidate_that_gives_other_labels(export_model5, tmp_path, monkeypatch):
+    """Issue 23: for FP32 files too, a candidate whose labels differ from the file's exact
+    arithmetic on the probe frames is refused before its speed counts, however fast."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(export_model5(dynamic=("height", "width")).read_bytes())
+    real = OpenVinoBackend.infer_impl
+
+    def wrong_in_graph(self, batch):  # OpenVINO's in-graph mode as it was: the channels swapped
+        if self.prepost == "graph" and not getattr(self, "_swapping", False):
+            self._swapping = True
+            try:
+                return real(self, np.ascontiguousarray(batch[..., ::-1]))
+            finally:
+                self._swapping = False
+        return real(self, batch)
+
+    monkeypatch.setattr(OpenVinoBackend, "infer_impl", wrong_in_graph)
+    monkeypatch.setattr(choice, "PROBE_SECONDS", 0.0)
+    chosen = choice.choose(path, {"device": "cpu"}, use_cache=False)
+    record = chosen.choice
+    assert set(record["exact_agreement_pct"]) == {"onnxruntime", "openvino", "openvino/host"}
+    assert "openvino" in record["refused"] and "label agreement" in record["refused"]["openvino"]
+    assert "openvino" not in record["medians_ms"] and record["backend"] != "openvino"
+    assert record["exact_agreement_pct"]["openvino/host"] == pytest.approx(100.0)
+    chosen.close()
+
+
+def test_scores_from_a_logits_file_on_openvinos_in_graph_argmax(export_model5, photos):
+    """The compiled TopK is the backend's choice: logits and probabilities still work, equal
+    to onnxruntime's; an --argmax file refuses them in one line."""
+    frame = photos[0][1]
+    ov_seg = Segmenter(export_model5(dynamic=("height", "width")), backend="openvino")
+    ort_seg = Segmenter(export_model5(dynamic=("height", "width")), backend="onnxruntime")
+    assert ov_seg.spec.output_kind == "labels"  # what the compiled graph returns
+    assert np.abs(ov_seg.logits(frame) - ort_seg.logits(frame)).max() < 1e-3
+    assert np.abs(ov_seg.probabilities(frame) - ort_seg.probabilities(frame)).max() < 1e-4
+    argmax = Segmenter(export_model5(argmax=True), backend="openvino")
+    with pytest.raises(ArtifactError, match="--argmax") as refused:
+        argmax.logits(frame)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_backend_factory_holds_no_policy(export_model5):
+    from bisenet_deploy.runtime import open_backend as open_with_policy
+    from bisenet_deploy.runtime.backends import open_backend
+
+    assert open_backend(export_model5()).name == "onnxruntime"  # by suffix, nothing measured
+    with pytest.raises(UserError, match="a choice among backends"):
+        open_backend(export_model5(), "auto")
+    assert open_with_policy(export_model5(), "auto").choice is not None

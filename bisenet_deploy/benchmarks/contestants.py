@@ -237,7 +237,9 @@ def _open(c: Contestant, device: str, threads: int) -> Backend:
     if c.kind == "auto":
         if device not in ("auto", "cpu"):
             raise UserError("the automatic choice is among CPU backends; --device cpu or auto")
-        return open_backend(c.path, "auto", device="cpu", threads=threads)
+        from ..runtime.choice import open_model
+
+        return open_model(c.path, "auto", device="cpu", threads=threads)
     if c.kind == "onnxruntime":
         from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -13,12 +13,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..compare import Comparator
 from ..errors import UserError
 from ..runtime import processing
 from ..runtime.segmenter import Segmenter
 from ..runtime.sources import list_images, read_image
 from ..samples import sample_photos
-from ..metrics import ComparisonAccumulator
 
 Photos = list[tuple[str, np.ndarray]]
 
@@ -36,10 +36,8 @@ def benchmark_photos(images: Path | None, limit: int) -> tuple[Photos, str]:
     found = sample_photos(limit)
     if found:
         return found, f"{len(found)} real photographs shipped with scikit-image/scikit-learn/matplotlib"
-    try:
-        from ..export.verify import random_frames
-    except ImportError:
-        raise UserError("no sample photos installed (scikit-image/scikit-learn); give --images DIR") from None
+    from ..compare import random_frames
+
     frames = random_frames(4, (512, 512))
     return [(f"random-{i}", f) for i, f in enumerate(frames)], "4 seeded synthetic frames (no photographs found)"
 
@@ -73,12 +71,9 @@ def frame_sets_for(photos: Photos, frame_size: tuple[int, int], batch: int) -> l
 
 
 def network_outputs(seg: Segmenter, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(labels, logits or None) of one frame at the network resolution."""
-    frames = [frame] * (seg.batch_size or 1)  # fixed-batch artifacts: fill the batch
-    output = seg.infer(seg.preprocess(frames))[:1]
-    labels = processing.labels_from_output(output, seg.spec)[0]
-    logits = output[0] if seg.spec.output_kind == "logits" else None
-    return labels, logits
+    """(labels, logits or None) of one frame at the network resolution (``Segmenter.network_outputs``)."""
+    labels, logits = seg.network_outputs([frame])
+    return labels[0], None if logits is None else logits[0]
 
 
 def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photos: Photos,
@@ -100,14 +95,13 @@ def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photo
             fidelity.setdefault((c.name, size), None)
         return
     label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
-    acc = {c.name: ComparisonAccumulator(label_classes) for c, _ in todo}
+    acc = {c.name: Comparator(label_classes, name=c.name) for c, _ in todo}
     for _, photo in photos:
-        ref_labels, ref_logits = network_outputs(ref.segmenter, photo)
+        reference_outputs = ref.segmenter.network_outputs([photo])
         for c, runner in todo:
-            labels, logits = network_outputs(runner.segmenter, photo)
-            acc[c.name].add(ref_labels, labels, ref_logits, logits)
+            acc[c.name].add(reference_outputs, runner.segmenter.network_outputs([photo]))
     for c, _ in todo:
-        result = acc[c.name].result().to_dict()
+        result = acc[c.name].figures().to_dict()
         result["images"] = len(photos)
         fidelity[(c.name, size)] = {**(fidelity.get((c.name, size)) or {}), **result}
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..runtime import processing
-from ..runtime.backends.choice import MIN_AGREEMENT
+from ..runtime.choice import MIN_AGREEMENT
 from .contestants import fixed_dims
 from .flops import onnx_gflop
 from .harness import STAGES

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from ..metrics import label_agreement, mean_iou
+from ..compare import Tolerance, compare
+from ..metrics import mean_iou
 from ..runtime import processing
 from ..spec import ModelSpec
 from .data import calibration_batches
@@ -102,7 +103,8 @@ def compare_models(
     for name, tally in tallies.items():
         labels = np.concatenate(tally.labels)
         results[name] = Fidelity(
-            label_agreement=label_agreement(reference_labels, labels),
+            label_agreement=compare((reference_labels, None), (labels, None), Tolerance(min_agreement=0.0), name,
+                                    num_classes=classes).agreement,
             miou_vs_fp32=mean_iou(labels, reference_labels, classes, ignore_index=None),
             max_abs_logit_diff=tally.max_diff,
             mean_abs_logit_diff=tally.abs_sum / max(tally.count, 1),
@@ -127,5 +129,8 @@ def ground_truth_miou(labels: np.ndarray, ground_truth: Sequence[np.ndarray], cl
 def agreement_with(
     candidate: onnx.ModelProto, spec: ModelSpec, frames: Sequence[np.ndarray], batch: int, ref_labels: np.ndarray
 ) -> float:
-    """Label agreement (%) of ``candidate`` with reference labels (no logits needed)."""
-    return label_agreement(ref_labels, model_labels(candidate, spec, frames, batch))
+    """Label agreement (%) of ``candidate`` with reference labels (no logits needed): the
+    comparator's figure, which the INT8 fallback steers by."""
+    labels = model_labels(candidate, spec, frames, batch)
+    return compare((ref_labels, None), (labels, None), Tolerance(min_agreement=0.0), "candidate",
+                   num_classes=max(2, spec.num_classes)).agreement

@@ -79,8 +79,7 @@ class RayResult:
 def _resolve_backend(model: Path, backend: str | None, options: dict[str, Any], log: Log) -> tuple[str, dict]:
     """The backend every actor opens: an explicit one, or what ``auto`` picks here (measured
     once on the driver and cached), so all workers and a later plain run agree."""
-    from ..runtime.backends import default_backend
-    from ..runtime.backends.choice import CANDIDATES, choose
+    from ..runtime.choice import CANDIDATES, choose, default_backend
 
     name = backend or default_backend(model, options)
     if name != "auto":

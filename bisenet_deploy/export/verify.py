@@ -13,16 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from ..metrics import compare_outputs
+from .. import compare
+from ..compare import frame_source, random_frames  # noqa: F401 - random_frames: part of this module's API
 from ..runtime import processing
 from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
-from ..runtime.sources import list_images, read_image
-from ..samples import sample_photos
 from ..spec import ModelSpec
 
 
@@ -59,19 +57,6 @@ class VerificationReport:
         )
 
 
-def random_frames(count: int, size_hw: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """Seeded image-like frames: smooth colour fields with edges and noise (BGR uint8)."""
-    rng = np.random.default_rng(seed)
-    h, w = size_hw
-    frames = []
-    for _ in range(count):
-        coarse = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
-        frame = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
-        noise = rng.normal(0, 12, size=frame.shape)
-        frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
-    return frames
-
-
 def verification_frames(
     spec: ModelSpec,
     num_random: int = 2,
@@ -79,15 +64,9 @@ def verification_frames(
     images: str | Path | None = None,
     num_samples: int = 2,
 ) -> list[tuple[str, np.ndarray]]:
-    """Frames to verify on: seeded random ones, built-in sample photos, the user's images."""
-    frames = [(f"random-{i}", f) for i, f in enumerate(random_frames(num_random, spec.input_size, seed))]
-    frames += sample_photos(num_samples)
-    if images is not None:
-        for path in list_images(images):
-            image = read_image(path)
-            if image is not None:
-                frames.append((path.name, image))
-    return frames
+    """Frames to verify on: seeded random ones, built-in sample photos, the user's images
+    (the comparator's one frame source)."""
+    return frame_source(spec.input_size, random=num_random, samples=num_samples, images=images, seed=seed)
 
 
 def _cases(spec: ModelSpec, fixed_batch: int | None = None) -> list[tuple[tuple[int, int], int]]:
@@ -144,26 +123,19 @@ def verify_onnx(
                     failures.append(f"{names}: output shape {out.shape} for input {batch}x{size_hw}")
                     continue
                 cand_logits = out if spec.output_kind == "logits" else None
-                cmp = compare_outputs(
-                    processing.labels_from_output(ref, spec.replace(output_kind="logits")),
-                    processing.labels_from_output(out, spec),
-                    label_classes,
-                    ref,
-                    cand_logits,
-                )
-                case = {"input": names, "batch": batch, "size": list(size_hw), **cmp.to_dict()}
-                if cmp.max_abs_diff is not None:
-                    case["allowed_abs_diff"] = tolerance.allowed(cmp.max_abs_reference or 0.0)
-                    if cmp.max_abs_diff > case["allowed_abs_diff"]:
-                        failures.append(
-                            f"{names} at {size_hw[0]}x{size_hw[1]}: max |logit diff| {cmp.max_abs_diff:.3g} "
-                            f"> allowed {case['allowed_abs_diff']:.3g}"
-                        )
-                if cmp.label_agreement < tolerance.min_agreement:
-                    failures.append(
-                        f"{names} at {size_hw[0]}x{size_hw[1]}: label agreement {cmp.label_agreement:.3f}% "
-                        f"< {tolerance.min_agreement}%"
-                    )
+                result = compare.compare(
+                    (processing.labels_from_output(ref, spec.replace(output_kind="logits")), ref),
+                    (processing.labels_from_output(out, spec), cand_logits),
+                    compare.Tolerance(min_agreement=tolerance.min_agreement, max_abs=tolerance.abs, rel=tolerance.rel),
+                    name=f"{names} at {size_hw[0]}x{size_hw[1]}", num_classes=label_classes)
+                case = {"input": names, "batch": batch, "size": list(size_hw),
+                        "label_agreement": result.agreement, "miou_vs_reference": result.miou,
+                        "max_abs_diff": result.max_abs_diff, "mean_abs_diff": result.mean_abs_diff,
+                        "max_abs_reference": result.max_abs_reference, "pixels": result.pixels}
+                if result.allowed_abs_diff is not None:
+                    case["allowed_abs_diff"] = result.allowed_abs_diff
+                if not result.passed:
+                    failures.append(f"{result.name}: {result.why}")
                 cases.append(case)
     diffs = [c["max_abs_diff"] for c in cases if c["max_abs_diff"] is not None]
     return VerificationReport(

@@ -4,7 +4,8 @@ Never imports torch at import time (robots do not carry torch): the torch backen
 only when a ``.pth`` model is opened.
 """
 
-from .backends import Backend, open_backend
+from .backends import Backend
+from .choice import open_model as open_backend  # the factory with the policy: auto, defaults
 from .processing import colorize, overlay, palette_for, replace_background
 from .segmenter import Segmenter
 

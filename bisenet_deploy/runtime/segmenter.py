@@ -26,8 +26,9 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..spec import ModelSpec, SpecError
-from . import processing
-from .backends import Backend, open_backend
+from . import choice, pipeline, processing
+from .backends import Backend
+from .pipeline import spec_mismatch
 
 
 class Segmenter:
@@ -62,10 +63,9 @@ class Segmenter:
         else:
             options = dict(backend_options or {})
             options.setdefault("device", device)
-            if spec is not None or set(spec_overrides) & _GRAPH_PREPOST_FIELDS:
-                # the caller's normalization must reach the model: not one compiled into it
-                options["_exclude"] = ("openvino",)
-            self.backend = open_backend(model, backend, **options)
+            # the caller's normalization must reach the model: not one compiled into it
+            own_prepost = spec is not None or bool(set(spec_overrides) & _GRAPH_PREPOST_FIELDS)
+            self.backend = choice.open_model(model, backend, graph_prepost=not own_prepost, **options)
         base = spec or self.backend.spec
         if base is None:
             raise ArtifactError(
@@ -89,8 +89,7 @@ class Segmenter:
         if problem:
             raise ArtifactError(f"'{self.backend.path.name}' does not fit its ModelSpec: {problem}")
         self.output_size = output_size
-        batch_dim = self.backend.inputs[0].shape[0] if self.backend.inputs else None
-        self.batch_size = batch_dim if isinstance(batch_dim, int) else None  # None: any batch
+        self.batch_size = pipeline.fixed_batch(self.backend)  # None: any batch
         self._lock = None if self.backend.thread_safe else threading.Lock()
 
     # --- stages -------------------------------------------------------------------------
@@ -138,11 +137,20 @@ class Segmenter:
 
     def logits(self, frame: np.ndarray) -> np.ndarray:
         """Raw class scores (C x h x w float32) at the network resolution for one frame."""
-        if self.spec.output_kind != "logits":
-            raise ArtifactError("this model computes labels in the graph (--argmax); it has no logits output")
         self.backend.ensure_open()
+        scores = self.backend if self.spec.output_kind == "logits" else self.backend.logits_backend()
+        if scores is None:
+            raise ArtifactError(f"'{self.backend.path.name}' computes labels in the graph (exported with --argmax); "
+                                "it has no class scores: export without --argmax for logits or probabilities")
         frame = processing.as_bgr_frame(frame)
-        output = self.infer(self.preprocess(self._padded([frame])))
+        batch = self.preprocess(self._padded([frame]))  # the variant takes the same input
+        if scores is self.backend:
+            output = self.infer(batch)
+        elif self._lock is None:
+            output = scores.infer(batch)
+        else:
+            with self._lock:
+                output = scores.infer(batch)
         return output[0].astype(np.float32, copy=False)
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
@@ -161,6 +169,11 @@ class Segmenter:
         if prob.ndim == 2:
             return processing.resize_bilinear(prob, size)
         return np.stack([processing.resize_bilinear(p, size) for p in prob])
+
+    def network_outputs(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels N x h x w, logits N x C x h x w or None for an in-graph argmax) at the
+        network resolution: what the comparator (``compare.py``) reads."""
+        return pipeline.network_outputs(self.backend, self.spec, self._frames(frames), self.infer)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -206,41 +219,6 @@ class Segmenter:
         return f"<Segmenter {self.backend!r} {h}x{w} {self.spec.num_classes} classes>"
 
 
-_FLOAT_INPUTS = (np.dtype(np.float32), np.dtype(np.float16))
 #: spec fields a backend may compile into its graph (OpenVINO's in-graph pre/postprocessing)
 _GRAPH_PREPOST_FIELDS = {"mean", "std", "scale", "color_order", "frame_color_order", "input_layout", "output_kind",
                          "binary_threshold"}
-
-
-def spec_mismatch(backend: Backend, spec: ModelSpec) -> str | None:
-    """Why the backend's tensors cannot be what ``spec`` describes, or None when they fit.
-
-    Checked when a Segmenter opens, so a spec override or metadata that disagrees with the
-    graph (3 classes named on a 7-channel model, a fused-preprocessing spec on a float
-    input) is one clear error instead of masks with impossible labels.
-    """
-    if not backend.inputs or not backend.outputs:
-        return None
-    inp, out = backend.inputs[0], backend.outputs[0]
-    if spec.input_layout == "NHWC_UINT8":
-        if inp.dtype != np.uint8 or len(inp.shape) != 4 or inp.shape[3] not in (3, None):
-            return f"the spec says uint8 N x H x W x 3 frames (fused preprocessing), the model takes {inp}"
-        fixed_hw = inp.shape[1:3]
-    else:
-        if inp.dtype not in _FLOAT_INPUTS or len(inp.shape) != 4 or inp.shape[1] not in (3, None):
-            return f"the spec says float N x 3 x H x W input, the model takes {inp}"
-        fixed_hw = inp.shape[2:4]
-    if all(isinstance(d, int) for d in fixed_hw) and tuple(fixed_hw) != tuple(spec.input_size):
-        return (f"the model's input is fixed to {fixed_hw[0]}x{fixed_hw[1]}, the spec says "
-                f"{spec.input_size[0]}x{spec.input_size[1]}")
-    if spec.output_kind == "logits":
-        if np.issubdtype(out.dtype, np.integer):
-            return f"the spec says logits, the model returns integer labels ({out})"
-        if len(out.shape) != 4:
-            return f"the spec says N x C x H x W logits, the model returns {out}"
-        if out.shape[1] is not None and out.shape[1] != spec.num_classes:
-            return (f"the model returns {out.shape[1]} channels, the spec says {spec.num_classes} "
-                    f"class{'es' if spec.num_classes != 1 else ''}")
-    elif not np.issubdtype(out.dtype, np.integer) or len(out.shape) not in (3, 4):
-        return f"the spec says in-graph labels (N x H x W integers), the model returns {out}"
-    return None

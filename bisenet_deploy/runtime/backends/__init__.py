@@ -57,7 +57,8 @@ def _wrong_kind(path: Path, backend: str) -> str:
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
     """The backend name to use for ``path`` (explicit choice wins where it can run the file).
-    ``auto`` (measure the installed ONNX backends) is returned for ONNX models only; a
+    ``auto`` (measure the installed ONNX backends, ``runtime/choice.py``) is returned for ONNX
+    models only; a
     ``grpc://`` / ``http://`` URL is a model served by Triton."""
     from .triton import is_url
 
@@ -93,41 +94,15 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, class_name)
 
 
-def default_backend(path: str | Path, options: dict[str, Any]) -> str:
-    """What ``backend=None`` means: ``$BISENET_DEPLOY_BACKEND`` if set; for an ONNX model
-    ``auto`` where more than one CPU backend is installed (onnxruntime and OpenVINO), the
-    device is the CPU (or auto) and no option names one backend; else by suffix."""
-    import os
-
-    from .triton import is_url
-
-    if is_url(path):
-        return "triton"
-    forced = os.environ.get("BISENET_DEPLOY_BACKEND")
-    if forced:
-        return backend_for(path, forced)
-    if Path(path).suffix.lower() == ".onnx":
-        from .choice import backend_named_by, wants_choice
-
-        named = backend_named_by(options)
-        if named:
-            return named
-        if wants_choice(options.get("device", "auto"), options):
-            return "auto"
-    return backend_for(path)
-
-
 def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
-    """Construct the backend for an artifact; ``options`` go to its constructor. ``auto``
-    (the default for ONNX models where onnxruntime and OpenVINO are both installed) times
-    them on the artifact once and keeps the faster (``choice.py``)."""
-    exclude = tuple(options.pop("_exclude", ()))
-    name = backend_for(path, backend) if backend is not None else default_backend(path, options)
+    """Construct the named backend (None: by suffix) for an artifact; ``options`` go to its
+    constructor. No policy here: ``auto`` and the default choice for ONNX models are
+    ``runtime.choice.open_model`` (``bisenet_deploy.runtime.open_backend``)."""
+    name = backend_for(path, backend)
     if name == "auto":
-        from .choice import choose
-
-        return choose(path, options, exclude=exclude)
+        raise UserError("'auto' is a choice among backends, not one: open the model with "
+                        "bisenet_deploy.runtime.open_backend or Segmenter")
     return backend_class(name)(path, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "backend_for", "default_backend", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "TensorInfo", "backend_class", "backend_for", "open_backend"]

@@ -108,6 +108,15 @@ class Backend(abc.ABC):
     def infer_impl(self, batch: Any) -> np.ndarray:
         """The backend's own call on a batch ``infer`` has already checked."""
 
+    def logits_backend(self) -> Backend | None:
+        """A backend on the same artifact that returns class scores: this one when its output
+        is logits; None when the artifact itself computes labels (an ``--argmax`` export). A
+        backend that compiles an argmax of its own choosing (OpenVINO's in-graph
+        postprocessing) returns a variant without it, so scores never depend on that choice."""
+        if self.spec is not None and self.spec.output_kind != "logits":
+            return None
+        return self
+
     @property
     def closed(self) -> bool:
         return self._closed

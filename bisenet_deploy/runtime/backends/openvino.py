@@ -7,11 +7,21 @@ GPU/NPU by name), with the compiled-model cache in the user's cache folder.
   own precision (``bf16``; ``int8+bf16`` for an INT8 model).
 * Pre/postprocessing in the compiled graph (``prepost="graph"``, the default for models that
   take normalized NCHW floats and return logits): OpenVINO's PrePostProcessor takes the
-  uint8 BGR frames (resized by the host) and converts, reorders and normalizes them inside
-  the compiled model, and a TopK on the logits returns labels. The backend then describes
-  itself with a ModelSpec that says so (``NHWC_UINT8`` in, ``labels`` out), so Segmenter
-  does only the resize and the label upscale. ``prepost="host"`` keeps Segmenter's NumPy
+  uint8 frames (resized by the host, in the network's own channel order) and converts,
+  reorders and normalizes them inside the compiled model, and a TopK on the logits returns
+  labels. The backend then describes itself with a ModelSpec that says so (``NHWC_UINT8`` in,
+  ``labels`` out), so Segmenter does only the resize (and, for an RGB network, the channel
+  flip as it copies the frame into the batch) and the label upscale. The compiled TopK is
+  this backend's choice, not the file's: ``logits_backend()`` compiles the same graph
+  without it when class scores are asked for. ``prepost="host"`` keeps Segmenter's NumPy
   pre/postprocessing. Which is faster depends on the machine: ``backend="auto"`` times both.
+* Why no ``convert_color`` in the graph: OpenVINO (2026.4) folds PrePostProcessor's BGR->RGB
+  step into the first convolutions' weights when it builds the model, and for a graph whose
+  input also feeds a ShapeOf (a ``--dynamic height,width`` export, which resizes its logits
+  to the input size) the CPU plugin compiled the in-memory model as if the flip were not
+  there: 62-86 % label agreement with onnxruntime, 100 % on channel-swapped frames. The same
+  model saved as IR, or reshaped static, was right. The host's flip costs nothing (the frame
+  is copied into the batch anyway) and is exact on every shape.
 * Threads: ``threads`` sets ``INFERENCE_NUM_THREADS`` (0: OpenVINO's default).
   ``infer`` may be called from several threads at once: each thread gets its own infer
   request on the one compiled model.
@@ -87,8 +97,12 @@ class OpenVinoBackend(Backend):
     thread_safe = True  # one infer request per thread
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0, precision_hint: str = "f32",
-                 prepost: str = "graph", cache: bool = True) -> None:
+                 prepost: str = "graph", cache: bool = True, _argmax: bool = True) -> None:
         super().__init__(path)
+        self._options = {"device": device, "threads": threads, "precision_hint": precision_hint,
+                         "prepost": prepost, "cache": cache}
+        self._logits_variant: OpenVinoBackend | None = None
+        self._variant_lock = threading.Lock()
         ov = import_openvino()
         if not self.path.is_file():
             raise ArtifactError(f"ONNX model '{self.path}' not found")
@@ -126,7 +140,7 @@ class OpenVinoBackend(Backend):
         self.prepost = "host"
         self.spec = self.artifact_spec = artifact_spec
         if prepost == "graph" and artifact_spec is not None and artifact_spec.input_layout == "NCHW":
-            model, self.spec = _graph_prepost(ov, model, artifact_spec)
+            model, self.spec = _graph_prepost(ov, model, artifact_spec, argmax=_argmax)
             self.prepost = "graph"
             # Baked into the compiled graph: a Segmenter override of these would be ignored.
             self.fixed_spec_fields = ("mean", "std", "scale", "color_order", "frame_color_order", "input_layout",
@@ -169,6 +183,19 @@ class OpenVinoBackend(Backend):
             out = out[:, 0]  # TopK keeps the channel axis
         return out
 
+    def logits_backend(self) -> Backend | None:
+        """Class scores for this artifact: itself, or (in-graph pre/post on a logits file) the
+        same compiled preprocessing without the TopK, compiled on first use."""
+        if self.spec is None or self.spec.output_kind == "logits":
+            return self
+        if self.prepost != "graph" or self.artifact_spec.output_kind != "logits":
+            return None  # the file itself computes labels (--argmax)
+        self.ensure_open()
+        with self._variant_lock:  # threads share a backend: compile the variant once
+            if self._logits_variant is None:
+                self._logits_variant = OpenVinoBackend(self.path, **self._options, _argmax=False)
+        return self._logits_variant
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(openvino=self.version, device_name=self._device_name, precision_hint=self.precision_hint,
@@ -178,6 +205,9 @@ class OpenVinoBackend(Backend):
         return info
 
     def close(self) -> None:
+        if self._logits_variant is not None:
+            self._logits_variant.close()
+            self._logits_variant = None
         self._local = threading.local()
         self.compiled = None
         super().close()
@@ -205,26 +235,25 @@ def _tensor_info(port: Any) -> TensorInfo:
     return TensorInfo(port.get_any_name(), shape, dtype)
 
 
-def _graph_prepost(ov: Any, model: Any, spec: ModelSpec) -> tuple[Any, ModelSpec]:
-    """The model with uint8 BGR NHWC frames in (converted, reordered and normalized by
-    OpenVINO) and, for multi-class logits, int32 labels out; and the spec that says so."""
-    from openvino.preprocess import ColorFormat, PrePostProcessor
+def _graph_prepost(ov: Any, model: Any, spec: ModelSpec, argmax: bool = True) -> tuple[Any, ModelSpec]:
+    """The model with uint8 NHWC frames in the network's channel order (converted, reordered
+    and normalized by OpenVINO) and, for multi-class logits with ``argmax``, int32 labels out;
+    and the spec that says so. No ``convert_color``: see the module docstring."""
+    from openvino.preprocess import PrePostProcessor
 
     ppp = PrePostProcessor(model)
-    tensor = ppp.input().tensor()
-    tensor.set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
     ppp.input().model().set_layout(ov.Layout("NCHW"))
     steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
-    if spec.color_order == "RGB":
-        steps.convert_color(ColorFormat.RGB)
     # normalized = (pixel * scale - mean) / std = (pixel - mean / scale) / (std / scale)
     steps.mean([m / spec.scale for m in spec.mean]).scale([s / spec.scale for s in spec.std])
     out_kind = spec.output_kind
-    if spec.output_kind == "logits" and not spec.is_binary:
+    if argmax and spec.output_kind == "logits" and not spec.is_binary:
         import openvino.opset13 as ops
 
         k = ops.constant(np.int64(1))
         ppp.output().postprocess().custom(
             lambda node: ops.topk(node, k, axis=1, mode="max", sort="none", index_element_type="i32").output(1))
         out_kind = "labels"
-    return ppp.build(), spec.replace(input_layout="NHWC_UINT8", frame_color_order="BGR", output_kind=out_kind)
+    return ppp.build(), spec.replace(input_layout="NHWC_UINT8", frame_color_order=spec.color_order,
+                                     output_kind=out_kind)

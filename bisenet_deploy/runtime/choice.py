@@ -9,13 +9,15 @@ for a bounded probe (``PROBE_SECONDS``, at least ``MIN_CALLS`` timed calls each)
 candidate replaces onnxruntime only when its median is more than ``MARGIN`` faster, so the
 choice is never meaningfully slower than onnxruntime.
 
-Speed is not bought with accuracy: for INT8 models every candidate's labels on the probe
-frames (a synthetic frame and the sample photos that are installed) are compared with the
-file's exact Q/DQ arithmetic (onnxruntime with graph optimizations off), and a candidate
-below ``MIN_AGREEMENT`` is not chosen. (OpenVINO computes int8 convolutions over a Concat
-wrongly, which cost it 1.2 points of agreement on the demo INT8 model until its backend
-compiled them split, ``openvino_concat.py``: this guard is what kept ``auto`` on onnxruntime
-then, and is there for the next such bug.) An explicit ``backend="openvino"`` always runs it.
+Speed is never bought with accuracy: every candidate, FP32 included, first runs the probe
+frames (a seeded synthetic frame whose channels differ, and the sample photos that are
+installed) and is compared (``compare.py``) with the file's exact arithmetic (onnxruntime with
+graph optimizations off, which runs each QuantizeLinear/DequantizeLinear as written): FP32
+files need the same labels wherever the reference is not a near-tie, FP16 and INT8 files at
+least ``MIN_AGREEMENT`` %. Only candidates that pass are timed against each other. (OpenVINO's
+in-graph preprocessing once fed dynamic-size FP32 models BGR where they wanted RGB, and it
+computed int8 convolutions over a Concat wrongly: either would have been chosen for speed.)
+An explicit ``backend="openvino"`` always runs it.
 The winner is cached per (artifact hash, CPU model and flags, threads, device, library
 versions, a hash of the runtime's own code) in the user's cache folder; a changed artifact,
 library version or bisenet-deploy runtime probes again. The backend that comes back carries
@@ -35,10 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UserError
-from ...fileio import write_text_atomic
-from ..timing import balanced_orders
-from .base import Backend
+from ..compare import EXACT, Comparison, Tolerance, compare, frame_source
+from ..errors import UserError
+from ..fileio import write_text_atomic
+from . import pipeline
+from .backends import backend_class, backend_for
+from .backends.base import Backend
+from .timing import balanced_orders
 
 log = logging.getLogger("bisenet_deploy")
 
@@ -47,10 +52,12 @@ MIN_CALLS = 3
 MAX_CALLS = 25
 #: another backend must be at least this much faster than onnxruntime to replace it
 MARGIN = 0.05
-#: INT8 models: a candidate must give the file's exact labels on this share of probe pixels (%)
+#: FP16 / INT8 models: a candidate must give the file's exact labels on this share of probe pixels (%)
 MIN_AGREEMENT = 99.5
+#: FP32 models whose output is labels (no logits to tell near-ties): this share (%)
+MIN_LABELS_AGREEMENT = 99.9
 CACHE_FILE = "backend-choice.json"
-_FORMAT = 2
+_FORMAT = 3  # 3: every candidate checked against the reference
 
 #: candidate name -> (backend, options it adds)
 CANDIDATES = {
@@ -108,7 +115,7 @@ def _has_gpu_provider(device: str) -> bool:
 
 
 def _versions() -> dict[str, str]:
-    from ...versions import tool_versions
+    from ..versions import tool_versions
 
     return tool_versions("onnxruntime", "openvino", "numpy", "opencv")
 
@@ -119,7 +126,7 @@ def _runtime_code() -> str:
     backend that compiles a model differently, as the OpenVINO Concat workaround did, must
     not inherit a choice measured before it)."""
     digest = hashlib.sha256()
-    runtime = Path(__file__).resolve().parents[1]
+    runtime = Path(__file__).resolve().parent
     for source in sorted(runtime.rglob("*.py")):
         digest.update(source.relative_to(runtime).as_posix().encode())
         digest.update(source.read_bytes())
@@ -129,8 +136,8 @@ def _runtime_code() -> str:
 def choice_key(path: Path, options: dict[str, Any]) -> str:
     """What the choice depends on: the artifact's bytes, the CPU, the options, the library
     versions and the runtime's own code."""
-    from ...fileio import sha256_file
-    from ...machine import cpu_facts
+    from ..fileio import sha256_file
+    from ..machine import cpu_facts
 
     cpu = cpu_facts()
     parts = {"artifact": sha256_file(path), "cpu": cpu["model"], "flags": cpu["isa_flags"],
@@ -140,7 +147,7 @@ def choice_key(path: Path, options: dict[str, Any]) -> str:
 
 
 def _cache_path() -> Path:
-    from ...cache import cache_dir
+    from ..cache import cache_dir
 
     return cache_dir() / CACHE_FILE
 
@@ -165,112 +172,102 @@ def _write_cache(key: str, record: dict[str, Any]) -> None:
 
 
 def _open(path: Path, candidate: str, options: dict[str, Any]) -> Backend:
-    from . import backend_class
-
     backend, extra = CANDIDATES[candidate]
     accepted = {k: v for k, v in options.items() if k in _ACCEPTS[backend]}
     return backend_class(backend)(path, **{**accepted, **extra})
 
 
-def _probe_frame(spec) -> np.ndarray:  # noqa: ANN001 - a ModelSpec
-    h, w = spec.input_size
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, size=(max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
-    import cv2
+def probe_frames(spec) -> list[np.ndarray]:  # noqa: ANN001 - a ModelSpec
+    """A seeded synthetic frame (its channels differ, so a channel swap shows) and up to two
+    installed sample photos (no download)."""
+    return [frame for _, frame in frame_source(spec.input_size, random=1, samples=2)]
 
-    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+
+def tolerance_for(precision: str, has_logits: bool) -> Tolerance:
+    """What a candidate must keep of the file's exact labels: FP32 the same labels (near-ties
+    aside, where logits tell them), FP16 / INT8 ``MIN_AGREEMENT``."""
+    if precision == "fp32":
+        return EXACT if has_logits else Tolerance(min_agreement=MIN_LABELS_AGREEMENT)
+    return Tolerance(min_agreement=MIN_AGREEMENT)
+
+
+def check_candidates(path: Path, opened: dict[str, Backend], frames: list[np.ndarray]) -> dict[str, Comparison]:
+    """Each open candidate against the file's exact arithmetic on ``frames``."""
+    from .backends.onnxruntime import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(path, device="cpu", optimization="disable") as exact:
+        reference = pipeline.network_outputs(exact, exact.spec, frames)
+        tolerance = tolerance_for(exact.precision, reference[1] is not None)
+    out = {}
+    for name, backend in opened.items():
+        try:
+            outputs = pipeline.network_outputs(backend, backend.spec, frames)
+        except UserError as exc:
+            out[name] = Comparison(name, False, 0.0, int(reference[0].size), why=f"did not run: {exc}")
+            continue
+        out[name] = compare(reference, outputs, tolerance, name, num_classes=exact.spec.num_classes)
+    return out
 
 
 def probe(path: Path, candidates: list[str], options: dict[str, Any], seconds: float = PROBE_SECONDS,
-          ready: dict[str, Backend] | None = None) -> tuple[dict[str, Backend], dict[str, float], dict[str, str]]:
-    """Open the candidates (``ready``: those the caller opened already) and time them end to
-    end (Segmenter's stages) on one frame at the network size; for INT8 models also measure
-    their agreement with the file's exact arithmetic (key ``_agreement``). Returns (open
-    backends, median ms per candidate, why others failed)."""
-    from ..segmenter import Segmenter
-
+          ready: dict[str, Backend] | None = None
+          ) -> tuple[dict[str, Backend], dict[str, float], dict[str, str], dict[str, Comparison]]:
+    """Open the candidates (``ready``: those the caller opened already), check each against
+    the file's exact arithmetic on the probe frames, and time those that pass end to end
+    (Segmenter's stages, ``pipeline.py``) on one frame at the network size. Returns (open
+    backends, median ms per timed candidate, why others failed to open, the checks)."""
     opened: dict[str, Backend] = {}
     failed: dict[str, UserError] = {}
-    segmenters = {}
     for name in candidates:
         try:
             backend = (ready or {}).get(name) or _open(path, name, options)
         except UserError as exc:
             failed[name] = exc
             continue
-        try:
-            segmenters[name] = Segmenter(backend)
-            opened[name] = backend
-        except UserError as exc:
+        problem = pipeline.spec_mismatch(backend, backend.spec) if backend.spec is not None else "no ModelSpec"
+        if problem:
             backend.close()
-            failed[name] = exc
+            failed[name] = UserError(problem)
+            continue
+        opened[name] = backend
     if not opened:
-        return opened, {}, failed
-    frame = _probe_frame(next(iter(segmenters.values())).spec)
-    times: dict[str, list[float]] = {name: [] for name in opened}
-    for seg in segmenters.values():
-        seg(frame)  # warm-up: first-call allocations stay out of the timing
+        return opened, {}, failed, {}
+    frames = probe_frames(next(iter(opened.values())).spec)
+    checks = check_candidates(path, opened, frames)
+    timed = [(name, opened[name]) for name in opened if checks[name].passed] or list(opened.items())
+    frame = frames[0]
+    times: dict[str, list[float]] = {name: [] for name, _ in timed}
+    for _, backend in timed:
+        pipeline.frame_labels(backend, backend.spec, frame)  # warm-up: first-call allocations stay out
     began = time.perf_counter()
     deadline = began + seconds
     rounds = 0
-    items = list(segmenters.items())
     # Each candidate runs right after every other equally often: onnxruntime's spinning
     # threads slow whatever runs next, and must not slow one candidate only.
-    orders = balanced_orders(len(items))
+    orders = balanced_orders(len(timed))
     while rounds < MAX_CALLS and (rounds < MIN_CALLS or time.perf_counter() < deadline):
-        for name, seg in (items[i] for i in orders[rounds % len(orders)]):
+        for name, backend in (timed[i] for i in orders[rounds % len(orders)]):
             start = time.perf_counter()
-            seg(frame)
+            pipeline.frame_labels(backend, backend.spec, frame)
             times[name].append(time.perf_counter() - start)
         rounds += 1
     medians: dict[str, Any] = {name: float(np.median(t) * 1e3) for name, t in times.items()}
     medians["_seconds"] = time.perf_counter() - began
-    if any(b.precision not in ("fp32", "fp16") for b in opened.values()):
-        medians["_agreement"] = exact_agreement(path, segmenters)
-    return opened, medians, failed
+    return opened, medians, failed, checks
 
 
-def probe_frames(spec) -> list[np.ndarray]:  # noqa: ANN001 - a ModelSpec
-    """The synthetic probe frame and up to two installed sample photos (no download)."""
-    from ...samples import sample_photos
-
-    return [_probe_frame(spec)] + [img for _, img in sample_photos(2)]
-
-
-def exact_agreement(path: Path, segmenters: dict[str, Any]) -> dict[str, float]:
-    """Per candidate, label agreement (%) with the file's exact arithmetic: onnxruntime with
-    every graph optimization off runs each QuantizeLinear/DequantizeLinear as written."""
-    from ..segmenter import Segmenter
-    from .onnxruntime import OnnxRuntimeBackend
-
-    reference = Segmenter(OnnxRuntimeBackend(path, device="cpu", optimization="disable"), output_size="network")
-    frames = probe_frames(reference.spec)
-    truth = [reference(f) for f in frames]
-    reference.close()
-    out = {}
-    for name, seg in segmenters.items():
-        masks = [processing_labels(seg, f) for f in frames]
-        same = sum(int(np.count_nonzero(m == t)) for m, t in zip(masks, truth))
-        out[name] = 100.0 * same / sum(t.size for t in truth)
-    return out
-
-
-def processing_labels(seg, frame: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a Segmenter
-    """Labels at the network resolution, whatever the Segmenter's output size."""
-    from .. import processing
-
-    output = seg.infer(seg.preprocess([frame] * (seg.batch_size or 1)))[:1]
-    return processing.labels_from_output(output, seg.spec)[0]
-
-
-def decide(medians: dict[str, float], agreement: dict[str, float] | None = None) -> str:
+def decide(medians: dict[str, float], agreement: dict[str, float] | None = None,
+           passed: dict[str, bool] | None = None) -> str:
     """onnxruntime unless another candidate is more than MARGIN faster; then the fastest.
-    With ``agreement``, only candidates at or above MIN_AGREEMENT count (if none is, the
-    most faithful one)."""
-    if agreement:
-        faithful = {k: v for k, v in medians.items() if agreement.get(k, 0.0) >= MIN_AGREEMENT}
+    Only faithful candidates count: those that ``passed`` their check (or, given only
+    ``agreement``, at or above MIN_AGREEMENT); if none is, the most faithful one."""
+    if passed is None and agreement:
+        passed = {k: v >= MIN_AGREEMENT for k, v in agreement.items()}
+    if passed is not None:
+        faithful = {k: v for k, v in medians.items() if passed.get(k)}
         if not faithful:
-            return max(agreement, key=agreement.get)
+            scores = agreement or {k: float(v) for k, v in passed.items()}
+            return max(scores, key=scores.get)
         medians = faithful
     if "onnxruntime" not in medians:
         return min(medians, key=medians.get)
@@ -285,21 +282,18 @@ def _onnxruntime_first(path: Path, options: dict[str, Any]) -> tuple[Backend | N
     It cannot without a ModelSpec, or with one its graph contradicts: then there is nothing
     to time, and the caller's Segmenter (which may bring its own spec) says what is wrong.
     The backend is the onnxruntime candidate of the choice too, so it is opened once."""
-    from ..segmenter import spec_mismatch
-
     if "onnxruntime" not in installed():
         return None, True
     backend = _open(path, "onnxruntime", options)
-    return backend, backend.spec is not None and not spec_mismatch(backend, backend.spec)
+    return backend, backend.spec is not None and not pipeline.spec_mismatch(backend, backend.spec)
 
 
-def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
-           exclude: tuple[str, ...] = ()) -> Backend:
+def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True, graph_prepost: bool = True) -> Backend:
     """The backend ``auto`` picks for this ONNX model (see the module docstring);
-    ``exclude``: candidates the caller cannot use (Segmenter leaves OpenVINO's in-graph
-    pre/post out when it overrides the normalization)."""
+    ``graph_prepost=False`` leaves OpenVINO's in-graph pre/postprocessing out (a caller that
+    brings its own normalization needs it to reach the model)."""
     path = Path(path)
-    candidates = [c for c in installed() if c not in exclude]
+    candidates = [c for c in installed() if graph_prepost or c != "openvino"]
     if not candidates:
         raise UserError("no ONNX backend is installed: pip install 'bisenet-deploy[ort]' (or [openvino])")
     ort, probeable = _onnxruntime_first(path, options)
@@ -310,7 +304,7 @@ def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
     ready = {"onnxruntime": ort} if ort is not None and "onnxruntime" in candidates else {}
     if ort is not None and not ready:
         ort.close()
-    key = choice_key(path, {**options, "exclude": exclude}) if use_cache else None
+    key = choice_key(path, {**options, "graph_prepost": graph_prepost}) if use_cache else None
     cached = _read_cache().get(key) if key else None
     if cached and cached.get("backend") in candidates:
         try:
@@ -324,29 +318,63 @@ def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True,
             backend.choice = {**cached, "cached": True}
             log.info("backend auto: %s (%s, cached)", cached["backend"], _summary(cached["medians_ms"]))
             return backend
-    opened, medians, failed = probe(path, candidates, options, ready=ready)
+    opened, medians, failed, checks = probe(path, candidates, options, ready=ready)
     spent = medians.pop("_seconds", 0.0)
-    agreement = medians.pop("_agreement", None)
     if not opened:
         raise next(iter(failed.values()))  # the first candidate's own clear error (onnxruntime's)
-    winner = decide(medians, agreement)
+    agreement = {k: c.agreement for k, c in checks.items()}
+    winner = decide(medians, agreement, {k: c.passed for k, c in checks.items()})
     for name, backend in opened.items():
         if name != winner:
             backend.close()
     record = {"backend": winner, "medians_ms": {k: round(v, 3) for k, v in medians.items()},
-              "exact_agreement_pct": None if agreement is None else {k: round(v, 3) for k, v in agreement.items()},
+              "exact_agreement_pct": {k: round(v, 3) for k, v in agreement.items()},
+              "refused": {k: c.why for k, c in checks.items() if not c.passed},
               "failed": {k: str(v) for k, v in failed.items()},
               "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "artifact": str(path)}
     if key:
         _write_cache(key, record)
     chosen = opened[winner]
     chosen.choice = {**record, "cached": False}
-    faith = ""
-    if agreement:
-        faith = "; labels as the file's exact arithmetic: " + ", ".join(f"{k} {v:.2f}%" for k, v in agreement.items())
+    faith = "; labels as the file's exact arithmetic: " + ", ".join(f"{k} {v:.2f}%" for k, v in agreement.items())
     log.info("backend auto: %s (%s%s; probed for %.1f s, cached for next time)", winner,
              _summary(record["medians_ms"]), faith, spent)
+    for name, why in record["refused"].items():
+        log.info("backend auto: %s not chosen: %s", name, why)
     return chosen
+
+
+def default_backend(path: str | Path, options: dict[str, Any]) -> str:
+    """What ``backend=None`` means: ``$BISENET_DEPLOY_BACKEND`` if set; for an ONNX model
+    ``auto`` where more than one CPU backend is installed (onnxruntime and OpenVINO), the
+    device is the CPU (or auto) and no option names one backend; else by suffix."""
+    import os
+
+    from .backends.triton import is_url
+
+    if is_url(path):
+        return "triton"
+    forced = os.environ.get("BISENET_DEPLOY_BACKEND")
+    if forced:
+        return backend_for(path, forced)
+    if Path(path).suffix.lower() == ".onnx":
+        named = backend_named_by(options)
+        if named:
+            return named
+        if wants_choice(options.get("device", "auto"), options):
+            return "auto"
+    return backend_for(path)
+
+
+def open_model(path: str | Path, backend: str | None = None, graph_prepost: bool = True, **options: Any) -> Backend:
+    """Open ``path`` with ``backend`` (None: ``default_backend``), ``auto`` included: the
+    one entry that resolves the choice, so the factory in ``backends/`` stays policy-free.
+    ``graph_prepost=False``: ``auto`` leaves OpenVINO's in-graph pre/post out (an explicit
+    ``backend="openvino"`` keeps its own option, and Segmenter says if it conflicts)."""
+    name = backend_for(path, backend) if backend is not None else default_backend(path, options)
+    if name == "auto":
+        return choose(path, options, graph_prepost=graph_prepost)
+    return backend_class(name)(path, **options)
 
 
 def _summary(medians: dict[str, float]) -> str:
