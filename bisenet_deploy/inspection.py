@@ -29,7 +29,7 @@ def inspect_artifact(path: str | Path) -> dict[str, Any]:
         raise UserError(f"'{path}' not found" if not path.exists() else f"'{path}' is not a file")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise UserError(f"'{path}' is not a model artifact: give an .onnx, .engine/.plan or .pth file")
+        raise UserError(f"'{path}' is not a model artifact: give an .onnx, .engine/.plan, .pth or .safetensors file")
     info: dict[str, Any] = {"path": str(path), "file_mb": round(path.stat().st_size / 1e6, 2),
                             "sha256": sha256_file(path)}
     if kind == "onnxruntime":

@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import UserError
 from ..benchmarks.contestants import ONNX_BACKENDS
+from ..errors import UserError
 from .common import HelpFormatter, Parser, choices_list, cli_entry, model_arg, set_quiet, size_arg
 
 PROG = "bisenet-bench"
@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry(PROG)
+#: suffixes of checkpoints (the PyTorch reference); everything else is an artifact to time.
+_CHECKPOINTS = (".pth", ".pt", ".safetensors")
+
+
+@cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
@@ -113,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..fileio import check_output_path
 
     local = [a for a in args.artifacts if isinstance(a, Path)]
-    checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in (".pth", ".pt")]
-    artifacts = [a for a in args.artifacts if not isinstance(a, Path) or a.suffix.lower() not in (".pth", ".pt")]
+    checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in _CHECKPOINTS]
+    artifacts = [a for a in args.artifacts if not isinstance(a, Path) or a.suffix.lower() not in _CHECKPOINTS]
     artifacts += args.onnx + args.engine
     if args.concurrency and not any(not isinstance(a, Path) for a in artifacts):
         raise UserError("--concurrency measures served models: give a grpc:// or http:// URL too")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -40,9 +43,28 @@ def set_quiet(quiet: bool) -> None:
     logging.getLogger("bisenet_deploy").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
-    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code; treat
-    SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130)."""
+#: errno values that mean the disk (or the user's quota) is full.
+_FULL_DISK = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _full_disk(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``exc`` (directly, or as the cause of a library's wrapper)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def cli_entry(prog: str, trust_option: str | None = None
+              ) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
+    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code, and a full
+    disk into one such line; treat SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130).
+
+    ``trust_option``: the command's option that reads a checkpoint refused as unsafe
+    (``--trust-checkpoint``); named in such refusals only by the commands that have it."""
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
         @functools.wraps(main)
@@ -58,8 +80,18 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
             try:
                 return main(argv)
             except UserError as exc:
-                print(f"{prog}: error: {exc}", file=sys.stderr)
+                text = str(exc)
+                if trust_option and getattr(exc, "trust_option", False):
+                    text += f". Pass {trust_option} only if you trust its source"
+                print(f"{prog}: error: {text}", file=sys.stderr)
                 return exc.exit_code
+            except Exception as exc:
+                full = _full_disk(exc)
+                if full is None:
+                    raise
+                where = f" writing {full.filename}" if full.filename else ""
+                print(f"{prog}: error: no space left on device{where}", file=sys.stderr)
+                return 1
             except Terminated:
                 print(f"{prog}: terminated", file=sys.stderr)
                 return 143

@@ -124,7 +124,7 @@ def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
     return [flag for dest, flag in _EXPORT_ONLY.items() if getattr(args, dest) != getattr(defaults, dest)]
 
 
-@cli_entry(PROG)
+@cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)

@@ -10,7 +10,6 @@ files hold no pickle at all.
 
 from __future__ import annotations
 
-import json
 import struct
 import zipfile
 from collections.abc import Mapping

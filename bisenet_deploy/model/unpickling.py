@@ -48,6 +48,8 @@ class ForeignObject:
     inspection, and never runs code: unpickling can set items and state, nothing else."""
 
     _foreign_name = "?"
+    #: the member name of an Enum pickled as getattr(cls, name)
+    attribute: str | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ForeignObject:
         self = object.__new__(cls)
@@ -200,6 +202,22 @@ def _defaultdict(factory: Any = None, *args: Any) -> dict:
     return dict(*args)
 
 
+def _getattr(owner: Any, name: Any, *default: Any) -> Any:
+    # Enum members pickle as getattr(EnumClass, "MEMBER") (Python >= 3.11), bound methods as
+    # getattr(instance, "method"). Only stand-ins may be asked, and the answer is an inert record
+    # of the name. getattr on anything real (a module, a function, pathlib's builder) is how
+    # pickles reach methods that run code.
+    if isinstance(owner, type) and issubclass(owner, ForeignObject) and isinstance(name, str):
+        member = owner.__new__(owner)
+        object.__setattr__(member, "attribute", name)
+        return member
+    if isinstance(owner, ForeignObject) and isinstance(name, str):
+        method = stand_in(f"{owner._foreign_name}.{name}")()
+        object.__setattr__(method, "attribute", name)
+        return method
+    raise RefusedGlobal(f"builtins.getattr({getattr(owner, '__name__', type(owner).__name__)}, {name!r})")
+
+
 def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
     # copyreg._reconstructor (protocol 0/1 objects): only ever makes a stand-in.
     if isinstance(cls, type) and issubclass(cls, ForeignObject):
@@ -331,6 +349,7 @@ def _values() -> dict[str, Any]:
     values.update({
         "builtins.bytearray": _bytearray,
         "builtins.bytes": _bytes,
+        "builtins.getattr": _getattr,
         "_codecs.encode": _encode,
         "collections.OrderedDict": collections.OrderedDict,
         "collections.Counter": collections.Counter,
