@@ -10,6 +10,7 @@ imported, each class when its state is set).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pickle
 import subprocess
@@ -487,3 +488,24 @@ def test_refusal_names_the_option_only_where_it_exists(model, tmp_path, capsys):
     assert inspect.main([str(path)]) != 0
     err = capsys.readouterr().err
     assert "refusing it" in err and "--trust-checkpoint" not in err
+
+
+def test_safetensors_in_every_command_that_takes_a_checkpoint(model, tmp_path, capsys):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from bisenet_deploy.cli import bench, export, inspect
+    from bisenet_deploy.runtime.segmenter import Segmenter
+
+    path = tmp_path / "hf.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    frame = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    with Segmenter(path, device="cpu") as seg:  # bisenet-infer's torch backend
+        assert seg.backend.name == "torch" and seg.predict(frame).shape == (64, 96)
+    assert inspect.main([str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "bisenet_v1"
+    onnx_path = tmp_path / "hf.onnx"
+    assert export.main([str(path), "-o", str(onnx_path), "--size", "64x96", "-q"]) == 0
+    assert onnx_path.is_file()
+    assert bench.main([str(path), str(onnx_path), "--backend", "onnxruntime", "--iterations", "1", "--warmup", "1",
+                       "-q", "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert any("torch" in row["name"] for cell in result["cells"] for row in cell["rows"])

@@ -181,7 +181,9 @@ def _datetime(cls: type) -> Callable[..., Any]:
 
 def _encode(text: str, encoding: str = "latin1") -> bytes:
     # Protocol 2 stores bytes as _codecs.encode(str, 'latin1'); other codecs are not data.
-    if codecs.lookup(encoding).name not in ("iso8859-1", "latin-1", "utf-8", "ascii") or not isinstance(text, str):
+    # Matched by name, not codecs.lookup: a lookup imports the codec's module.
+    name = encoding.lower().replace("_", "-") if isinstance(encoding, str) else None
+    if name not in ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "utf-8", "utf8", "ascii") or not isinstance(text, str):
         raise pickle.UnpicklingError(f"refused codec {encoding!r}")
     return codecs.encode(text, encoding)
 
@@ -235,7 +237,7 @@ class _DType:
             raise pickle.UnpicklingError(f"unsupported numpy dtype {code!r}")
         try:
             dtype = np.dtype(code)
-        except TypeError:
+        except (TypeError, ValueError, SyntaxError):
             raise pickle.UnpicklingError(f"unsupported numpy dtype {code!r}") from None
         self.dtype = dtype if dtype.kind in "biufcSU" and dtype.names is None else None
         self.code = code
