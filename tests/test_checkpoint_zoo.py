@@ -509,3 +509,11 @@ def test_safetensors_in_every_command_that_takes_a_checkpoint(model, tmp_path, c
                        "-q", "--json", str(tmp_path / "b.json")]) == 0
     result = json.loads((tmp_path / "b.json").read_text())
     assert any("torch" in row["name"] for cell in result["cells"] for row in cell["rows"])
+
+
+def test_torchscript_archives_need_trust(model, tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(model, X), str(path))
+    with pytest.raises(TrustRefusal, match="TorchScript archive"):
+        read_checkpoint(path)
+    _same_outputs(load_checkpoint(path, trust=True).model, model)

@@ -151,12 +151,6 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[Any, list[st
     kind = _sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path), []
-    if kind == "zip" and _is_torchscript(path):
-        # torch.load hands TorchScript archives to torch.jit.load, which runs their scripted code.
-        raise CheckpointError(
-            f"'{path}' is a TorchScript archive (torch.jit.save), not a checkpoint; "
-            "export from the training checkpoint (its state_dict) instead"
-        )
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False), []
@@ -167,6 +161,12 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[Any, list[st
             ) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise CheckpointError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
+    if kind == "zip" and _is_torchscript(path):
+        # torch.load hands TorchScript archives to torch.jit.load, which runs their scripted code.
+        raise TrustRefusal(
+            f"'{path}' is a TorchScript archive (torch.jit.save): loading it runs its scripted code; "
+            "export from the training checkpoint (its state_dict) instead"
+        )
     try:
         return unpickling.read_restricted(
             lambda module: torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
