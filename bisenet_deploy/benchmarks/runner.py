@@ -180,17 +180,20 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
     backends = config.onnx_backends or cs.installed_onnx_backends()
     artifacts = [c for p in config.artifacts
                  for c in cs.artifact_contestants(p, backends, config.ov_hints, config.ov_prepost)]
-    broken: dict[Path, str] = {}  # artifact -> what is wrong with the file itself
+    broken: set[Path] = set()  # artifacts whose file itself cannot run (no spec, ...)
+    opened = []
     for c in artifacts:
-        if c.path in broken:  # the same file on another backend: the same error, said once
-            c.error, c.facts["artifact_error"] = broken[c.path], True
+        if c.path in broken:  # the same file on another backend: the same error, one row, said once
             continue
+        opened.append(c)
         log(f"opening {c.path} as {c.label()}")
         cs.open_contestant(c, config.device, threads, spec=config.spec)
         if c.error:
             log(f"  skipped: {c.error}")
             if c.facts.get("artifact_error") and c.path is not None:
-                broken[c.path] = c.error
+                broken.add(c.path)
+                c.name = c.path.name  # the row stands for the file, not one backend
+    artifacts = opened
     if config.no_reference:
         loaded, ckpt_path, load_bytes, notes = None, None, None, ["--no-reference: no PyTorch model loaded"]
     else:
