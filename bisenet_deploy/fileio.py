@@ -179,6 +179,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
                 raise UserError(f"output path '{path}' is a folder; give a file name") from None
             raise
         ok = True
+    except OSError as exc:
+        # A full disk surfaces from deep inside a writer (torch, onnx) without a file name:
+        # name the output the user asked for (the CLIs print it in their one line).
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) and not exc.filename:
+            exc.filename = str(path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -29,7 +29,7 @@ def inspect_artifact(path: str | Path) -> dict[str, Any]:
         raise UserError(f"'{path}' not found" if not path.exists() else f"'{path}' is not a file")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise UserError(f"'{path}' is not a model artifact: give an .onnx, .engine/.plan or .pth file")
+        raise UserError(f"'{path}' is not a model artifact: give an .onnx, .engine/.plan, .pth or .safetensors file")
     info: dict[str, Any] = {"path": str(path), "file_mb": round(path.stat().st_size / 1e6, 2),
                             "sha256": sha256_file(path)}
     if kind == "onnxruntime":
@@ -62,6 +62,8 @@ def _spec_dict(meta: dict[str, str], path: Path) -> dict[str, Any] | None:
 
 def _inspect_onnx(path: Path) -> dict[str, Any]:
     info: dict[str, Any] = {"kind": "onnx"}
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"'{path}' is empty (0 bytes): not an ONNX model")
     if importlib.util.find_spec("onnx") is not None:
         import onnx
 
@@ -102,9 +104,73 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         precision=meta.get(PRECISION_KEY, "fp32" if METADATA_KEY in meta else None),
         calibration=_json_field(meta, CALIBRATION_KEY),
         versions=_json_field(meta, VERSIONS_KEY),
-        runs_here=_onnx_runners(path),
+        fidelity=_fidelity_record(path),
     )
+    info["problem"] = _onnx_problem(path, info)
+    info["runs_here"] = _onnx_runners(path)
+    if info["problem"] is None and info.get("spec") is None:
+        for runner in info["runs_here"]:
+            if runner["ok"]:
+                runner["detail"] += " (once given its ModelSpec: Segmenter(spec=...), bisenet-bench --spec)"
+    if info["problem"]:  # what the file is, not the backend: none of them can run it
+        for runner in info["runs_here"]:
+            if runner["backend"] != "tensorrt":
+                runner.update(ok=False, detail=info["problem"])
     return info
+
+
+def _onnx_problem(path: Path, info: dict[str, Any]) -> str | None:
+    """Why Segmenter cannot run this file, whatever the backend (None: it can)."""
+    inputs, outputs = info.get("inputs") or [], info.get("outputs") or []
+    if not info.get("nodes", 1) or not inputs or not outputs:
+        return "an empty graph (no nodes, inputs or outputs)"
+    if len(inputs) != 1 or len(outputs) != 1:
+        return (f"{len(inputs)} inputs and {len(outputs)} outputs; a segmentation model has exactly one of each "
+                "(not a BiSeNet export)")
+    shape = inputs[0]["shape"]
+    if len(shape) != 4:
+        return f"input '{inputs[0]['name']}' has {len(shape)} dimensions; a segmentation model takes N, C, H, W frames"
+    if info.get("spec") is None:
+        return None  # runs once given a spec: reported with the runners
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from .runtime.backends.onnxruntime import OnnxRuntimeBackend
+        from .runtime.segmenter import spec_mismatch
+
+        try:
+            with OnnxRuntimeBackend(path, device="cpu") as backend:
+                return spec_mismatch(backend, backend.spec) if backend.spec is not None else None
+        except UserError as exc:
+            return str(exc)
+    return None
+
+
+def fidelity_report_for(path: Path) -> Path:
+    """``model.int8.onnx`` / ``model.onnx`` -> ``model.fidelity.json``."""
+    stem = path.stem
+    for precision in ("fp16", "int8", "mixed"):
+        if stem.endswith(f".{precision}"):
+            stem = stem[: -len(precision) - 1]
+    return path.with_name(f"{stem}.fidelity.json")
+
+
+def _fidelity_record(path: Path) -> dict[str, Any] | None:
+    """This file's record in the precision step's fidelity report next to it, if any."""
+    report_path = fidelity_report_for(path)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        return None
+    models = report.get("models") if isinstance(report, dict) else None
+    if not isinstance(models, dict):
+        return None
+    for precision, record in models.items():
+        if isinstance(record, dict) and record.get("path") and Path(record["path"]).name == path.name:
+            return {"report": str(report_path), "precision": precision, **(record.get("fidelity") or {}),
+                    "validation": record.get("validation") or report.get("validation")}
+    if report.get("fp32") and Path(report["fp32"]).name == path.name:  # the FP32 model: the reference
+        return {"report": str(report_path), "precision": "fp32", "reference": True,
+                "compared": sorted(models)}
+    return None
 
 
 def _info_dict(t: Any) -> dict[str, Any]:
@@ -240,6 +306,19 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"  built      {trt.get('package')} {trt.get('version')} for {gpu}, {info.get('built_at') or '?'}")
         if info.get("problem"):
             lines.append(f"  problem    {info['problem']}")
+    fidelity = info.get("fidelity")
+    if isinstance(fidelity, dict) and fidelity.get("reference"):
+        lines.append(f"  fidelity   the FP32 reference of {', '.join(fidelity['compared'])} in {fidelity['report']}")
+    elif isinstance(fidelity, dict):
+        validation = fidelity.get("validation") or {}
+        gt = fidelity.get("miou_vs_ground_truth")
+        lines.append(
+            f"  fidelity   label agreement {fidelity.get('label_agreement', 0):.3f}% and mIoU "
+            f"{fidelity.get('miou_vs_fp32', 0):.2f}% vs FP32, max |logit diff| {fidelity.get('max_abs_logit_diff', 0):.3g}"
+            + (f", mIoU vs labels {gt:.2f}%" if gt is not None else "")
+            + f" on {fidelity.get('frames')} frames of {validation.get('source', '?')} ({fidelity['report']})")
+    if info.get("problem") and info["kind"] != "engine":
+        lines.append(f"  problem    {info['problem']}")
     versions = info.get("versions")
     if isinstance(versions, dict) and versions:
         lines.append("  tools      " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))

@@ -91,7 +91,7 @@ def test_onnx_given_as_input_and_bad_arguments(tmp_path, capsys):
 def test_failed_verification_exits_nonzero_and_keeps_old_model(checkpoint5, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
-    code, _, err = run(capsys, checkpoint5, "-o", out, *SIZE, "--atol", "-1", "--rtol", "0")
+    code, _, err = run(capsys, checkpoint5, "-o", out, *SIZE, "--atol", "0", "--rtol", "0")
     assert "verification failed" in _one_line_error(code, err, expected_code=3)
     assert out.read_bytes() == b"old"
 

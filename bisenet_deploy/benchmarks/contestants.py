@@ -10,6 +10,7 @@ says why.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,18 +185,30 @@ def torch_contestant(loaded: Any, role: str = "candidate", options: dict[str, bo
                       facts=facts)
 
 
-def open_contestant(c: Contestant, device: str, threads: int) -> None:
+def open_contestant(c: Contestant, device: str, threads: int,
+                    spec: Callable[[Backend], ModelSpec] | None = None) -> None:
     """Open the backend (recording host/GPU memory growth); on a user error keep the reason
-    in ``c.error`` so the run goes on without that row."""
+    in ``c.error`` so the run goes on without that row. ``spec``: the ModelSpec for a model
+    that carries none (``--spec``), made from the opened backend.
+
+    A problem of the file itself (no ModelSpec, one its graph contradicts) is marked
+    ``c.facts["artifact_error"]``: the same for every backend, it is reported once."""
     rss, gpu = system.rss_bytes(), system.gpu_used_bytes()
     try:
         c.backend = _open(c, device, threads)
+        if spec is not None and c.kind != "torch":
+            if c.backend.spec is not None:
+                c.facts["artifact_error"] = True
+                raise UserError(f"'{c.backend.path.name}' carries its own ModelSpec; --spec is for models without one")
+            c.backend.spec = spec(c.backend)
         problem = _unusable(c.backend)
         if problem:
-            c.backend.close()
-            c.backend = None
+            c.facts["artifact_error"] = True
             raise UserError(problem)
     except UserError as exc:
+        if c.backend is not None:
+            c.backend.close()
+            c.backend = None
         c.error = str(exc)
         return
     c.facts["host_open_bytes"] = growth(rss, system.rss_bytes())
@@ -207,7 +220,8 @@ def _unusable(backend: Backend) -> str | None:
     from ..runtime.segmenter import spec_mismatch
 
     if backend.spec is None:
-        return f"'{backend.path.name}' carries no ModelSpec (not exported by bisenet-export?)"
+        return (f"'{backend.path.name}' carries no ModelSpec (not exported by bisenet-export?); give its classes "
+                "and normalization with --spec '{\"num_classes\": N, \"mean\": [...], \"std\": [...]}'")
     problem = spec_mismatch(backend, backend.spec)
     return f"'{backend.path.name}' does not fit its ModelSpec: {problem}" if problem else None
 

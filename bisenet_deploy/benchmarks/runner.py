@@ -54,6 +54,8 @@ class BenchConfig:
     progress: bool = True
     trust_checkpoint: bool = False
     command: str = ""
+    #: the ModelSpec of ONNX models that carry none (``--spec``), made from the opened backend
+    spec: Callable[[Any], Any] | None = None
 
 
 def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str, Any]:
@@ -65,7 +67,9 @@ def run_benchmark(config: BenchConfig, log: Log = lambda msg: None) -> dict[str,
     contestants, reference, ref_notes = _contestants(config, threads, log)
     live = [c for c in contestants if c.backend is not None]
     if not live:
-        raise UserError("nothing to benchmark: " + "; ".join(f"{c.path}: {c.error}" for c in contestants))
+        reasons = dict.fromkeys(c.error if c.error and c.path is not None and str(c.path) in c.error
+                                else f"{c.path}: {c.error}" for c in contestants)
+        raise UserError("nothing to benchmark: " + "; ".join(reasons))
     for c in contestants:
         c.name = c.name or c.label()
     _unique_names(contestants)
@@ -176,11 +180,20 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
     backends = config.onnx_backends or cs.installed_onnx_backends()
     artifacts = [c for p in config.artifacts
                  for c in cs.artifact_contestants(p, backends, config.ov_hints, config.ov_prepost)]
+    broken: set[Path] = set()  # artifacts whose file itself cannot run (no spec, ...)
+    opened = []
     for c in artifacts:
+        if c.path in broken:  # the same file on another backend: the same error, one row, said once
+            continue
+        opened.append(c)
         log(f"opening {c.path} as {c.label()}")
-        cs.open_contestant(c, config.device, threads)
+        cs.open_contestant(c, config.device, threads, spec=config.spec)
         if c.error:
             log(f"  skipped: {c.error}")
+            if c.facts.get("artifact_error") and c.path is not None:
+                broken.add(c.path)
+                c.name = c.path.name  # the row stands for the file, not one backend
+    artifacts = opened
     if config.no_reference:
         loaded, ckpt_path, load_bytes, notes = None, None, None, ["--no-reference: no PyTorch model loaded"]
     else:

@@ -18,7 +18,7 @@ import onnx
 
 from ..errors import ArtifactError, ExportError, UserError
 from ..export.metadata import opset_of, read_metadata, set_metadata
-from ..fileio import atomic_output, check_output_path, write_text_atomic
+from ..fileio import atomic_output, check_output_path, sha256_file, write_text_atomic
 from ..spec import CALIBRATION_KEY, METADATA_KEY, PRECISION_KEY, VERSIONS_KEY, ModelSpec, SpecError
 from ..versions import tool_versions
 from .data import (
@@ -82,8 +82,8 @@ class PrecisionOutcome:
 
     def lines(self) -> list[str]:
         out = []
-        for precision, info in self.report.get("models", {}).items():
-            fid = info["fidelity"]
+        for precision in self.paths:  # this run's models (the report also keeps earlier ones)
+            fid = self.report["models"][precision]["fidelity"]
             gt_miou = fid.get("miou_vs_ground_truth")
             gt = f", mIoU vs labels {gt_miou:.2f}%" if gt_miou is not None else ""
             out.append(
@@ -209,6 +209,7 @@ def make_precisions(
         return outcome
     paths = {p: check_output_path(precision_path(base, p)) for p in wanted}
     model, spec = load_fp32_model(fp32_path)
+    fp32_sha = sha256_file(fp32_path)
     opset = opset_of(model)
 
     source = open_frame_source(options.calib)
@@ -281,9 +282,38 @@ def make_precisions(
             "fidelity": results[precision].to_dict(),
             **report["models"][precision],
         }
+        # Each record carries the data it was measured on: a later run may use other frames.
+        report["models"][precision].update(validation=report["validation"], calibration=report["calibration"],
+                                           fp32_sha256=fp32_sha)
+    report["fp32_sha256"] = fp32_sha
+    report_path = fidelity_report_path(base)
+    report["models"] = {**earlier_records(report_path, fp32_sha, set(built)), **report["models"]}
     outcome.report = report
-    outcome.report_path = write_text_atomic(fidelity_report_path(base), json.dumps(report, indent=2) + "\n")
+    outcome.report_path = write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
     return outcome
+
+
+def earlier_records(report_path: Path, fp32_sha: str, rebuilt: set[str]) -> dict[str, dict]:
+    """The records of an earlier report that still hold: precisions not rebuilt now, whose
+    model file is still there and was made from the same FP32 model (an ``--precision int8``
+    run keeps the FP16 record of an earlier ``--precision fp16`` run)."""
+    try:
+        earlier = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("models"), dict):
+        return {}
+    kept = {}
+    for precision, record in earlier["models"].items():
+        if precision in rebuilt or not isinstance(record, dict):
+            continue
+        source = record.get("fp32_sha256") or earlier.get("fp32_sha256")
+        path = record.get("path")
+        if source != fp32_sha or not path or not (Path(path).is_file() or (report_path.parent / Path(path).name).is_file()):
+            continue
+        kept[precision] = {"validation": earlier.get("validation"), "calibration": earlier.get("calibration"),
+                           **record}
+    return kept
 
 
 __all__ = [

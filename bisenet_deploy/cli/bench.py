@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 from pathlib import Path
 
-from ..errors import UserError
 from ..benchmarks.contestants import ONNX_BACKENDS
-from .common import HelpFormatter, Parser, choices_list, cli_entry, model_arg, set_quiet, size_arg
+from ..errors import UserError
+from .common import (
+    HelpFormatter,
+    Parser,
+    choices_list,
+    cli_entry,
+    fraction,
+    model_arg,
+    positive_float,
+    positive_int,
+    set_quiet,
+    size_arg,
+    spec_arg,
+    spec_for,
+)
 
 PROG = "bisenet-bench"
 
@@ -38,13 +52,6 @@ def _list(kind):
     return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Honest FPS and accuracy of BiSeNet artifacts against the "
                                 "PyTorch reference, in one run.", epilog=EXAMPLES, formatter_class=HelpFormatter)
@@ -68,30 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ov-prepost", type=choices_list(("graph", "host")), default=("graph",), metavar="LIST",
                    help="OpenVINO pre/postprocessing, one row each: graph (compiled in) or host (Segmenter's NumPy)")
     g.add_argument("--trust-checkpoint", action="store_true", help="fully unpickle checkpoints (trusted files only)")
+    g.add_argument("--spec", type=spec_arg, metavar="JSON",
+                   help="ModelSpec fields (JSON, or a .json file) for ONNX models that carry none, e.g. "
+                   "'{\"num_classes\": 2, \"mean\": [0.5, 0.5, 0.5], \"std\": [0.5, 0.5, 0.5]}'; size and dynamic "
+                   "axes default to the model's input")
     g.add_argument("--no-reference", action="store_true",
                    help="time only the named artifacts: no PyTorch reference (the FP32 ONNX model, if named, is "
                    "the reference for speed-ups and agreement)")
 
     g = p.add_argument_group("what to measure")
     g.add_argument("--sizes", type=_list(size_arg), help="input sizes HxW, comma-separated (default: the artifacts')")
-    g.add_argument("--batch", type=_list(_positive_int), help="batch sizes, comma-separated (default: 1)")
+    g.add_argument("--batch", type=_list(positive_int), help="batch sizes, comma-separated (default: 1)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where backends run")
-    g.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: the usable CPUs)")
-    g.add_argument("--iterations", type=_positive_int, default=30, help="timed rounds (each backend once per round)")
-    g.add_argument("--concurrency", type=_list(_positive_int), metavar="LIST",
+    g.add_argument("--threads", type=positive_int, help="CPU threads for torch and onnxruntime (default: the usable CPUs)")
+    g.add_argument("--iterations", type=positive_int, default=30, help="timed rounds (each backend once per round)")
+    g.add_argument("--concurrency", type=_list(positive_int), metavar="LIST",
                    help="served models: also N clients at once for each N, e.g. 1,4,8 (latency, throughput, batching)")
-    g.add_argument("--duration", type=float, help="sustained mode: seconds per cell instead of --iterations")
-    g.add_argument("--window", type=float, help="sustained mode: FPS-over-time window in seconds (default: duration/10)")
-    g.add_argument("--warmup", type=_positive_int, default=3, help="minimum warm-up calls per backend and cell")
-    g.add_argument("--warmup-max", type=_positive_int, default=20, help="maximum warm-up calls")
-    g.add_argument("--warmup-tolerance", type=float, default=0.05,
+    g.add_argument("--duration", type=positive_float, help="sustained mode: seconds per cell instead of --iterations")
+    g.add_argument("--window", type=positive_float, help="sustained mode: FPS-over-time window in seconds (default: duration/10)")
+    g.add_argument("--warmup", type=positive_int, default=3, help="minimum warm-up calls per backend and cell")
+    g.add_argument("--warmup-max", type=positive_int, default=20, help="maximum warm-up calls")
+    g.add_argument("--warmup-tolerance", type=fraction, default=0.05,
                    help="warm-up ends when the median of the last 3 calls moves less than this (relative)")
     g.add_argument("--images", type=Path, help="folder of images for inputs and fidelity (default: sample photos)")
     g.add_argument("--labels", type=Path, metavar="DIR",
                    help="ground-truth label maps for --images (same relative names, class ids): mIoU per row")
-    g.add_argument("--max-images", type=_positive_int, default=8, help="at most this many images")
+    g.add_argument("--max-images", type=positive_int, default=8, help="at most this many images")
     g.add_argument("--frame-size", type=size_arg, help="resize inputs to this camera size first (default: network size)")
-    g.add_argument("--peak-gflops", type=float, help="the CPU's fp32 peak, instead of measuring it")
+    g.add_argument("--peak-gflops", type=positive_float, help="the CPU's fp32 peak, instead of measuring it")
     g.add_argument("--sysfs-root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
 
     g = p.add_argument_group("output")
@@ -103,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry(PROG)
+#: suffixes of checkpoints (the PyTorch reference); everything else is an artifact to time.
+_CHECKPOINTS = (".pth", ".pt", ".safetensors")
+
+
+@cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
@@ -113,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..fileio import check_output_path
 
     local = [a for a in args.artifacts if isinstance(a, Path)]
-    checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in (".pth", ".pt")]
-    artifacts = [a for a in args.artifacts if not isinstance(a, Path) or a.suffix.lower() not in (".pth", ".pt")]
+    checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in _CHECKPOINTS]
+    artifacts = [a for a in args.artifacts if not isinstance(a, Path) or a.suffix.lower() not in _CHECKPOINTS]
     artifacts += args.onnx + args.engine
     if args.concurrency and not any(not isinstance(a, Path) for a in artifacts):
         raise UserError("--concurrency measures served models: give a grpc:// or http:// URL too")
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         sysfs_root=str(args.sysfs_root),
         progress=not args.quiet,
         trust_checkpoint=args.trust_checkpoint,
+        spec=None if args.spec is None else functools.partial(spec_for, args.spec),
         command=" ".join([PROG] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]),
     )
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -40,9 +43,28 @@ def set_quiet(quiet: bool) -> None:
     logging.getLogger("bisenet_deploy").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
-    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code; treat
-    SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130)."""
+#: errno values that mean the disk (or the user's quota) is full.
+_FULL_DISK = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _full_disk(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``exc`` (directly, or as the cause of a library's wrapper)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def cli_entry(prog: str, trust_option: str | None = None
+              ) -> Callable[[Callable[[list[str] | None], int]], Callable[[list[str] | None], int]]:
+    """Turn ``UserError`` into ``prog: error: message`` on stderr and its exit code, and a full
+    disk into one such line; treat SIGTERM like Ctrl-C (cleanup runs, exit 143 instead of 130).
+
+    ``trust_option``: the command's option that reads a checkpoint refused as unsafe
+    (``--trust-checkpoint``); named in such refusals only by the commands that have it."""
 
     def wrap(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
         @functools.wraps(main)
@@ -58,8 +80,18 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
             try:
                 return main(argv)
             except UserError as exc:
-                print(f"{prog}: error: {exc}", file=sys.stderr)
+                text = str(exc)
+                if trust_option and getattr(exc, "trust_option", False):
+                    text += f". Pass {trust_option} only if you trust its source"
+                print(f"{prog}: error: {text}", file=sys.stderr)
                 return exc.exit_code
+            except Exception as exc:
+                full = _full_disk(exc)
+                if full is None:
+                    raise
+                where = f" writing {full.filename}" if full.filename else ""
+                print(f"{prog}: error: no space left on device{where}", file=sys.stderr)
+                return 1
             except Terminated:
                 print(f"{prog}: terminated", file=sys.stderr)
                 return 143
@@ -163,3 +195,128 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         ):
             return text
         return text + " (default: %(default)s)"
+
+
+# --- numeric options ----------------------------------------------------------------------
+# argparse types: a bad value is one usage error ("argument --x: must be > 0, got -1"), never
+# a nonsense report (-28387 % of peak) or a traceback deep inside a backend.
+
+
+def _number(kind: type, text: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, iterations, sizes)."""
+    value = int(_number(int, text))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (0 meaning none / automatic, as the option's help says)."""
+    value = int(_number(int, text))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (seconds, GFLOPS, rates)."""
+    value = float(_number(float, text))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = float(_number(float, text))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (agreement thresholds, tolerances)."""
+    value = float(_number(float, text))
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def percentile(text: str) -> float:
+    """A number in [0, 100]."""
+    value = float(_number(float, text))
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
+    return value
+
+
+# --- a foreign model's spec from the command line -----------------------------------------
+
+
+def spec_arg(text: str) -> dict:
+    """``--spec``: a JSON object of ModelSpec fields, or the path of a .json file holding one,
+    e.g. ``'{"num_classes": 19, "color_order": "RGB", "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225]}'``. Returns the fields, checked by building a ModelSpec from
+    them; ``spec_for`` completes them with the model's own input size."""
+    import dataclasses
+    from pathlib import Path
+
+    from ..spec import ModelSpec
+
+    source = text.strip()
+    if not source.startswith("{"):
+        path = Path(source)
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"give a JSON object or a .json file; '{text}' is neither")
+        try:
+            source = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"cannot read '{path}': {exc}") from None
+    try:
+        fields = json.loads(source)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise argparse.ArgumentTypeError("the spec must be a JSON object of ModelSpec fields")
+    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown ModelSpec field(s) {', '.join(unknown)}; "
+                                         f"known: {', '.join(sorted(known - {'extra'}))}")
+    try:
+        ModelSpec.from_dict(dict(fields))
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"not a valid ModelSpec: {str(exc).splitlines()[0]}") from None
+    return fields
+
+
+def spec_for(fields: dict, backend):  # noqa: ANN001, ANN201 - a Backend -> a ModelSpec
+    """The ModelSpec of ``--spec`` for an opened model that carries none: the input size and
+    dynamic axes the user did not give come from the model's input (N, 3, H, W)."""
+    from ..errors import UserError
+    from ..spec import ModelSpec, SpecError
+
+    fields = dict(fields)
+    shape = list(backend.inputs[0].shape) if backend.inputs else []
+    if len(shape) == 4:
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        if "input_size" not in fields:
+            h, w = fixed[2], fixed[3]
+            given = fields.get("input_size")
+            fields["input_size"] = (h or (given or (512, 1024))[0], w or (given or (512, 1024))[1])
+        if "dynamic_axes" not in fields:
+            fields["dynamic_axes"] = tuple(n for n, d in zip(("batch", None, "height", "width"), fixed)
+                                           if n and d is None)
+    try:
+        return ModelSpec.from_dict(fields)
+    except SpecError as exc:
+        raise UserError(f"--spec does not make a valid ModelSpec for '{backend.path}': {exc}") from None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
+from .common import nonnegative_int, positive_int
 
 EXAMPLES = """\
   bisenet-export model.pth --engine              # -> model.onnx + model.fp32.engine (+ .engine.json)
@@ -41,7 +42,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     for which in ("min", "opt", "max"):
         g.add_argument(f"--{which}-shape", type=shape_arg, metavar="NxCxHxW",
                        help=f"{which} input shape of a dynamic model (default: from the model's export size){_SAID}")
-    g.add_argument("--workspace", type=int, metavar="MB",
+    g.add_argument("--workspace", type=positive_int, metavar="MB",
                    help=f"TensorRT scratch memory limit (default: TensorRT's){_SAID}")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help=f"builder optimization level (default: TensorRT's, 3){_SAID}")
@@ -49,7 +50,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="timing cache file reused across builds "
                    f"(default: next to the engine, per TensorRT version){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
-    g.add_argument("--dla", type=int, metavar="CORE",
+    g.add_argument("--dla", type=nonnegative_int, metavar="CORE",
                    help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",
                    help=f"TensorRT-RTX only: GPUs to build for (default: its portable set){_SAID}")

@@ -8,7 +8,17 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import HelpFormatter, Parser, choices_list, cli_entry, set_quiet, size_arg
+from .common import (
+    HelpFormatter,
+    Parser,
+    choices_list,
+    cli_entry,
+    nonnegative_float,
+    percentile,
+    positive_int,
+    set_quiet,
+    size_arg,
+)
 from .engine_args import EXAMPLES as ENGINE_EXAMPLES
 from .engine_args import add_engine_arguments, build_engines_from_args, check_engine_args
 from .precision_args import EXAMPLES as PRECISION_EXAMPLES
@@ -70,14 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("graph")
     g.add_argument("--size", type=size_arg, help="input HxW (default: the model's own, 512x1024 for BiSeNet V1)")
-    g.add_argument("--batch", type=int, default=1, help="batch size (fixed unless --dynamic includes batch)")
+    g.add_argument("--batch", type=positive_int, default=1, help="batch size (fixed unless --dynamic includes batch)")
     g.add_argument(
         "--dynamic",
         type=choices_list(("batch", "height", "width")),
         default=(),
         help="axes left dynamic, comma-separated: batch,height,width",
     )
-    g.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 8.6 / JetPack 6.0 parse <= 17)")
+    g.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (TensorRT 8.6 / JetPack 6.0 parse <= 17)")
     g.add_argument("--argmax", action="store_true", help="compute int32 labels in the graph (output 'labels')")
     g.add_argument(
         "--fuse-preprocess",
@@ -90,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("verification")
     g.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     g.add_argument("--verify-images", type=Path, help="folder of real images to verify on as well")
-    g.add_argument("--atol", type=float, default=1e-3, help="allowed max |logit diff| (absolute part)")
-    g.add_argument("--rtol", type=float, default=1e-4, help="allowed max |logit diff| per unit of max |logit|")
-    g.add_argument("--min-agreement", type=float, default=99.9, help="minimum label agreement in percent")
+    g.add_argument("--atol", type=nonnegative_float, default=1e-3, help="allowed max |logit diff| (absolute part)")
+    g.add_argument("--rtol", type=nonnegative_float, default=1e-4, help="allowed max |logit diff| per unit of max |logit|")
+    g.add_argument("--min-agreement", type=percentile, default=99.9, help="minimum label agreement in percent")
     add_precision_arguments(p)
     add_engine_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
@@ -124,7 +134,7 @@ def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
     return [flag for dest, flag in _EXPORT_ONLY.items() if getattr(args, dest) != getattr(defaults, dest)]
 
 
-@cli_entry(PROG)
+@cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2, default=str))
     else:
         sys.stdout.write("\n".join(format_inspection(i) for i in infos))
-    return 0
+    # Described either way; the status says whether every file can run (a 2-input graph cannot).
+    return 1 if any(i.get("problem") for i in infos) else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import UserError
-from .common import choices_list
+from .common import choices_list, nonnegative_int, percentile, positive_int
 
 EXAMPLES = """\
   bisenet-export model.pth --precision fp32,fp16,int8 --calib frames/   # + model.fp16.onnx, model.int8.onnx
@@ -33,25 +33,25 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--calib", type=Path, metavar="PATH",
                    help="calibration data: image folder, video or .npy of uint8 frames "
                    f"(default: two thirds of the built-in sample photos){_SAID}")
-    g.add_argument("--calib-count", type=int, default=64, metavar="N",
+    g.add_argument("--calib-count", type=positive_int, default=64, metavar="N",
                    help="calibration frames (a seeded random subset)")
     g.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="entropy",
                    help="how INT8 ranges are chosen")
-    g.add_argument("--percentile", type=float, default=99.99, metavar="PCT", help="for --calib-method percentile")
-    g.add_argument("--calib-seed", type=int, default=0, metavar="N", help="seed of the calibration subset")
+    g.add_argument("--percentile", type=percentile, default=99.99, metavar="PCT", help="for --calib-method percentile")
+    g.add_argument("--calib-seed", type=nonnegative_int, default=0, metavar="N", help="seed of the calibration subset")
     g.add_argument("--no-calib-cache", action="store_true",
                    help=f"recalibrate even when model.calib.json matches{_SAID}")
     g.add_argument("--val-images", type=Path, metavar="DIR",
                    help=f"held-out images for the fidelity report (default: calibration items not used){_SAID}")
     g.add_argument("--val-labels", type=Path, metavar="DIR",
                    help=f"ground-truth label maps for --val-images (same names, class ids){_SAID}")
-    g.add_argument("--val-count", type=int, default=16, metavar="N", help="held-out frames in the fidelity report")
+    g.add_argument("--val-count", type=positive_int, default=16, metavar="N", help="held-out frames in the fidelity report")
     g.add_argument("--int8-fallback", choices=("none", "auto"), default="none",
                    help="auto: keep the convolutions whose INT8 rounding costs most agreement in FP32")
     g.add_argument("--int8-weight-bits", type=int, choices=(7, 8), default=8,
                    help="8: exact for TensorRT, OpenVINO and VNNI/AMX CPUs; 7: for onnxruntime on x86 CPUs "
                    "without VNNI (AVX2), whose int8 kernels saturate int16 sums of 8-bit weights")
-    g.add_argument("--int8-target", type=float, default=99.0, metavar="PCT",
+    g.add_argument("--int8-target", type=percentile, default=99.0, metavar="PCT",
                    help="label agreement (%%) --int8-fallback auto aims for")
     g.add_argument("--fp16-keep", type=lambda t: tuple(x for x in t.split(",") if x), default=(), metavar="OPS",
                    help=f"op types or node names kept in FP32 in the FP16 model, comma-separated{_SAID}")

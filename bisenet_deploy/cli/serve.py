@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Parser, cli_entry
+from .common import Parser, cli_entry, nonnegative_int, positive_float, positive_int
 
 PROG = "bisenet-serve"
 
@@ -43,12 +43,12 @@ def build_parser() -> Parser:
     r.add_argument("artifact", type=Path, help=".onnx, .engine/.plan (with its sidecar) or .pth")
     r.add_argument("-o", "--output", type=Path, required=True, metavar="REPO", help="new repository folder")
     r.add_argument("--name", default="bisenet", help="model name (default: bisenet)")
-    r.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (default: 8)")
-    r.add_argument("--instances", type=int, default=1, help="model instances (default: 1)")
+    r.add_argument("--max-batch", type=positive_int, default=8, help="largest dynamic batch (default: 8)")
+    r.add_argument("--instances", type=positive_int, default=1, help="model instances (default: 1)")
     r.add_argument("--gpu", action="store_true", help="instances on the GPU (KIND_GPU)")
     r.add_argument("--network-size", action="store_true", help="labels at the network size instead of the frame's")
     r.add_argument("--backend", default="", help="the served Segmenter's backend (default: as Segmenter chooses)")
-    r.add_argument("--threads", type=int, default=0, help="CPU threads of the served model (0: the backend's default)")
+    r.add_argument("--threads", type=nonnegative_int, default=0, help="CPU threads of the served model (0: the backend's default)")
     r.add_argument("--native", action="store_true",
                    help="also onnxruntime_onnx / tensorrt_plan configs and an ensemble around them (NVIDIA's containers)")
     s = sub.add_parser("run", help="start tritonserver on a repository",
@@ -58,7 +58,7 @@ def build_parser() -> Parser:
     s.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default: 8000)")
     s.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default: 8001)")
     s.add_argument("--metrics-port", type=_port, default=8002, help="metrics port (default: 8002)")
-    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default: 120)")
+    s.add_argument("--timeout", type=positive_float, default=120.0, help="seconds to wait for readiness (default: 120)")
     s.add_argument("--verbose", action="store_true", help="stream the server's own log")
     return p
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import __version__
 from ..errors import ExportError
 from ..spec import METADATA_KEY, PRECISION_KEY, VERSIONS_KEY, ModelSpec
 from ..versions import tool_versions
@@ -186,6 +187,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | Path, options: 
         },
     )
     proto.producer_name = "bisenet-deploy"
+    # torch.onnx leaves its own version here; torch's version is in the VERSIONS_KEY metadata.
+    proto.producer_version = __version__
     proto.doc_string = f"BiSeNet ({art_spec.arch}, {art_spec.backbone}, {art_spec.num_classes} classes)"
     try:
         onnx.checker.check_model(proto, full_check=True)

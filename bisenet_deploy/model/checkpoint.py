@@ -1,17 +1,17 @@
 """Safe loading of BiSeNet checkpoints -> (nn.Module, ModelSpec); family matching in ``matching``.
 
-Safety: ``torch.load(weights_only=True)`` always, unless the caller passes ``trust=True``
-(CLI ``--trust-checkpoint``). Training scripts often pickle their own objects next to the
-weights (config parsers, argparse namespaces, loggers). Those classes are replaced by inert
-placeholders (``ForeignObject``) registered with ``torch.serialization.safe_globals`` under
-the original names: the tensors come out, no foreign module is imported and no foreign code
-runs. Globals that PyTorch blocks outright (``os.system`` and friends) still fail.
+Safety: unless the caller passes ``trust=True`` (CLI ``--trust-checkpoint``), the pickle inside a
+``.pth`` is read by ``unpickling``'s restricted unpickler: tensors and pure data (paths, dates,
+numpy values, config containers) come out, foreign classes become inert ``ForeignObject``
+stand-ins (no foreign module is imported, no foreign code runs), and a pickle that names a
+global whose call has an effect (``os.system``, ``exec``, ...) is refused. ``.safetensors``
+files hold no pickle at all.
 """
 
 from __future__ import annotations
 
-import pickle
-import re
+import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,10 @@ from torch import nn
 from ..errors import CheckpointError
 from ..fileio import sha256_file
 from ..spec import ModelSpec
+from . import unpickling
 from .families import Family, refine_params
 from .matching import match_family
+from .unpickling import ForeignObject, RefusedGlobal, foreign_items
 
 #: Keys under which training code commonly nests the state_dict, in order of preference.
 STATE_DICT_KEYS = (
@@ -44,36 +46,20 @@ STATE_DICT_KEYS = (
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Prefixes added when a whole training wrapper (e.g. a Lightning module) is saved.
 CONTAINER_PREFIXES = ("model.", "net.", "network.")
-#: Embedded spec written by our own training script (JSON string).
+#: Embedded spec written by our own training script (JSON string; in a .safetensors file, a
+#: header metadata entry of the same name).
 SPEC_KEY = "bisenet_deploy_spec"
+#: File name endings of checkpoints (the runtime picks its torch backend by them).
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar", ".safetensors")
 
-_MAX_FOREIGN_GLOBALS = 64
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
-class ForeignObject:
-    """Inert stand-in for an object of a class that is not installed or not trusted.
+class TrustRefusal(CheckpointError):
+    """A checkpoint refused as unsafe that ``trust=True`` would read (the CLIs that have
+    ``--trust-checkpoint`` say so; the others do not offer it)."""
 
-    Keeps the constructor arguments and pickled state for inspection; never runs code.
-    """
-
-    _foreign_name = "?"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"<foreign {self._foreign_name}>"
-
-
-def _placeholder(qualified_name: str) -> type:
-    short = qualified_name.rsplit(".", 1)[-1]
-    return type(short, (ForeignObject,), {"_foreign_name": qualified_name})
+    trust_option = True
 
 
 @dataclass
@@ -89,8 +75,13 @@ class LoadedCheckpoint:
 # --- reading the file ---------------------------------------------------------------------
 
 
-def _sniff(path: Path) -> None:
-    """Reject files that are clearly not torch checkpoints, with a helpful line."""
+def _is_safetensors(head: bytes) -> bool:
+    # An 8-byte little-endian header length, then the JSON header itself.
+    return len(head) > 9 and head[8:9] == b"{" and 2 <= struct.unpack("<Q", head[:8])[0] < 100_000_000
+
+
+def _sniff(path: Path) -> str:
+    """The file's container ("zip", "legacy", "safetensors"), or a helpful line if it is none."""
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' not found")
     if path.is_dir():
@@ -99,8 +90,12 @@ def _sniff(path: Path) -> None:
         head = f.read(64)
     if not head:
         raise CheckpointError(f"checkpoint '{path}' is empty")
-    if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_MAGIC):
-        return
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(_LEGACY_MAGIC):
+        return "legacy"
+    if _is_safetensors(head):
+        return "safetensors"
     if head[:1] == b"\x08" and b"\x12" in head[2:4]:
         if path.suffix.lower() == ".onnx":
             raise CheckpointError(
@@ -117,82 +112,74 @@ def _sniff(path: Path) -> None:
     except UnicodeDecodeError:
         pass
     raise CheckpointError(
-        f"'{path}' is not a PyTorch checkpoint (no torch.save zip or pickle header found)"
+        f"'{path}' is not a PyTorch checkpoint (no torch.save zip, pickle or safetensors header found)"
     )
 
 
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise CheckpointError(
+            f"'{path}' is a .safetensors file; reading it needs the safetensors package "
+            "(pip install safetensors, or bisenet-deploy[export])"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            metadata = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt header
+        raise CheckpointError(f"cannot read safetensors file '{path}': {_first_line(exc)}") from None
+    if not tensors:
+        raise CheckpointError(f"'{path}' holds no tensors")
+    if isinstance(metadata.get(SPEC_KEY), str):
+        return {"state_dict": tensors, SPEC_KEY: metadata[SPEC_KEY]}
+    return tensors
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def read_checkpoint(path: str | Path, trust: bool = False) -> tuple[Any, list[str]]:
-    """Return the unpickled checkpoint object and the names of foreign globals replaced."""
+    """Return the checkpoint object and the names of the foreign classes stood in for."""
     path = Path(path)
-    _sniff(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path), []
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False), []
         except ModuleNotFoundError as exc:
             raise CheckpointError(
                 f"'{path}' pickles objects from module '{exc.name}', which is not installed; "
-                "drop --trust-checkpoint to read the tensors safely without it"
+                "read it without trust (drop --trust-checkpoint) to get its tensors safely"
             ) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise CheckpointError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
-
-    replaced: list[tuple[type, str]] = []
-    for _ in range(_MAX_FOREIGN_GLOBALS):
-        try:
-            with torch.serialization.safe_globals(replaced):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            return obj, [name for _, name in replaced]
-        except pickle.UnpicklingError as exc:
-            text = str(exc)
-            match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-            if match is None:
-                blocked = re.search(r"unsupported GLOBAL ([\w.]+) whose module ([\w.]+) is blocked", text)
-                if blocked:
-                    raise CheckpointError(
-                        f"'{path}' calls {blocked.group(1)} when unpickled, which could run code; "
-                        "refusing it. Pass --trust-checkpoint only if you trust its source"
-                    ) from None
-                raise CheckpointError(f"cannot read checkpoint '{path}': {_wo_reason(text)}") from None
-            name = match.group(1)
-            if _runs_code(name) or any(name == done for _, done in replaced):
-                # Never stand in for these: a checkpoint that calls exec or os.system when
-                # unpickled is hostile (and torch refuses builtins even when allowed).
-                raise CheckpointError(
-                    f"'{path}' calls {name} when unpickled, which could run code; refusing it. "
-                    "Pass --trust-checkpoint only if you trust its source"
-                ) from None
-            replaced.append((_placeholder(name), name))
-        except CheckpointError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated file, ...
-            raise CheckpointError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
-    raise CheckpointError(f"'{path}' pickles more than {_MAX_FOREIGN_GLOBALS} foreign classes")
-
-
-#: Globals whose call runs code or touches the system: a pickle naming them is refused.
-_CODE_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "runpy", "pickle", "marshal",
-                 "socket", "ctypes", "code", "codeop", "pty", "webbrowser", "types", "io", "pathlib", "tempfile",
-                 "multiprocessing", "threading", "signal", "asyncio", "urllib", "http", "ftplib", "smtplib")
-_CODE_BUILTINS = ("exec", "eval", "compile", "__import__", "getattr", "setattr", "delattr", "open", "input",
-                  "breakpoint", "globals", "locals", "vars", "memoryview", "exit", "quit", "help")
-
-
-def _runs_code(qualified_name: str) -> bool:
-    module, _, attr = qualified_name.rpartition(".")
-    if module in ("", "builtins", "__builtin__"):  # torch names builtins without their module
-        return attr in _CODE_BUILTINS
-    return module.split(".")[0] in _CODE_MODULES
+    if kind == "zip" and _is_torchscript(path):
+        # torch.load hands TorchScript archives to torch.jit.load, which runs their scripted code.
+        raise TrustRefusal(
+            f"'{path}' is a TorchScript archive (torch.jit.save): loading it runs its scripted code; "
+            "export from the training checkpoint (its state_dict) instead"
+        )
+    try:
+        return unpickling.read_restricted(
+            lambda module: torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
+        )
+    except RefusedGlobal as exc:
+        raise TrustRefusal(f"'{path}' calls {exc.name} when unpickled, which could run code; refusing it") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt zip, truncated file, refused state, ...
+        raise CheckpointError(f"cannot read checkpoint '{path}': {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _wo_reason(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the doc", "(1)", "(2)"))]
-    return useful[0] if useful else (lines[0] if lines else "unreadable")
 
 
 # --- finding the state_dict ---------------------------------------------------------------
@@ -207,6 +194,8 @@ def _module_state(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return {prefix + k: v for k, v in obj.state_dict().items()}
     state = obj.state if isinstance(obj, ForeignObject) else None
+    if isinstance(state, tuple) and state and isinstance(state[0], Mapping):  # (state, slotstate)
+        state = state[0]
     if not isinstance(state, Mapping):
         return {}
     out: dict[str, torch.Tensor] = {}
@@ -228,6 +217,9 @@ def find_state_dict(obj: Any, where: str = "checkpoint") -> tuple[dict[str, torc
         sd = _module_state(obj)
         if sd:
             return sd, f"{where} (pickled module)"
+    if isinstance(obj, ForeignObject):
+        # A dict-like foreign container (a state_dict subclass, a config node): look inside.
+        obj = dict(foreign_items(obj))
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             if key in obj:

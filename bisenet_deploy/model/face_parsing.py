@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..spec import IMAGENET_MEAN, IMAGENET_STD
 from .coincheung_v1 import AUX_HEADS, CoinCheungBiSeNetV1
 from .datasets import FACE_PARSING_CLASSES
 from .families import Family, LayoutError, StateDict, drop_prefixed, register, require, resnet_name
-from ..spec import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _infer(sd: StateDict) -> tuple[dict[str, Any], list[str]]:

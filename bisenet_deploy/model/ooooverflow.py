@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..spec import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import CAMVID_11_CLASSES, CAMVID_12_CLASSES, CAMVID_32_CLASSES
 from .families import Family, LayoutError, StateDict, drop_prefixed, register, require, resnet_name
 from .resnet_trunk import RESNETS, ResNetTrunk
-from ..spec import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONES = ("resnet18", "resnet101")
 SPATIAL_CHANNELS = 256

@@ -146,27 +146,34 @@ def choice_key(path: Path, options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _cache_path() -> Path:
+def _cache_path() -> Path | None:
     from ..cache import cache_dir
 
-    return cache_dir() / CACHE_FILE
+    folder = cache_dir()
+    return None if folder is None else folder / CACHE_FILE
 
 
 def _read_cache() -> dict[str, Any]:
+    path = _cache_path()
+    if path is None:
+        return {}
     try:
-        data = json.loads(_cache_path().read_text())
+        data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
 def _write_cache(key: str, record: dict[str, Any]) -> None:
+    path = _cache_path()
+    if path is None:
+        return
     data = _read_cache()
     data[key] = record
     if len(data) > 200:  # keep the newest 200
         data = dict(sorted(data.items(), key=lambda kv: kv[1].get("when", ""))[-200:])
     try:
-        write_text_atomic(_cache_path(), json.dumps(data, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     except (OSError, UserError):
         pass  # a read-only home: the choice is simply made again next time
 

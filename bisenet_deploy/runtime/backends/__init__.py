@@ -28,6 +28,7 @@ SUFFIXES = {
     ".trt": "tensorrt",
     ".pth": "torch",
     ".pt": "torch",
+    ".safetensors": "torch",
 }
 
 
@@ -36,7 +37,7 @@ RUNS = {
     "onnxruntime": ("ONNX models", (".onnx",)),
     "openvino": ("ONNX models", (".onnx",)),
     "tensorrt": ("TensorRT engines", (".engine", ".plan", ".trt")),
-    "torch": ("PyTorch checkpoints", (".pth", ".pt")),
+    "torch": ("PyTorch checkpoints", (".pth", ".pt", ".safetensors")),
 }
 
 

@@ -127,7 +127,8 @@ class OpenVinoBackend(Backend):
             from ...cache import cache_dir
 
             self.cache_dir = cache_dir("openvino")
-            core.set_property({"CACHE_DIR": str(self.cache_dir)})
+            if self.cache_dir is not None:  # None: unwritable, already warned; run uncached
+                core.set_property({"CACHE_DIR": str(self.cache_dir)})
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with pages of text
