@@ -68,7 +68,8 @@ def process_started(pid: int) -> float | None:
         return None
     if _btime is None:
         try:
-            _btime = float(next(ln.split()[1] for ln in open("/proc/stat") if ln.startswith("btime")))
+            _btime = float(next(ln.split()[1] for ln in Path("/proc/stat").read_text().splitlines()
+                                if ln.startswith("btime")))
         except (OSError, StopIteration):
             return None
     return _btime + stat[1] / os.sysconf("SC_CLK_TCK")
@@ -195,6 +196,22 @@ def stop_processes_naming(text: str, rounds: int = 3, timeout: float = 10.0) -> 
         stop_processes(left, timeout)
         time.sleep(0.2)
     return [p for p in processes_naming(text) if process_alive(p)]
+
+
+def stop_process_group(process: subprocess.Popen,
+                       steps: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
+                       ) -> int | None:
+    """Stop ``process``, started in a session of its own, with its whole process group (a
+    server and its Python stubs): each signal of ``steps`` in turn, waiting up to its
+    seconds, until it has exited. Returns its exit code (None if even the last step failed)."""
+    for sig, wait in steps:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+    return process.returncode
 
 
 def stop_owned(folder: str, known: dict[int, int] | None = None, exclude: tuple[int, ...] = (),
