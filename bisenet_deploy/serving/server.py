@@ -205,8 +205,8 @@ def start_server(repository: str | Path, options: ServerOptions = ServerOptions(
     if not (repository.is_dir() and any(p.joinpath("config.pbtxt").is_file() for p in repository.iterdir())):
         raise UserError(f"'{repository}' is not a model repository (no <model>/config.pbtxt); "
                         "write one with bisenet-serve repo")
-    binary, wheel = triton_home()
     check_ports(options)
+    binary, wheel = triton_home()
     # pytriton's build has the Python backend only: load just the models it can run
     loadable, skipped = python_models(repository) if wheel is not None else (None, [])
     # SIGTERM is Triton's graceful stop: give it its exit timeout before SIGKILL
