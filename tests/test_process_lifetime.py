@@ -333,7 +333,15 @@ def test_sigkill_of_serve_run_leaves_no_process(tmp_path):
         names = " ".join(Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
                          for p in seen if Path(f"/proc/{p}/cmdline").exists())
         assert "tritonserver" in names and "triton_python_backend_stub" in names
+        regions = set()  # the Python backend's shared memory, as our processes map it
+        for pid in seen:
+            with contextlib.suppress(OSError):
+                regions |= {ln.split(maxsplit=5)[5] for ln in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                            if "/dev/shm/triton_python_backend_shm_region" in ln}
+        assert regions
         _kill_and_expect_none_left(proc, seen)
+        # Triton's graceful stop (SIGTERM from the watchdog) removes them
+        assert not [r for r in regions if Path(r.removesuffix(" (deleted)")).exists()], regions
         with socket.socket() as probe:  # the ports are free again
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", grpc))
