@@ -113,10 +113,11 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             continue
         if not owner_alive(int(match.group("pid")), made):
             stale.append(entry)
-    used = paths_in_use([os.path.abspath(e.path) for e in stale]) if stale else set()
+    # real paths: /proc shows open files that way (a /tmp that is a link would not match)
+    used = paths_in_use([os.path.realpath(e.path) for e in stale]) if stale else set()
     removed: list[Path] = []
     for entry in stale:
-        if os.path.abspath(entry.path) in used:
+        if os.path.realpath(entry.path) in used:
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

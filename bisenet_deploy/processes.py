@@ -259,15 +259,16 @@ class Watch:
         left = stop_owned(self.folder, exclude=exclude, timeout=self.grace)
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
-        if self.process is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.write(b"done\n")
-                self.process.stdin.close()
+        process, self.process = self.process, None  # a second close() only looks again
+        if process is not None:
+            with contextlib.suppress(OSError, ValueError):
+                process.stdin.write(b"done\n")
+                process.stdin.close()
             try:
-                self.process.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
         return left
 
     def __enter__(self) -> Watch:
