@@ -248,8 +248,8 @@ class Watch:
         self.process = subprocess.Popen([sys.executable, "-I", __file__], stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
                                         start_new_session=True)
-        self.process.stdin.write(json.dumps({"parent": os.getpid(), "folder": self.folder,
-                                                  "grace": grace}).encode() + b"\n")
+        config = {"parent": os.getpid(), "folder": self.folder, "grace": grace}
+        self.process.stdin.write(json.dumps(config).encode() + b"\n")
         self.process.stdin.flush()
 
     def close(self, remove: bool = True) -> list[int]:
@@ -270,12 +270,6 @@ class Watch:
                 process.kill()
                 process.wait()
         return left
-
-    def __enter__(self) -> Watch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _watchdog() -> int:
