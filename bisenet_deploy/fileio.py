@@ -3,9 +3,11 @@
 Every file a tool writes goes to a temporary name next to its destination and is renamed
 over it only once complete, so a failed or killed run never leaves a truncated output and
 never touches an existing one. Temporary names carry the host and process id
-(``.model.onnx.bisenet-tmp-<host>-<pid>-<random>.onnx``): a run that was killed with
-SIGKILL cannot remove its own, so the next run that writes into the same folder removes
-those whose process is gone (``remove_stale_temporaries``).
+(``.model.onnx.bisenet-tmp-<host>-<pid>-<random>.onnx``; ``<host>`` is the host name, or,
+for a long one, its first letters and a hash: 8 characters at most, so that folders of Ray's
+sockets stay short): a run that was killed with SIGKILL cannot remove its own, so the next run
+that writes into the same folder removes those whose process is gone
+(``remove_stale_temporaries``), unless a live process still uses them (an orphaned server).
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .processes import owner_alive, paths_in_use, process_alive  # noqa: F401 - process_alive: its old home
 
 TMP_MARK = "bisenet-tmp"
-_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+#: AF_UNIX socket paths (Ray's) are at most 107 bytes on Linux, 103 on macOS
+SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+
+
+def _host_tag(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9]", "", name) or "host"
+    return name if len(name) <= 8 else name[:3] + hashlib.sha1(name.encode()).hexdigest()[:5]
+
+
+_HOST = _host_tag(socket.gethostname())
 _STALE = re.compile(rf"\.{TMP_MARK}-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
 _cleaned: set[str] = set()
 
@@ -38,49 +51,73 @@ def temporary_name(path: str | os.PathLike, suffix: str | None = None) -> Path:
     return path.with_name(f".{path.name}.{TMP_MARK}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{tail}")
 
 
-def temporary_folder(prefix: str) -> Path:
+def temporary_folder(prefix: str, room: int | None = None) -> Path:
     """A new folder in the system temp folder, named so that a later run removes it if this
-    process dies without removing it itself."""
-    root = Path(tempfile.gettempdir())
+    process dies without removing it itself. ``room``: the longest path (in bytes) the caller
+    will put below it that must stay a valid AF_UNIX socket path; then the first of $TMPDIR,
+    /tmp, /var/tmp, /dev/shm short enough is used, and none is a one-line error."""
+    if room is None:
+        return _new_folder(Path(tempfile.gettempdir()), prefix)
+    name = len(f"/{prefix}.{TMP_MARK}-{_HOST}-{os.getpid()}-xxxx")
+    roots = []
+    for root in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        root = os.path.realpath(root)  # what the sockets' paths will really be
+        if root not in roots and os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK):
+            roots.append(root)
+    for root in roots:
+        if len(os.fsencode(root)) + name + room <= SOCKET_PATH_MAX:
+            return _new_folder(Path(root), prefix)
+    raise UserError(f"no temporary folder is short enough for socket paths of {room} bytes below it (at most "
+                    f"{SOCKET_PATH_MAX} bytes in all; $TMPDIR is {tempfile.gettempdir()!r}): set TMPDIR to a short "
+                    "writable folder such as /tmp")
+
+
+def _new_folder(root: Path, prefix: str) -> Path:
     remove_stale_temporaries(root)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}.{TMP_MARK}-{_HOST}-{os.getpid()}-", dir=root))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` on this host is running (a zombie, exited but not yet reaped
-    by its parent, is not)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):  # gone since os.kill, or no /proc (not Linux: os.kill said it exists)
-        return not Path("/proc/self").exists()
+    for _ in range(100):
+        # 4 random hex digits, not mkdtemp's 8: the name must leave room for Ray's socket paths;
+        # host and pid already make it unique between processes
+        folder = root / f"{prefix}.{TMP_MARK}-{_HOST}-{os.getpid()}-{secrets.token_hex(2)}"
+        try:
+            folder.mkdir(mode=0o700)
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot make a temporary folder in '{root}'")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove our temporary files and folders in ``folder`` (not below it) whose process
-    on this host is gone. Checked once per folder per process; returns what was removed."""
+    on this host is gone (or its pid now belongs to a newer process) and that no live process
+    uses (names on its command line, or holds a file in: a server that outlived the run that
+    started it keeps its folder). Checked once per folder per process; returns what was removed."""
     folder = Path(folder)
     key = str(folder.resolve()) if folder.exists() else str(folder)
     if key in _cleaned:
         return []
     _cleaned.add(key)
-    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
-        return removed
+        return []
+    stale = []
     for entry in entries:
         if TMP_MARK not in entry.name:
             continue
         match = _STALE.search(entry.name)
-        if match is None or match.group("host") != _HOST or process_alive(int(match.group("pid"))):
+        if match is None or match.group("host") != _HOST:
+            continue
+        try:
+            made = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if not owner_alive(int(match.group("pid")), made):
+            stale.append(entry)
+    # real paths: /proc shows open files that way (a /tmp that is a link would not match)
+    used = paths_in_use([os.path.realpath(e.path) for e in stale]) if stale else set()
+    removed: list[Path] = []
+    for entry in stale:
+        if os.path.realpath(entry.path) in used:
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if len({args.http_port, args.grpc_port, args.metrics_port}) < 3:
         raise UserError("--http-port, --grpc-port and --metrics-port must differ")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     options = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, ready_timeout=args.timeout, verbose=args.verbose)
     start = time.perf_counter()

@@ -3,9 +3,12 @@ an existing cluster by address (joined and left, never stopped).
 
 Facts this relies on (Ray 2.60, measured here): Ray binds the machine's external address
 unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before it is imported and the node IP
-is 127.0.0.1; session folders pile up in the system temp folder unless given one of ours;
-``ray.shutdown()`` after a SIGTERM can leave workers behind, so every process whose command
-line names our session folder is stopped by process id afterwards.
+is 127.0.0.1; session folders pile up in the system temp folder unless given one of ours, whose socket
+paths (``<folder>/session_<date>_<pid>/sockets/plasma_store``) must fit AF_UNIX's 107 bytes;
+``ray.shutdown()`` after a SIGTERM can leave workers behind, and Ray's own fate sharing (a
+death signal on raylet and gcs_server) leaves the agents and workers raylet started alive when
+the driver is killed: ``processes.Watch`` stops every process of the session folder, whether
+we end or die.
 """
 
 from __future__ import annotations
@@ -13,15 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import process_alive
+from ..processes import Watch, processes_naming, stop_processes, stop_processes_naming  # noqa: F401 - tests' names
 
 
 def _prepare_environment() -> None:
@@ -39,72 +39,6 @@ def import_ray():  # noqa: ANN201 - the module
     return ray
 
 
-def processes_naming(text: str) -> list[int]:
-    """Process ids whose command line contains ``text``, or that hold a file open under it
-    (Ray renames its processes, ``ray::DashboardAgent``, but they keep their logs open in the
-    session folder). Linux /proc; empty elsewhere."""
-    pids = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return pids
-    me = os.getpid()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline or _holds_file_under(entry, text):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _holds_file_under(entry: Path, folder: str) -> bool:
-    if not folder.startswith("/"):
-        return False
-    try:
-        for fd in (entry / "fd").iterdir():
-            try:
-                if os.readlink(fd).startswith(folder):
-                    return True
-            except OSError:
-                continue
-    except OSError:
-        return False
-    return False
-
-
-def stop_processes(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """SIGTERM, wait, SIGKILL what is left; returns the pids that had to be killed."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if process_alive(p)]
-        if alive:
-            time.sleep(0.1)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return alive
-
-
-def stop_processes_naming(text: str, rounds: int = 3, timeout: float = 10.0) -> list[int]:
-    """Stop every process naming ``text`` (see processes_naming), again while new ones appear:
-    a raylet may start a worker between the listing and its own stop. Returns those still
-    there after ``rounds`` (empty when all are gone)."""
-    for _ in range(rounds):
-        left = [p for p in processes_naming(text) if process_alive(p)]
-        if not left:
-            return []
-        stop_processes(left, timeout)
-        time.sleep(0.2)
-    return [p for p in processes_naming(text) if process_alive(p)]
-
-
 @contextlib.contextmanager
 def ray_cluster(address: str = "local", num_cpus: int | None = None, num_gpus: int | None = None,
                 verbose: bool = False) -> Iterator[dict[str, Any]]:
@@ -118,12 +52,14 @@ def ray_cluster(address: str = "local", num_cpus: int | None = None, num_gpus: i
 
     level = logging.INFO if verbose else logging.ERROR
     start = time.perf_counter()
-    session = None
+    watch = None
     try:
         if address == "local":
-            # Short: Ray's socket paths live under it and must fit in 107 bytes.
-            session = temporary_folder("bray")
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=str(session),
+            # Ray's longest socket path below the folder: sockets/plasma_store in a session
+            # folder named for the date (26 characters) and this process id.
+            room = len(f"/session_{'0' * 26}_{os.getpid()}/sockets/plasma_store")
+            watch = Watch(temporary_folder("r", room=room), grace=3.0)  # the agents ignore SIGTERM
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=watch.folder,
                      _node_ip_address="127.0.0.1", logging_level=level, log_to_driver=verbose,
                      configure_logging=True)
         else:
@@ -143,9 +79,8 @@ def ray_cluster(address: str = "local", num_cpus: int | None = None, num_gpus: i
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
-        if session is not None:
-            stop_processes_naming(str(session))
-            shutil.rmtree(session, ignore_errors=True)
+        if watch is not None:
+            watch.close()
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> bool:

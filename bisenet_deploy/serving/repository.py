@@ -46,15 +46,44 @@ class RepoOptions:
     native: bool = False
 
 
-def _artifact(path: Path) -> tuple[Any, str]:
-    """(backend opened on the artifact for its facts, kind)."""
-    from ..runtime.backends import SUFFIXES, open_backend
+def check_options(path: Path, options: RepoOptions) -> str:
+    """Refuse, with one line, what the served model could not run (today Triton would say so in
+    its log only, at load time); returns the artifact's kind (its default backend)."""
+    import importlib.util
+
+    from ..runtime.backends import RUNS, SUFFIXES, backend_for
 
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"'{path}' is not an artifact: give an .onnx, .engine/.plan or .pth file")
     if not path.is_file():
         raise UserError(f"artifact '{path}' not found")
+    if options.backend == "triton":
+        raise UserError("--backend triton is a client of a server; the served model runs the artifact itself "
+                        f"(leave --backend out, or give {', '.join(RUNS)})")
+    if options.backend and options.backend not in (*RUNS, "auto"):
+        raise UserError(f"unknown --backend {options.backend!r}; choose from {', '.join(RUNS)} or auto")
+    if options.backend:
+        backend_for(path, options.backend)  # unknown, or not for this kind of file: one line
+    if kind == "torch" and options.native:
+        raise UserError("native Triton models need an .onnx or an engine; export the checkpoint first "
+                        f"(bisenet-export {path})")
+    if kind == "torch" and importlib.util.find_spec("torch") is None:
+        raise UserError(f"'{path}' is a PyTorch checkpoint and this environment has no torch: export it first "
+                        f"(bisenet-export {path}, where torch is installed) and write the repository from the .onnx")
+    threads = (options.backend_options or {}).get("threads", 0)
+    if threads and "tensorrt" in (kind, options.backend):
+        raise UserError("--threads applies to the CPU backends (onnxruntime, openvino, torch), not to TensorRT")
+    if int(threads) < 0:
+        raise UserError(f"--threads must be >= 0, got {threads}")
+    return kind
+
+
+def _artifact(path: Path, options: RepoOptions) -> tuple[Any, str]:
+    """(backend opened on the artifact for its facts, kind)."""
+    from ..runtime.backends import open_backend
+
+    kind = check_options(path, options)
     if kind == "tensorrt":
         return None, kind  # needs a GPU to open; the sidecar has what the configs need
     backend = open_backend(path, "onnxruntime" if kind == "onnxruntime" else None, device="cpu")
@@ -80,7 +109,7 @@ def write_repository(artifact: str | Path, output: str | Path, options: RepoOpti
         raise UserError(f"model name {options.name!r}: use letters, digits, '-' and '_'")
     if options.max_batch < 1 or options.instances < 1:
         raise UserError("--max-batch and --instances must be >= 1")
-    backend, kind = _artifact(artifact)
+    backend, kind = _artifact(artifact, options)
     if kind == "tensorrt":
         sidecar = EngineSidecar.read(artifact)
         if sidecar is None or sidecar.spec is None:

@@ -15,16 +15,22 @@ this repository's files). Facts the launcher handles (measured with that wheel h
   shared-memory region (``/dev/shm/triton_python_backend_shm_region_*``) that an aborted start
   leaves is removed when the server stops;
 * CUDA warnings on a machine without a GPU are harmless; the server's log goes to a file in a
-  temporary folder (its last lines are shown when the start fails; ``--verbose`` streams it).
+  temporary folder (its last lines are shown when the start fails; ``--verbose`` streams it);
+* a port held by another server would answer our readiness check for it: every port is bound
+  once (and released) before the start, and one that is taken is named;
+* the server and its stubs name the temporary folder (``--backend-directory``): a
+  ``processes.Watch`` on it stops them when we stop or die (even by SIGKILL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -36,6 +42,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import temporary_folder
+from ..processes import Watch, stop_process_group
 
 SHM_GLOB = "triton_python_backend_shm_region_*"
 
@@ -59,6 +66,7 @@ class Server:
     work: Path
     shm_before: set[str]
     skipped: list[str]
+    watch: Watch | None = None
     stop_note: str = ""  # why a requested stop did not end with exit code 0
 
     @property
@@ -153,15 +161,31 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join(useful[-lines:])
 
 
-def start_server(repository: str | Path, options: ServerOptions = ServerOptions()) -> Server:
-    """Start tritonserver on ``repository`` and wait (bounded) until it is ready."""
-    repository = Path(repository)
-    if not (repository.is_dir() and any(p.joinpath("config.pbtxt").is_file() for p in repository.iterdir())):
-        raise UserError(f"'{repository}' is not a model repository (no <model>/config.pbtxt); "
-                        "write one with bisenet-serve repo")
-    binary, wheel = triton_home()
-    work = temporary_folder("bisenet-triton")
-    shm_before = _shm()
+def check_ports(options: ServerOptions) -> None:
+    """Bind each port on the host once (SO_REUSEADDR, as servers do) and release it: one line
+    naming the first that cannot be used."""
+    for flag, port in (("--http-port", options.http_port), ("--grpc-port", options.grpc_port),
+                       ("--metrics-port", options.metrics_port)):
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(options.host, port, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)[0]
+        except socket.gaierror as exc:
+            raise UserError(f"--host {options.host!r} is not an address of this machine ({exc.strerror})") from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise UserError(f"port {port} on {options.host} ({flag}) is taken by another program; "
+                                    f"give a free one with {flag}") from None
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise UserError(f"--host {options.host!r} is not an address of this machine") from None
+                raise UserError(f"cannot bind {options.host} port {port} ({flag}): {exc.strerror or exc}") from None
+
+
+def _command(binary: Path, wheel: Path | None, repository: Path, options: ServerOptions, work: Path,
+             loadable: list[str] | None) -> list[str]:
     command = [str(binary), f"--model-repository={repository.resolve()}",
                f"--http-address={options.host}", f"--http-port={options.http_port}",
                f"--grpc-address={options.host}", f"--grpc-port={options.grpc_port}",
@@ -170,18 +194,35 @@ def start_server(repository: str | Path, options: ServerOptions = ServerOptions(
     if wheel is not None:
         command.append(f"--backend-directory={_backends(wheel, work)}")
         command.append("--cache-directory=" + str(wheel / "tritonserver" / "caches"))
-        # pytriton's build has the Python backend only: load just the models it can run
-        loadable, skipped = python_models(repository)
         command.append("--model-control-mode=explicit")
-        command += [f"--load-model={name}" for name in loadable]
-        server_skipped = skipped
-    else:
-        server_skipped = []
+        command += [f"--load-model={name}" for name in loadable or []]
+    return command
+
+
+def start_server(repository: str | Path, options: ServerOptions = ServerOptions()) -> Server:
+    """Start tritonserver on ``repository`` and wait (bounded) until it is ready."""
+    repository = Path(repository)
+    if not (repository.is_dir() and any(p.joinpath("config.pbtxt").is_file() for p in repository.iterdir())):
+        raise UserError(f"'{repository}' is not a model repository (no <model>/config.pbtxt); "
+                        "write one with bisenet-serve repo")
+    check_ports(options)
+    binary, wheel = triton_home()
+    # pytriton's build has the Python backend only: load just the models it can run
+    loadable, skipped = python_models(repository) if wheel is not None else (None, [])
+    # SIGTERM is Triton's graceful stop: give it its exit timeout before SIGKILL
+    watch = Watch(temporary_folder("bisenet-triton"), grace=options.exit_timeout + 10)
+    work = Path(watch.folder)
+    shm_before = _shm()
     log_path = work / "tritonserver.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(command, stdout=None if options.verbose else log_file, stderr=subprocess.STDOUT,
-                               env=_environment(wheel), start_new_session=True)
-    server = Server(process, options, log_path, work, shm_before, server_skipped)
+    try:
+        command = _command(binary, wheel, repository, options, work, loadable)
+        with open(log_path, "wb") as log_file:  # the server keeps its own descriptor
+            process = subprocess.Popen(command, stdout=None if options.verbose else log_file,
+                                       stderr=subprocess.STDOUT, env=_environment(wheel), start_new_session=True)
+    except BaseException:
+        watch.close()
+        raise
+    server = Server(process, options, log_path, work, shm_before, skipped, watch)
     deadline = time.monotonic() + options.ready_timeout
     try:
         while time.monotonic() < deadline:
@@ -197,22 +238,6 @@ def start_server(repository: str | Path, options: ServerOptions = ServerOptions(
         raise
 
 
-def stop_process_group(process: subprocess.Popen,
-                       steps: tuple[tuple[int, float], ...] = ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
-                       ) -> int | None:
-    """Stop ``process``, started in a session of its own, with its whole process group (a
-    server and its Python stubs): each signal of ``steps`` in turn, waiting up to its
-    seconds, until it has exited. Returns its exit code (None if even the last step failed)."""
-    for sig, wait in steps:
-        if process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-    return process.returncode
-
-
 def stop_server(server: Server) -> int:
     """SIGINT (Triton's graceful stop), then SIGTERM, then SIGKILL, each bounded; remove what
     the server left (its shared-memory regions, the temporary folder). Returns its exit code."""
@@ -226,6 +251,8 @@ def stop_server(server: Server) -> int:
         # then stops anyway with exit code 1: nothing went wrong with the server itself.
         server.stop_note = (f"clients were still connected when Triton's {server.options.exit_timeout} s exit "
                             "timeout ran out; it stopped anyway")
+    if server.watch is not None:
+        server.watch.close()  # stubs that outlived the server, the folder, the watchdog
     for name in _shm() - server.shm_before:
         with contextlib.suppress(OSError):
             (Path("/dev/shm") / name).unlink()
