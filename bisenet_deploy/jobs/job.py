@@ -244,13 +244,13 @@ class Job:
                 item.output = video_output(s.name, self.mode) if self.mode != "mask" else s.name
                 total = self._video(item)
                 if self.mode == "mask" and not self.spec.overwrite:  # frame by frame, failed or not
-                    item.keep = [r["frame"] for r in earlier if r.get("status") in DONE
+                    item.keep = [int(r["frame"]) for r in earlier if r.get("status") in DONE
                                  and (self.out / r["output"]).is_file()]
             if total is None:
                 continue
             if item.output != s.name and done and (self.out / item.output).exists():
                 for row in earlier:
-                    self.keep(s.label, row["frame"])
+                    self.keep(s.label, int(row["frame"]))
                 continue
             if item.output != s.name:
                 item.frames_dir = temporary_name(Path(f"{s.name}.frames"), suffix="").as_posix()
