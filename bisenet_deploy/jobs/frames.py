@@ -17,6 +17,8 @@ beyond float64) travel as strings: Ray Data moves integer columns with gaps as f
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,8 @@ def _decode(item: Item) -> Iterator[dict[str, Any]]:
     import cv2
 
     if item.kind == "image":
+        if not stat.S_ISREG(os.stat(item.path).st_mode):  # a FIFO would block the run for good
+            raise OSError(f"'{item.path}' is not a regular file")
         data = np.fromfile(item.path, dtype=np.uint8)  # OSErrors: unreadable, gone, a folder now
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None:
