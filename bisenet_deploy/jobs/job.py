@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import make_folders, sha256_file, temporary_name, write_text_atomic
+from ..fileio import make_folders, remove_stale_temporaries, sha256_file, temporary_name, write_text_atomic
 from .frames import Item, bag_output, image_output, video_output
 from .plan import check_output_against_inputs, collect_sources
 from .summary import Summary, class_columns, read_previous
@@ -396,6 +396,7 @@ def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None 
     make_folders(out)
     lock = _lock(out)
     try:
+        remove_stale_temporaries(out)  # of a killed run: half-written files, frames of a video
         replaced = _claim(out, manifest, mode, spec.overwrite)
         summary = Summary(class_columns(model_spec.num_classes, renderer.class_names), manifest["model"], backend)
         previous = {} if replaced else read_previous(out)
