@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..jobs.job import JobSpec, Result, prepare
 
 
@@ -85,8 +84,6 @@ def run(spec: JobSpec) -> Result:
     from .stages import SegmentActor, decode_stage, write_stage
 
     opts: RayOptions = spec.ray
-    if isinstance(spec.model, str):
-        raise UserError("--ray runs the model in its workers; a served model (URL) is called without --ray")
     checked = spec.check()  # before the model is opened
     model = Path(spec.model)
     options = {"threads": spec.threads} if spec.threads else {}

@@ -16,8 +16,6 @@ exit status) until a run succeeds on it.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import socket
 import sys
@@ -28,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import make_folders, remove_stale_temporaries, sha256_file, temporary_name, write_text_atomic
+from ..fileio import make_folders, remove_stale_temporaries, temporary_name
 from .frames import Item, bag_output, image_output, video_output
 from .plan import check_output_against_inputs, collect_sources
-from .summary import Summary, class_columns, read_previous
+from .summary import Summary, claim, class_columns, lock_folder, manifest_for, read_previous
 
-MANIFEST = ".bisenet-infer.json"
 DONE = ("ok", "exists")
 
 
@@ -91,6 +88,9 @@ class JobSpec:
             raise UserError(f"model '{self.model}' not found")
         plan = collect_sources(self.inputs)
         check_output_against_inputs(Path(self.output), self.inputs)
+        for s in plan.sources if self.ray else []:
+            if s.kind == "camera":
+                raise UserError(f"camera {s.target} cannot be read by a cluster; segment cameras without --ray")
         if self.bag is not None and not any(s.kind == "bag" for s in plan.sources):
             raise UserError("--topic, --mask-topic and --copy-topics apply to bag inputs; none of the inputs is a bag")
         if self.max_frames and all(s.kind == "image" for s in plan.sources):
@@ -146,55 +146,6 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _lock(out: Path) -> int:
-    """flock(2) on the folder itself, held until the process ends or ``finish``."""
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise UserError(f"'{out}' is being written by another bisenet-infer run; wait for it to end or choose "
-                        "another -o") from None
-    return fd
-
-
-def _manifest(spec: JobSpec, mode: str, num_classes: int, bags: bool) -> dict[str, Any]:
-    local = isinstance(spec.model, Path)
-    options: dict[str, Any] = {}
-    if mode != "mask":
-        options = {"legend": spec.legend, **({"alpha": spec.alpha or 0.5} if mode == "overlay" else
-                                             {"background_sha256": sha256_file(spec.background)})}
-    if bags:
-        bag = spec.bag or BagOptions()
-        options.update(topics=list(bag.topics), mask_suffix=bag.mask_suffix, copy_topics=bag.copy_topics)
-    return {"model": spec.model.name if local else str(spec.model),
-            "model_sha256": sha256_file(spec.model) if local else str(spec.model),
-            "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options}}
-
-
-def _claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bool:
-    """Refuse a folder holding another model's or options' results (unless ``overwrite``);
-    record ours. Returns whether earlier results are replaced."""
-    try:
-        earlier = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
-        earlier = None
-    differ: list[str] = []
-    if isinstance(earlier, dict):
-        differ = [k for k in ("model_sha256", "network_size") if earlier.get(k) != manifest[k]]
-        mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
-        differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
-        if differ and not overwrite:
-            what = {"model_sha256": f"model {earlier.get('model')}",
-                    "network_size": "--network-size" if earlier.get("network_size") else "frame-size masks"}
-            raise UserError(f"'{out}' holds results of another run ({', '.join(what.get(k, k) for k in differ)}); "
-                            "add --overwrite to replace them, or choose another -o")
-        if not differ:
-            manifest = {**manifest, "modes": {**(earlier.get("modes") or {}), **manifest["modes"]}}
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return bool(differ)
-
-
 class Job:
     """A prepared job: its items, the rows decided before any work, and the summary."""
 
@@ -239,8 +190,6 @@ class Job:
             if s.kind == "bag":
                 item.output, total = bag_output(s.name), self._bag(item)
             else:
-                if chunk is not None and s.kind == "camera":
-                    raise UserError(f"camera {s.target} cannot be read by a cluster; segment cameras without --ray")
                 item.output = video_output(s.name, self.mode) if self.mode != "mask" else s.name
                 total = self._video(item)
                 if self.mode == "mask" and not self.spec.overwrite:  # frame by frame, failed or not
@@ -349,7 +298,12 @@ class Job:
             for item in self.items:
                 if item.frames_dir:
                     shutil.rmtree(self.out / item.frames_dir, ignore_errors=True)
-            if interrupted:
+            if interrupted:  # earlier rows not decided again yet stay; outputs without rows go
+                have = {k[0] for k in self.summary.rows}
+                for key, row in self.previous.items():
+                    if key not in self.summary.rows and (key[0] not in have or row.get("status") in DONE
+                                                         and (self.out / row["output"]).is_file()):
+                        self.summary.add(dict(row))
                 self._drop_unlisted()
             result.seconds = (time.time_ns() - self.start_ns) / 1e9
             failed = {r["source"]: r["error"] for r in self.summary.failed()}
@@ -392,12 +346,12 @@ def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None 
     renderer = Renderer.for_spec(model_spec, mode=mode, background=background,
                                  alpha=0.5 if spec.alpha is None else spec.alpha, legend=spec.legend,
                                  network_size=spec.network_size)
-    manifest = _manifest(spec, mode, model_spec.num_classes, bags)
+    manifest = manifest_for(spec, mode, model_spec.num_classes, bags)
     make_folders(out)
-    lock = _lock(out)
+    lock = lock_folder(out)
     try:
         remove_stale_temporaries(out)  # of a killed run: half-written files, frames of a video
-        replaced = _claim(out, manifest, mode, spec.overwrite)
+        replaced = claim(out, manifest, mode, spec.overwrite)
         summary = Summary(class_columns(model_spec.num_classes, renderer.class_names), manifest["model"], backend)
         previous = {} if replaced else read_previous(out)
         for row in previous.values():

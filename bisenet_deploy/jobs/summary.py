@@ -10,22 +10,29 @@ camera topic and the message's header stamp in ns; ``frame`` counts the bag's me
 log order), ``input_stamp`` (``size:mtime_ns`` of the input when it was read: a changed input
 is redone), then ``frac_<class>``: the fraction of the mask's pixels of each class. Sources
 are resolved paths, so a rerun from another working directory finds its rows.
+
+``OUT/.bisenet-infer.json`` (the manifest) and ``flock(2)`` on OUT: see ``job``.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import write_text_atomic
+from ..errors import UserError
+from ..fileio import sha256_file, write_text_atomic
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
+MANIFEST = ".bisenet-infer.json"
 MANIFEST = ".bisenet-infer.json"
 BASE_FIELDS = ("source", "frame", "output", "height", "width", "model", "backend", "latency_ms", "status", "error",
                "worker", "topic", "stamp", "input_stamp")
@@ -149,3 +156,54 @@ def read_previous(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
             return {(r["source"], int(r["frame"])): r for r in csv.DictReader(f)}
     except (OSError, ValueError, KeyError, csv.Error):
         return {}
+
+
+def lock_folder(out: Path) -> int:
+    """flock(2) on the folder itself, held until the process ends or ``finish``."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"'{out}' is being written by another bisenet-infer run; wait for it to end or choose "
+                        "another -o") from None
+    return fd
+
+
+def manifest_for(spec,  # noqa: ANN001 - a JobSpec
+                 mode: str, num_classes: int, bags: bool) -> dict[str, Any]:
+    local = isinstance(spec.model, Path)
+    options: dict[str, Any] = {}
+    if mode != "mask":
+        options = {"legend": spec.legend, **({"alpha": 0.5 if spec.alpha is None else spec.alpha} if mode == "overlay" else
+                                             {"background_sha256": sha256_file(spec.background)})}
+    if bags:  # what a bag's output holds (defaults where no bag option was given)
+        bag = spec.bag
+        options.update(topics=list(bag.topics) if bag else ["auto"], mask_suffix=bag.mask_suffix if bag else
+                       "/segmentation", copy_topics=bool(bag and bag.copy_topics))
+    return {"model": spec.model.name if local else str(spec.model),
+            "model_sha256": sha256_file(spec.model) if local else str(spec.model),
+            "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options}}
+
+
+def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bool:
+    """Refuse a folder holding another model's or options' results (unless ``overwrite``);
+    record ours. Returns whether earlier results are replaced."""
+    try:
+        earlier = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        earlier = None
+    differ: list[str] = []
+    if isinstance(earlier, dict):
+        differ = [k for k in ("model_sha256", "network_size") if earlier.get(k) != manifest[k]]
+        mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
+        differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
+        if differ and not overwrite:
+            what = {"model_sha256": f"model {earlier.get('model')}",
+                    "network_size": "--network-size" if earlier.get("network_size") else "frame-size masks"}
+            raise UserError(f"'{out}' holds results of another run ({', '.join(what.get(k, k) for k in differ)}); "
+                            "add --overwrite to replace them, or choose another -o")
+        if not differ:
+            manifest = {**manifest, "modes": {**(earlier.get("modes") or {}), **manifest["modes"]}}
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return bool(differ)
