@@ -89,9 +89,11 @@ def _row(item: Item, frame: int, status: str, image: np.ndarray = EMPTY, error: 
 def decode(item: Item) -> Iterator[dict[str, Any]]:
     """The frames of one item as rows: ``todo`` (with the image), ``exists`` (output kept) or
     ``failed`` (with the reason). Every OSError of reading is the input's failure, not the run's."""
+    import cv2
+
     try:
         yield from _decode(item)
-    except (OSError, InputError) as exc:
+    except (OSError, InputError, cv2.error) as exc:
         at = getattr(exc, "after", 0 if item.kind == "image" else -1)
         if not hasattr(exc, "after") or item.start <= at < (item.stop if item.stop >= 0 else at + 1):
             why = f"cannot read '{item.path}': {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)

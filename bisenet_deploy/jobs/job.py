@@ -290,9 +290,16 @@ class Job:
                     for row in rows:  # never written: no rows
                         del self.summary.rows[(item.source, row["frame"])]
                     continue
-                count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions()) \
-                    if item.kind == "bag" else assemble_video(self.out, item.frames_dir, item.output,
-                                                              self.fps[item.source])
+                try:
+                    count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions()) \
+                        if item.kind == "bag" else assemble_video(self.out, item.frames_dir, item.output,
+                                                                  self.fps[item.source])
+                except (OSError, UserError) as exc:  # disk full, a folder in the way: this input's failure
+                    for row in rows:
+                        del self.summary.rows[(item.source, row["frame"])]
+                    self.add({"source": item.source, "frame": -1, "status": "failed",
+                              "error": f"cannot write {item.output}: {exc}"})
+                    continue
                 result.videos.append((self.out / item.output, count))
         finally:
             for item in self.items:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
+from ..errors import UserError
 from .frames import decode, written
 from .job import JobSpec, Result, prepare
 
@@ -33,7 +34,11 @@ def run(spec: JobSpec) -> Result:
                 for row in decode(item):
                     if row["status"] == "todo":
                         start = time.perf_counter()
-                        mask = seg(row["image"])
+                        try:
+                            mask = seg(row["image"])
+                        except UserError as exc:  # a frame the model cannot take: this input's failure
+                            job.add({**row, "status": "failed", "error": str(exc)})
+                            continue
                         row = written(job.out, job.renderer, job.summary, row, mask, (time.perf_counter() - start) * 1e3,
                                       job.worker)
                     job.add(row)
