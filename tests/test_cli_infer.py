@@ -231,3 +231,21 @@ def test_options_that_do_not_apply_are_refused(export_model5, tmp_path, capsys, 
     assert main([str(export_model5()), str(src), "-o", str(tmp_path / "out"), *argv]) == 2
     assert message in _one_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_overlay_video_stays_failed_and_modes_do_not_share_kept_rows(export_model5, tmp_path, capsys):
+    from .test_hardening import _mjpeg
+
+    whole = _mjpeg(tmp_path / "whole.avi", [random_frame(32, 48, i) for i in range(8)])
+    short = tmp_path / "short.avi"
+    short.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out, model = tmp_path / "out", str(export_model5())
+    for _ in range(2):  # the identical rerun does it again: never "kept from an earlier run"
+        assert main([model, str(short), "-o", str(out), "--mode", "overlay", "-q"]) == 1
+        assert "kept from an earlier run" not in capsys.readouterr().out
+    assert [r["status"] for r in _summary(out).values()].count("failed") == 1
+    assert main([model, str(whole), "-o", str(out), "--mode", "overlay", "-q"]) == 1  # short's failure is kept
+    assert main([model, str(whole), "-o", str(out), "-q"]) == 1  # masks: the overlay's rows are not theirs
+    assert len(list((out / "whole").glob("*.png"))) == 8
+    rows = _summary(out)
+    assert {rows[(str(whole), str(i))]["output"] for i in range(8)} == {f"whole/{i:06d}.png" for i in range(8)}

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..fileio import make_folders, remove_stale_temporaries, temporary_name
-from .frames import Item, bag_output, image_output, video_output
+from .frames import Item, bag_output, frame_output, image_output, video_output
 from .plan import check_output_against_inputs, collect_sources
 from .summary import Summary, claim, class_columns, lock_folder, manifest_for, read_previous
 
@@ -176,32 +176,32 @@ class Job:
             del self.summary.rows[key]  # this run decides them again
         for s in sources:
             stamp = "" if s.kind == "camera" else _stamp(Path(s.target))
-            earlier = [r for r in by_source.get(s.label, []) if r.get("input_stamp") == stamp != ""]
+            item = Item(s.label, s.kind, str(s.target), s.name, "", stamp=stamp)
+            frames = s.kind in ("video", "camera") and self.mode == "mask"  # a mask PNG per frame
+            item.output = image_output(s.name, self.mode) if s.kind == "image" else bag_output(s.name) \
+                if s.kind == "bag" else s.name if frames else video_output(s.name, self.mode)
+            # rows of this input as it is now, for outputs of this mode (another mode's share the keys)
+            earlier = [r for r in by_source.get(s.label, []) if r.get("input_stamp") == stamp != "" and
+                       r.get("output") == (frame_output(s.name, int(r["frame"])) if frames else item.output)]
             done = bool(earlier) and len(earlier) == len(by_source[s.label]) and \
                 all(r.get("status") in DONE for r in earlier) and not self.spec.overwrite
-            item = Item(s.label, s.kind, str(s.target), s.name, "", stamp=stamp)
             if s.kind == "image":
-                item.output = image_output(s.name, self.mode)
                 if not (done and (self.out / item.output).is_file()):
                     self.items.append(item)
                 else:
                     self.keep(s.label, 0)
                 continue
-            if s.kind == "bag":
-                item.output, total = bag_output(s.name), self._bag(item)
-            else:
-                item.output = video_output(s.name, self.mode) if self.mode != "mask" else s.name
-                total = self._video(item)
-                if self.mode == "mask" and not self.spec.overwrite:  # frame by frame, failed or not
-                    item.keep = [int(r["frame"]) for r in earlier if r.get("status") in DONE
-                                 and (self.out / r["output"]).is_file()]
+            total = self._bag(item) if s.kind == "bag" else self._video(item)
+            if frames and not self.spec.overwrite:  # frame by frame, failed or not
+                item.keep = [int(r["frame"]) for r in earlier if r.get("status") in DONE
+                             and (self.out / r["output"]).is_file()]
             if total is None:
                 continue
-            if item.output != s.name and done and (self.out / item.output).exists():
+            if not frames and done and (self.out / item.output).exists():
                 for row in earlier:
                     self.keep(s.label, int(row["frame"]))
                 continue
-            if item.output != s.name:
+            if not frames:
                 item.frames_dir = temporary_name(Path(f"{s.name}.frames"), suffix="").as_posix()
             step = chunk or max(total, 1)
             for start in range(0, max(total, 1), step) if total >= 0 else [0]:
