@@ -249,3 +249,32 @@ def test_a_truncated_overlay_video_stays_failed_and_modes_do_not_share_kept_rows
     assert len(list((out / "whole").glob("*.png"))) == 8
     rows = _summary(out)
     assert {rows[(str(whole), str(i))]["output"] for i in range(8)} == {f"whole/{i:06d}.png" for i in range(8)}
+
+
+def test_ctrl_c_in_a_rerun_keeps_earlier_rows_and_failures(export_model5, tmp_path, monkeypatch):
+    import bisenet_deploy.jobs.local as local
+
+    src, out, model = tmp_path / "in", tmp_path / "out", str(export_model5())
+    paths = _images(src, 5)
+    (src / "broken.png").write_bytes(b"not an image")
+    assert main([model, str(src), "-o", str(out), "-q"]) == 1
+    first = _summary(out)
+    for path in paths:  # changed: every image is done again
+        cv2.imwrite(str(path), random_frame(24, 32, seed=50))
+    calls, written = [], local.written
+
+    def interrupt_at_the_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return written(*args)
+
+    monkeypatch.setattr(local, "written", interrupt_at_the_third)
+    assert main([model, str(src), "-o", str(out), "-q"]) == 130
+    rows = _summary(out)
+    assert rows.keys() == first.keys() and rows[(str(src / "broken.png"), "0")]["status"] == "failed"
+    assert {r["output"] for r in rows.values() if r["output"]} == {p.relative_to(out).as_posix()
+                                                                   for p in out.rglob("*.png")}
+    monkeypatch.setattr(local, "written", written)
+    assert main([model, str(src), "-o", str(out), "-q"]) == 1
+    assert [r["status"] for r in _summary(out).values()].count("ok") == 3  # the 3 not redone before Ctrl-C

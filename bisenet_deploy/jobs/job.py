@@ -308,8 +308,8 @@ class Job:
             if interrupted:  # earlier rows not decided again yet stay; outputs without rows go
                 have = {k[0] for k in self.summary.rows}
                 for key, row in self.previous.items():
-                    if key not in self.summary.rows and (key[0] not in have or row.get("status") in DONE
-                                                         and (self.out / row["output"]).is_file()):
+                    there = bool(row.get("output")) and (self.out / row["output"]).exists()
+                    if key not in self.summary.rows and (key[0] not in have or there or row.get("status") == "failed"):
                         self.summary.add(dict(row))
                 self._drop_unlisted()
             result.seconds = (time.time_ns() - self.start_ns) / 1e9
