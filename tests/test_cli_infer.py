@@ -278,3 +278,26 @@ def test_ctrl_c_in_a_rerun_keeps_earlier_rows_and_failures(export_model5, tmp_pa
     monkeypatch.setattr(local, "written", written)
     assert main([model, str(src), "-o", str(out), "-q"]) == 1
     assert [r["status"] for r in _summary(out).values()].count("ok") == 3  # the 3 not redone before Ctrl-C
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failed_row_until_it_can(export_model5, tmp_path, monkeypatch):
+    import os
+
+    src, out, model = tmp_path / "in", tmp_path / "out", str(export_model5())
+    _images(src, 1)
+    _images(src / "locked", 1, start=3)
+    walk = os.walk
+
+    def walk_failing(top, onerror=None, **kw):  # EACCES on one folder, as for a normal user (tests run as root)
+        for root, dirs, files in walk(top, onerror=onerror, **kw):
+            if root.endswith("locked"):
+                onerror(PermissionError(13, "Permission denied", root))
+                continue
+            yield root, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk_failing)
+    assert main([model, str(src), "-o", str(out), "-q"]) == 1
+    assert _summary(out)[(str(src / "locked"), "-1")]["status"] == "failed"
+    monkeypatch.setattr(os, "walk", walk)
+    assert main([model, str(src), "-o", str(out), "-q"]) == 0
+    assert {r["status"] for r in _summary(out).values()} == {"ok", "exists"} and len(_summary(out)) == 2

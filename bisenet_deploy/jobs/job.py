@@ -172,8 +172,9 @@ class Job:
         for row in self.previous.values():
             by_source.setdefault(row["source"], []).append(row)
         self.labels = {s.label for s in sources}
-        for key in [k for k in self.summary.rows if k[0] in self.labels]:
-            del self.summary.rows[key]  # this run decides them again
+        folders = tuple(f"{Path(i).resolve()}{os.sep}" for i in self.spec.inputs if Path(i).is_dir())
+        for key in [k for k in self.summary.rows if k[0] in self.labels or k[0].startswith(folders)]:
+            del self.summary.rows[key]  # this run decides them again (what left a folder is not its)
         for s in sources:
             stamp = "" if s.kind == "camera" else _stamp(Path(s.target))
             item = Item(s.label, s.kind, str(s.target), s.name, "", stamp=stamp)
@@ -367,6 +368,9 @@ def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None 
         for note in plan.notes:
             job.log(note)
         job.plan(plan.sources, chunk)
+        for folder, why in plan.unreadable:
+            job.labels.add(folder)
+            job.add({"source": folder, "frame": -1, "status": "failed", "error": why})
     except BaseException:
         os.close(lock)
         raise

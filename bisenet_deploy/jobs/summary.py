@@ -159,14 +159,17 @@ def read_previous(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def lock_folder(out: Path) -> int:
-    """flock(2) on the folder itself, held until the process ends or ``finish``."""
+    """flock(2) on the folder itself, held until the process ends or ``finish`` (where a file
+    system has no flock, e.g. some network mounts, the run goes on without it)."""
     fd = os.open(out, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise UserError(f"'{out}' is being written by another bisenet-infer run; wait for it to end or choose "
                         "another -o") from None
+    except OSError:
+        pass
     return fd
 
 
