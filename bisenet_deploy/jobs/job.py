@@ -183,6 +183,7 @@ class Job:
                 if s.kind == "bag" else s.name if frames else video_output(s.name, self.mode)
             # rows of this input as it is now, for outputs of this mode (another mode's share the keys)
             earlier = [r for r in by_source.get(s.label, []) if r.get("input_stamp") == stamp != "" and
+                       r.get("model") == self.summary.model and
                        r.get("output") == (frame_output(s.name, int(r["frame"])) if frames else item.output)]
             done = bool(earlier) and len(earlier) == len(by_source[s.label]) and \
                 all(r.get("status") in DONE for r in earlier) and not self.spec.overwrite

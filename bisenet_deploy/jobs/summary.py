@@ -197,7 +197,7 @@ def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bo
     except (OSError, ValueError):
         earlier = None
     differ: list[str] = []
-    if isinstance(earlier, dict):
+    if isinstance(earlier, dict) and any(p.name != MANIFEST for p in out.iterdir()):  # else: killed before any output
         differ = [k for k in ("model_sha256", "network_size") if earlier.get(k) != manifest[k]]
         mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
         differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
