@@ -9,9 +9,11 @@ id: nothing outlives the suite.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import filecmp
+import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +25,9 @@ import numpy as np
 import pytest
 
 from bisenet_deploy.cli.infer import main as infer
+from bisenet_deploy.distributed import RayOptions
 from bisenet_deploy.distributed.cluster import processes_naming, stop_processes_naming
+from bisenet_deploy.jobs.job import BagOptions, JobSpec
 
 from .conftest import random_frame
 from .test_hardening import _mjpeg
@@ -73,6 +77,12 @@ def inputs(tmp_path_factory):
     return root
 
 
+def segment(model, inputs, out, ray, **options):
+    from bisenet_deploy.distributed import run
+
+    return run(JobSpec(model, [str(i) for i in inputs], Path(out), quiet=True, ray=ray, **options))
+
+
 def _rows(path: Path) -> dict:
     return {(r["source"], r["frame"]): r for r in csv.DictReader(open(path / "summary.csv"))}
 
@@ -81,14 +91,18 @@ def _pngs(folder: Path) -> list[Path]:
     return sorted(p.relative_to(folder) for p in folder.rglob("*.png"))
 
 
-def test_ray_run_equals_a_plain_run_and_resumes(export_model5, inputs, ray_address, tmp_path):
-    from bisenet_deploy.distributed import RayOptions, segment
+def _csv_without_timing(path: Path) -> list[str]:
+    rows = list(csv.reader(open(path / "summary.csv")))
+    drop = [rows[0].index("latency_ms"), rows[0].index("worker")]
+    return [",".join("" if i in drop else v for i, v in enumerate(r)) for r in rows]
 
+
+def test_ray_run_equals_a_plain_run_and_resumes(export_model5, inputs, ray_address, tmp_path):
     model = export_model5()
     srcs = [str(inputs / "images"), str(inputs / "clip.avi"), str(inputs / "short.avi")]
     plain = tmp_path / "plain"
     assert infer([str(model), *srcs, "-o", str(plain), "--backend", "onnxruntime", "-q"]) == 1  # 2 bad inputs
-    result = segment(model, srcs, tmp_path / "ray", backend="onnxruntime", progress=False,
+    result = segment(model, srcs, tmp_path / "ray", backend="onnxruntime",
                      ray=RayOptions(address=ray_address, workers=1, batch=4, chunk=4))
     out = tmp_path / "ray"
     assert not result.ok and result.frames == len(_pngs(plain)) > 19 + 10  # + the readable part of short.avi
@@ -105,17 +119,18 @@ def test_ray_run_equals_a_plain_run_and_resumes(export_model5, inputs, ray_addre
     failed = {r["source"] for r in ray_rows.values() if r["status"] == "failed"}
     assert failed == {str(inputs / "images" / "broken.jpg"), str(inputs / "short.avi")}
     assert (out / "summary.parquet").is_file()
+    # the same summary.csv, failures included, apart from timings and the process names
+    assert _csv_without_timing(out) == _csv_without_timing(plain)
 
-    again = segment(model, srcs, out, backend="onnxruntime", progress=False,
+    again = segment(model, srcs, out, backend="onnxruntime",
                     ray=RayOptions(address=ray_address, workers=1, batch=4, chunk=4))
     assert again.frames == 0 and again.existing == result.frames  # every output kept
+    assert {s for s, _ in again.failed} == failed  # the failures stay failed
 
 
 def test_overlay_videos_are_assembled_with_every_frame(export_model5, inputs, ray_address, tmp_path):
-    from bisenet_deploy.distributed import RayOptions, segment
-
     result = segment(export_model5(), [str(inputs / "clip.avi")], tmp_path, mode="overlay", backend="onnxruntime",
-                     progress=False, ray=RayOptions(address=ray_address, workers=1, chunk=3))
+                     ray=RayOptions(address=ray_address, workers=1, chunk=3))
     cap = cv2.VideoCapture(str(tmp_path / "clip.overlay.mp4"))
     count = 0
     while cap.read()[0]:
@@ -163,9 +178,6 @@ def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(ex
     """11 camera messages on two topics (one undecodable) in ranges of 3: the mask bag, its
     overlay and copied topics, headers, log times and the summary rows are a plain run's."""
     pytest.importorskip("rosbags")
-    from bisenet_deploy.distributed import RayOptions, segment
-    from bisenet_deploy.jobs.local import BagOptions
-
     from .test_rosbag import TS2, compressed, raw_image, write_bag
 
     stamps = [1_700_000_000_123_456_789 + i * 33_000_000 for i in range(5)]
@@ -183,7 +195,7 @@ def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(ex
     assert infer([str(model), str(bag), "-o", str(plain), "--backend", "onnxruntime", "--mode", "overlay",
                   "--copy-topics", "-q"]) == 1  # the yuv422 message
     out = tmp_path / "ray"
-    result = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime", progress=False,
+    result = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime",
                      bag=BagOptions(copy_topics=True), ray=RayOptions(address=ray_address, workers=2, batch=2,
                                                                       chunk=3))
     assert result.frames == 10 and len(result.failed) == 1 and "yuv422" in result.failed[0][1]
@@ -204,9 +216,10 @@ def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(ex
             assert row[column] == plain_rows[key][column], (key, column)
     assert not [p for p in out.iterdir() if "bisenet-tmp" in p.name]  # the frames folder is gone
 
-    again = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime", progress=False,
+    assert _csv_without_timing(out) == _csv_without_timing(plain)
+    again = segment(model, [str(bag)], out, mode="overlay", backend="onnxruntime", bag=BagOptions(copy_topics=True),
                     ray=RayOptions(address=ray_address, workers=1))
-    assert again.frames == 0 and again.existing == 10  # the bag is kept, with the rows of its masks
+    assert again.frames == 10 and len(again.failed) == 1  # a bag with a failure is done again, never kept
 
     cli_out = tmp_path / "cli"
     assert infer([str(model), str(bag), "-o", str(cli_out), "--ray", ray_address, "--backend", "onnxruntime",
@@ -228,9 +241,37 @@ def test_bags_spread_over_workers_by_message_ranges_and_give_a_plain_runs_bag(ex
     data[len(data) // 2: len(data) // 2 + 5000] = b"\xff" * 5000
     db.write_bytes(bytes(data))
     assert infer([str(model), str(sqlite), "-o", str(tmp_path / "plain_s"), "--backend", "onnxruntime", "-q"]) == 1
-    damaged = segment(model, [str(sqlite)], tmp_path / "ray_s", backend="onnxruntime", progress=False,
+    damaged = segment(model, [str(sqlite)], tmp_path / "ray_s", backend="onnxruntime",
                       ray=RayOptions(address=ray_address, workers=1, chunk=4))
     ray_rows, plain_rows = _rows(tmp_path / "ray_s"), _rows(tmp_path / "plain_s")
     assert {k: (r["status"], r["error"]) for k, r in ray_rows.items()} == \
         {k: (r["status"], r["error"]) for k, r in plain_rows.items()}
     assert len(damaged.failed) == len([r for r in plain_rows.values() if r["status"] == "failed"]) == 1
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_under_ray_leaves_rows_for_every_mask_and_the_folder_refuses_another_model(
+        export_model5, inputs, ray_address, tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet_deploy.cli.infer", str(export_model5()),
+                             str(inputs / "images"), str(inputs / "clip.avi"), "-o", str(out), "--ray", ray_address,
+                             "--backend", "onnxruntime", "--batch", "1", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.png")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        manifest = json.loads((out / ".bisenet-infer.json").read_text())  # there before the first output
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err[-2000:]
+    listed = {r["output"] for r in _rows(out).values() if r["status"] == "ok"} if (out / "summary.csv").exists() \
+        else set()
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    assert on_disk <= listed and manifest["model"] == export_model5().name
+    other = export_model5(argmax=True)  # refused while any result is there (a folder left empty may take it)
+    assert infer([str(other), str(inputs / "images"), "-o", str(out), "-q"]) == (2 if on_disk else 1)

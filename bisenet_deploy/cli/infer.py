@@ -24,7 +24,9 @@ Outputs never replace inputs: the output folder may not be, contain or lie insid
 Each input gets its own output name (inputs that would share one are renamed; the log says
 how), frames whose output exists are kept (--overwrite redoes them), and OUT/summary.csv
 has one row per frame. An input that cannot be read is reported and skipped; the exit code
-is then 1, after the rest has been processed.
+is then 1, after the rest has been processed (also while an earlier run's failure is in the
+summary: rerun that input). A folder holds one model's results: another model or other
+options are refused (--overwrite replaces them), and so is a second run while one is writing.
 """
 
 
@@ -82,8 +84,8 @@ def build_parser() -> Parser:
     g.add_argument("--topic", action="append", metavar="TOPIC",
                    help="camera topic to segment (repeatable; default: auto, every sensor_msgs/Image or "
                    "CompressedImage topic)")
-    g.add_argument("--mask-topic", default="/segmentation", metavar="SUFFIX",
-                   help="appended to each camera topic for its mask topic")
+    g.add_argument("--mask-topic", metavar="SUFFIX",
+                   help="appended to each camera topic for its mask topic (default: /segmentation)")
     g.add_argument("--copy-topics", action="store_true",
                    help="copy the camera topics into the output bag, so it opens alone in Foxglove or RViz")
     g = p.add_argument_group("Ray (fleet-scale batch runs; pip install 'bisenet-deploy[ray]')")
@@ -92,142 +94,40 @@ def build_parser() -> Parser:
                    "the default when ADDRESS is left out), auto (the cluster this machine belongs to) or a cluster "
                    "address. Same outputs as a plain run")
     g.add_argument("--workers", type=_count(1), help="Ray actors, each holding one model (default: one per 4 CPUs)")
-    g.add_argument("--batch", type=_count(1), default=8, help="frames per model call on Ray")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each Ray actor reserves")
+    g.add_argument("--batch", type=_count(1), help="frames per model call on Ray (default: 8)")
+    g.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs each Ray actor reserves")
     g.add_argument("--verbose", action="store_true", help="Ray's own logs and per-stage progress bars")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def _check_options(args) -> str:  # noqa: ANN001
-    mode = args.mode or ("background" if args.background else "mask")
-    if not args.mask_topic.startswith("/") or args.mask_topic.strip("/") == "":
-        raise UserError(f"--mask-topic must look like /segmentation, got {args.mask_topic!r}")
-    if mode == "background" and args.background is None:
-        raise UserError("--mode background needs --background IMG")
-    if args.background is not None and mode != "background":
-        raise UserError(f"--background is used only by --mode background, not --mode {mode}; drop one of them")
-    if args.legend and mode == "mask":
-        raise UserError("--legend draws on overlays; masks hold class ids only (add --mode overlay)")
-    if args.alpha is not None and mode != "overlay":
-        raise UserError(f"--alpha sets the overlay opacity; it has no effect with --mode {mode}")
-    return mode
 
 
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(args.quiet)
-    mode = _check_options(args)
-    from tqdm import tqdm
+    from ..jobs.job import BagOptions, JobSpec
 
-    from ..jobs.local import LocalJob, total_frames
-    from ..jobs.outputs import Renderer
-    from ..jobs.plan import check_output_against_inputs, collect_sources
-    from ..jobs.summary import Summary, check_manifest, class_columns, manifest_for, write_manifest
-    from ..runtime import Segmenter
-    from ..runtime.sources import read_image
+    ray_only = [f"--{k.replace('_', '-')}" for k in ("workers", "batch", "gpus_per_worker", "verbose")
+                if getattr(args, k) not in (None, False)]
+    if args.ray is None and ray_only:
+        raise UserError(f"{', '.join(ray_only)} apply to Ray runs: add --ray")
+    bag = None
+    if args.topic or args.mask_topic or args.copy_topics:
+        bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic or "/segmentation",
+                         copy_topics=args.copy_topics)
+    spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
+                   legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,
+                   overwrite=args.overwrite, backend=args.backend, device=args.device, threads=args.threads, bag=bag,
+                   quiet=args.quiet)
+    if args.ray is None:
+        from ..jobs.local import run
+    else:
+        from ..distributed import RayOptions, run
 
-    background = None
-    if mode == "background":
-        background = read_image(args.background) if args.background.is_file() else None
-        if background is None:
-            raise UserError(f"cannot read background image '{args.background}'")
-    if isinstance(args.model, Path) and not args.model.is_file():
-        raise UserError(f"model '{args.model}' not found")
-    if args.ray is None and (args.workers or args.gpus_per_worker or args.verbose):
-        raise UserError("--workers, --gpus-per-worker and --verbose apply to Ray runs: add --ray")
-    if args.ray is not None:
-        return _ray_main(args, mode, background)
-    plan = collect_sources(args.inputs)
-    check_output_against_inputs(args.output, args.inputs)
-
-    def log(msg: str) -> None:
-        (bar.write if bar is not None else print)(f"{PROG}: {msg}", file=sys.stderr)
-
-    bar = None
-    for note in plan.notes:
-        log(note)
-    options = {"threads": args.threads} if args.threads else {}
-    seg = Segmenter(args.model, backend=args.backend, device=args.device, backend_options=options,
-                    output_size="network" if args.network_size else "frame")
-    try:
-        manifest = manifest_for(args.model, mode, args.network_size, seg.spec.num_classes)
-        check_manifest(args.output, manifest, args.overwrite)
-        renderer = Renderer.for_spec(seg.spec, mode=mode, background=background,
-                                     alpha=0.5 if args.alpha is None else args.alpha,
-                                     legend=args.legend, network_size=args.network_size)
-        summary = Summary(class_columns(seg.spec.num_classes, renderer.class_names), getattr(args.model, "name",
-                                                                                          args.model),
-                          seg.backend.name)
-        bag = _bag_options(args)
-        bar = tqdm(total=total_frames(plan, args.max_frames, bag), unit="frame", disable=args.quiet, file=sys.stderr,
-                   dynamic_ncols=True)
-        job = LocalJob(seg, plan, args.output, renderer, summary, max_frames=args.max_frames,
-                       overwrite=args.overwrite, log=log, progress=bar.update, bag=bag)
-        try:
-            result = job.run()
-        finally:
-            bar.close()
-            if summary.rows:
-                write_manifest(args.output, manifest)
-    finally:
-        seg.close()
-    bar = None
-    return _report(result, args.output)
-
-
-def _ray_main(args, mode: str, background) -> int:  # noqa: ANN001
-    from ..distributed import RayOptions, segment
-
-    def log(msg: str) -> None:
-        if not args.quiet or msg.startswith("failed:"):
-            print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
-
-    options = {"threads": args.threads} if args.threads else {}
-    if args.device != "auto":
-        options["device"] = args.device
-    result = segment(args.model, args.inputs, args.output, mode=mode, background=background,
-                     alpha=0.5 if args.alpha is None else args.alpha, legend=args.legend,
-                     network_size=args.network_size, max_frames=args.max_frames, overwrite=args.overwrite,
-                     backend=args.backend, backend_options=options,
-                     ray=RayOptions(address=args.ray, workers=args.workers, batch=args.batch,
-                                    gpus_per_worker=args.gpus_per_worker, threads=args.threads or None,
-                                    verbose=args.verbose),
-                     progress=not args.quiet, log=log, bag=_bag_options(args))
-    ran = f"; Ray startup {result.startup_s:.1f} s, {result.workers} worker(s)" if result.startup_s else \
-        "; nothing left to run on Ray"
-    return _report(result, args.output, ran)
-
-
-def _bag_options(args):  # noqa: ANN001, ANN202 - a BagOptions
-    from ..jobs.local import BagOptions
-
-    return BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic,
-                      copy_topics=args.copy_topics)
-
-
-def _report(result, output: Path, extra: str = "") -> int:  # noqa: ANN001
-    """The closing lines of a run, local or on Ray; exit code 1 when any input failed."""
-    print(_final_line(result, output) + extra)
-    for path, count in result.videos:
-        print(f"  {path} ({count} frames)")
-    for path in result.summary_paths[:1]:
-        print(f"  summary: {path}")
-    if result.failed:
-        print(f"{PROG}: {len(result.failed)} input(s) failed; see the lines above and the summary", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _final_line(result, output: Path) -> str:  # noqa: ANN001
-    fps = result.frames / max(result.seconds, 1e-9)
-    parts = [f"{result.frames} frames segmented in {result.seconds:.1f} s ({fps:.1f} FPS) -> {output}"]
-    if result.existing:
-        parts.append(f"{result.existing} kept from an earlier run (--overwrite redoes them)")
-    if result.failed:
-        parts.append(f"{len(result.failed)} failed")
-    return "; ".join(parts)
+        spec.ray = RayOptions(address=args.ray, workers=args.workers, batch=args.batch or 8,
+                              gpus_per_worker=args.gpus_per_worker or 0.0, threads=args.threads or None,
+                              verbose=args.verbose)
+    return run(spec).report(args.output, PROG, ray=args.ray is not None)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
-"""Segmentation at fleet scale on Ray Data: ``bisenet-infer --ray`` and ``segment()``.
+"""The Ray executor of ``jobs``: ``bisenet-infer --ray``. Built on the runtime and on ``jobs``
+(the same job, items, rows and summary as a local run), never the other way round. ``ray`` is
+imported only when a job runs."""
 
-Built on the runtime and on ``jobs`` (the same plan, output names, outputs and summary as a
-local run), never the other way round. ``ray`` is imported only when a job runs.
-"""
+from .ray_segment import RayOptions, run
 
-from .ray_segment import RayOptions, segment
-
-__all__ = ["RayOptions", "segment"]
+__all__ = ["RayOptions", "run"]

@@ -42,7 +42,7 @@ class Source:
     @property
     def label(self) -> str:
         """How reports and the summary name this input."""
-        return f"camera {self.target}" if self.kind == "camera" else str(self.target)
+        return f"camera {self.target}" if self.kind == "camera" else str(Path(self.target).resolve())
 
     @property
     def is_stream(self) -> bool:
@@ -54,6 +54,7 @@ class Source:
 class Plan:
     sources: list[Source]
     notes: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, why): failed rows
 
 
 @dataclass
@@ -68,10 +69,11 @@ class _Candidate:
 def collect_sources(inputs: Sequence[str]) -> Plan:
     """Image files, folders of images (recursively), videos and camera indices -> a Plan."""
     from ..rosbag.bags import is_bag
-    from ..runtime.sources import is_image, is_video, list_images
+    from ..runtime.sources import is_image, is_video
 
     candidates: list[_Candidate] = []
     notes: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     seen: dict[Path, tuple[str, str]] = {}
 
     def add(kind: str, path: Path, base: str, origin: str) -> None:
@@ -92,8 +94,8 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         elif path.exists() and is_bag(path):
             add("bag", path, path.stem if path.is_file() else path.name, item)
         elif path.is_dir():
-            images = list_images(path)
-            if not images:
+            images = walk_images(path, notes, unreadable)
+            if not images and not unreadable:
                 raise InputError(f"folder '{path}' contains no images")
             for image in images:
                 add("image", image, image.relative_to(path).with_suffix("").as_posix(), item)
@@ -112,7 +114,34 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         more = f" and {len(renamed) - 4} more" if len(renamed) > 4 else ""
         notes.append(f"{len(renamed)} inputs would share an output name; renamed: {shown}{more}")
     sources = [Source(c.kind, c.target, n, c.origin) for c, n in zip(candidates, names)]
-    return Plan(sources, notes)
+    return Plan(sources, notes, unreadable)
+
+
+def walk_images(folder: Path, notes: list[str], unreadable: list[tuple[str, str]]) -> list[Path]:
+    """Images under ``folder``, following links to folders, each folder once (a link that loops
+    back is not followed again). A dangling link named like an image is listed, so the run
+    reports it as a failed input; any other dangling link is a note; a folder that cannot be
+    listed is a failed input of its own."""
+    from ..runtime.sources import is_image
+
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    def failed(exc: OSError) -> None:
+        unreadable.append((str(Path(exc.filename).resolve()), f"cannot list folder '{exc.filename}': {exc.strerror}"))
+
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=failed):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in [*files, *dirs]:
+            path = Path(root, name)
+            if is_image(path) and name in files:
+                found.append(path)
+            elif path.is_symlink() and not path.exists():
+                notes.append(f"'{path}' is a link to nothing ('{os.readlink(path)}'); skipped")
+    return sorted(found)
 
 
 def _collisions(names: list[str], kinds: list[str]) -> list[list[int]]:

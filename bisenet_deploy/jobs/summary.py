@@ -7,19 +7,21 @@ image), ``output`` (relative to OUT), ``height``/``width`` (of the frame), ``mod
 of its batch), ``status`` (``ok``; ``exists``: output kept from an earlier run; ``failed``),
 ``error``, ``worker`` (the process that segmented it), ``topic`` and ``stamp`` (bags: the
 camera topic and the message's header stamp in ns; ``frame`` counts the bag's messages in
-log order), then ``frac_<class>``: the fraction of the mask's pixels of each class.
+log order), ``input_stamp`` (``size:mtime_ns`` of the input when it was read: a changed input
+is redone), then ``frac_<class>``: the fraction of the mask's pixels of each class. Sources
+are resolved paths, so a rerun from another working directory finds its rows.
 
-Next to it, ``OUT/.bisenet-infer.json`` records the model, mode and output size the folder
-was written with, so a rerun that would mix results of another model is refused.
+``OUT/.bisenet-infer.json`` (the manifest) and ``flock(2)`` on OUT: see ``job``.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,10 @@ from ..fileio import sha256_file, write_text_atomic
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 MANIFEST = ".bisenet-infer.json"
+MANIFEST = ".bisenet-infer.json"
 BASE_FIELDS = ("source", "frame", "output", "height", "width", "model", "backend", "latency_ms", "status", "error",
-               "worker", "topic", "stamp")
+               "worker", "topic", "stamp", "input_stamp")
+INT_FIELDS = ("frame", "height", "width", "stamp", "log_time")
 
 
 def class_columns(num_classes: int, class_names: tuple[str, ...] = ()) -> list[str]:
@@ -52,7 +56,7 @@ def class_fractions(mask: np.ndarray, columns: list[str]) -> dict[str, float]:
 
 
 class Summary:
-    """Rows of a job, keyed by (source, frame) so a resumed run keeps earlier rows."""
+    """Rows of a job keyed by (source, frame); ints as ints whichever executor made them."""
 
     def __init__(self, columns: list[str], model: str, backend: str) -> None:
         self.columns = columns
@@ -64,42 +68,35 @@ class Summary:
     def fields(self) -> list[str]:
         return list(BASE_FIELDS) + self.columns
 
-    def frame_row(self, source: str, frame: int, output: str, mask: np.ndarray, size_hw: tuple[int, int],
-                  latency_s: float, worker: str = "") -> dict[str, Any]:
-        return {"source": source, "frame": frame, "output": output, "height": size_hw[0], "width": size_hw[1],
-                "model": self.model, "backend": self.backend, "latency_ms": round(latency_s * 1e3, 3),
-                "status": "ok", "error": "", "worker": worker, **class_fractions(mask, self.columns)}
+    def frame_row(self, row: dict[str, Any], mask: np.ndarray, latency_ms: float, worker: str) -> dict[str, Any]:
+        """A decoded row (``frames.decode``) once its mask is written."""
+        return {**{k: row[k] for k in ("source", "frame", "output", "height", "width", "topic", "stamp", "log_time",
+                                       "frame_id", "input_stamp")}, "model": self.model, "backend": self.backend,
+                "latency_ms": round(latency_ms, 3), "status": "ok", "error": "", "worker": worker,
+                **class_fractions(mask, self.columns)}
 
-    def failure_row(self, source: str, frame: int | None, error: str, output: str = "") -> dict[str, Any]:
-        return {"source": source, "frame": -1 if frame is None else frame, "output": output, "model": self.model,
-                "backend": self.backend, "status": "failed", "error": error}
+    def failure_row(self, source: str, frame: int, error: str, **facts: Any) -> dict[str, Any]:
+        return {"source": source, "frame": frame, "output": "", "model": self.model, "backend": self.backend,
+                "status": "failed", "error": error, **{k: v for k, v in facts.items() if k in ("topic", "stamp")}}
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows[(str(row["source"]), int(row["frame"]))] = row
+    def add(self, row: dict[str, Any]) -> tuple[str, int]:
+        for key, value in row.items():  # Ray's rows: NumPy scalars, NaN for gaps, ints as floats
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and value != value:
+                value = None
+            if key in INT_FIELDS and value not in ("", None):
+                value = int(value) if not isinstance(value, str) else int(value.split(".")[0])
+            row[key] = value
+        key = (str(row["source"]), row["frame"])
+        self.rows[key] = row
+        return key
 
-    def keep_existing(self, source: str, frame: int, output: str, previous: dict[tuple[str, int], dict]) -> None:
-        """A frame whose output is already there: its earlier row, marked ``exists``."""
-        row = dict(previous.get((source, frame)) or {"source": source, "frame": frame, "output": output,
-                                                     "model": self.model})
-        row["status"] = "exists"
-        self.add(row)
-
-    def keep_source(self, source: str, output: str, previous: dict[tuple[str, int], dict]) -> int:
-        """A source whose one output (a video, a bag) is already there: every earlier row of
-        it (frame 0 when there are none), marked ``exists``; returns how many."""
-        kept = [k[1] for k in previous if k[0] == source] or [0]
-        for index in kept:
-            self.keep_existing(source, index, output, previous)
-        return len(kept)
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for row in self.rows.values():
-            out[row.get("status", "")] = out.get(row.get("status", ""), 0) + 1
-        return out
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.sorted_rows() if r.get("status") == "failed"]
 
     def sorted_rows(self) -> list[dict[str, Any]]:
-        return [self.rows[k] for k in sorted(self.rows, key=lambda k: (k[0], k[1]))]
+        return [self.rows[k] for k in sorted(self.rows)]
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -121,7 +118,7 @@ class Summary:
 def _column_type(name: str):  # noqa: ANN202 - a pyarrow type
     import pyarrow as pa
 
-    if name in ("frame", "height", "width", "stamp"):
+    if name in INT_FIELDS:
         return pa.int64()
     if name == "latency_ms" or name.startswith("frac_"):
         return pa.float64()
@@ -139,9 +136,9 @@ def write_parquet(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> 
     def value(row: dict[str, Any], name: str) -> Any:
         v = row.get(name)
         if v in ("", None) or (isinstance(v, float) and v != v):
-            return "" if name in ("error", "output", "worker", "topic") else None
-        if name in ("frame", "height", "width", "stamp"):
-            return int(v) if not isinstance(v, str) else int(v.split(".")[0])  # stamps: ns, exact
+            return "" if name in ("error", "output", "worker", "topic", "input_stamp") else None
+        if name in INT_FIELDS:
+            return int(v)  # stamps: ns, exact
         if name == "latency_ms" or name.startswith("frac_"):
             return float(v)
         return str(v)
@@ -153,49 +150,63 @@ def write_parquet(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> 
 
 
 def read_previous(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """Rows of an earlier run's ``summary.csv`` (empty when there is none or it is unreadable)."""
-    path = out / SUMMARY_CSV
-    if not path.is_file():
-        return {}
+    """Every row of an earlier run's ``summary.csv``, failures too (empty when there is none)."""
     try:
-        with open(path, newline="") as f:
-            return {(r["source"], int(r["frame"])): r for r in csv.DictReader(f) if r.get("status") != "failed"}
+        with open(out / SUMMARY_CSV, newline="") as f:
+            return {(r["source"], int(r["frame"])): r for r in csv.DictReader(f)}
     except (OSError, ValueError, KeyError, csv.Error):
         return {}
 
 
-def manifest_for(model: Path | str, mode: str, network_size: bool, num_classes: int) -> dict[str, Any]:
-    """What the outputs were made with (a served model, given by URL, is named by it)."""
-    local = isinstance(model, Path) and model.is_file()
-    return {"model": model.name if local else str(model), "model_sha256": sha256_file(model) if local else str(model),
-            "mode": mode, "network_size": network_size, "num_classes": num_classes}
-
-
-def check_manifest(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to add results to a folder written with another model, mode or output size
-    (unless ``overwrite``): skipped frames would keep the other run's results."""
-    path = out / MANIFEST
-    if overwrite or not path.is_file():
-        return
+def lock_folder(out: Path) -> int:
+    """flock(2) on the folder itself, held until the process ends or ``finish`` (where a file
+    system has no flock, e.g. some network mounts, the run goes on without it)."""
+    fd = os.open(out, os.O_RDONLY)
     try:
-        earlier = json.loads(path.read_text())
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"'{out}' is being written by another bisenet-infer run; wait for it to end or choose "
+                        "another -o") from None
+    except OSError:
+        pass
+    return fd
+
+
+def manifest_for(spec,  # noqa: ANN001 - a JobSpec
+                 mode: str, num_classes: int, bags: bool) -> dict[str, Any]:
+    local = isinstance(spec.model, Path)
+    options: dict[str, Any] = {}
+    if mode != "mask":
+        options = {"legend": spec.legend, **({"alpha": 0.5 if spec.alpha is None else spec.alpha} if mode == "overlay" else
+                                             {"background_sha256": sha256_file(spec.background)})}
+    if bags:  # what a bag's output holds (defaults where no bag option was given)
+        bag = spec.bag
+        options.update(topics=list(bag.topics) if bag else ["auto"], mask_suffix=bag.mask_suffix if bag else
+                       "/segmentation", copy_topics=bool(bag and bag.copy_topics))
+    return {"model": spec.model.name if local else str(spec.model),
+            "model_sha256": sha256_file(spec.model) if local else str(spec.model),
+            "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options}}
+
+
+def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bool:
+    """Refuse a folder holding another model's or options' results (unless ``overwrite``);
+    record ours. Returns whether earlier results are replaced."""
+    try:
+        earlier = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
-        return
-    keys = ("model_sha256", "network_size")  # modes write different files: they may share a folder
-    differ = [k for k in keys if earlier.get(k) != manifest.get(k)]
-    if differ:
-        what = {"model_sha256": f"model {earlier.get('model')}", "mode": f"--mode {earlier.get('mode')}",
-                "network_size": "--network-size" if earlier.get("network_size") else "frame-size masks"}
-        raise UserError(
-            f"'{out}' holds results of another run ({', '.join(what[k] for k in differ)}); "
-            "add --overwrite to replace them, or choose another -o"
-        )
-
-
-def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+        earlier = None
+    differ: list[str] = []
+    if isinstance(earlier, dict) and any(p.name != MANIFEST for p in out.iterdir()):  # else: killed before any output
+        differ = [k for k in ("model_sha256", "network_size") if earlier.get(k) != manifest[k]]
+        mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
+        differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
+        if differ and not overwrite:
+            what = {"model_sha256": f"model {earlier.get('model')}",
+                    "network_size": "--network-size" if earlier.get("network_size") else "frame-size masks"}
+            raise UserError(f"'{out}' holds results of another run ({', '.join(what.get(k, k) for k in differ)}); "
+                            "add --overwrite to replace them, or choose another -o")
+        if not differ:
+            manifest = {**manifest, "modes": {**(earlier.get("modes") or {}), **manifest["modes"]}}
     write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-
-
-def merge_rows(summary: Summary, rows: Iterable[dict[str, Any]]) -> None:
-    for row in rows:
-        summary.add(row)
+    return bool(differ)

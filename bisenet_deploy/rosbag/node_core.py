@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.rendering import Renderer
 from .images import array_to_image, message_to_bgr
 
 
@@ -86,8 +87,6 @@ class SegmentationCore:
     """
 
     def __init__(self, seg: Any, image_type: Any, overlay: bool = False, data_as_bytes: bool = False) -> None:
-        from ..jobs.outputs import Renderer
-
         self.seg, self.image_type, self.data_as_bytes = seg, image_type, data_as_bytes
         self.renderer = Renderer.for_spec(seg.spec, mode="overlay") if overlay else None
         self.stats = Stats()

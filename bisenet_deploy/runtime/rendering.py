@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -135,3 +136,46 @@ class VideoSink:
         if self._tmp.exists():
             self._tmp.unlink()
         remove_empty_folders(self._created)
+
+
+@dataclass
+class Renderer:
+    """Turns (frame, mask) into what a job writes, the same way in every process."""
+
+    mode: str = "mask"
+    palette: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+    background: np.ndarray | None = None
+    alpha: float = 0.5
+    legend: bool = False
+    network_size: bool = False
+
+    @classmethod
+    def for_spec(cls, spec, **options) -> Renderer:  # noqa: ANN001 - a ModelSpec
+        palette = processing.palette_for(max(2, spec.num_classes), spec.class_names)
+        names = spec.class_names or (("background", "foreground") if spec.is_binary else ())
+        return cls(palette=palette, class_names=tuple(names), **options)
+
+    def names(self) -> tuple[str, ...]:
+        """A name for every palette entry (``class i`` where the model names none)."""
+        return self.class_names or tuple(f"class {i}" for i in range(len(self.palette)))
+
+    def picture(self, frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The overlay / background image; with ``network_size`` drawn at the mask's height
+        and the frame's aspect ratio."""
+        if self.network_size and mask.shape[:2] != frame.shape[:2]:
+            size = display_size(frame.shape[:2], mask.shape[:2])
+            frame = processing.resize_bilinear(frame, size)
+            mask = processing.resize_labels(mask, size)
+        image = render(frame, mask, self.mode, self.palette, self.background, self.alpha)
+        if self.legend:
+            image = draw_legend(image, processing.resize_labels(mask, image.shape[:2]), self.palette,
+                                self.class_names)
+        return image
+
+    def write(self, path: Path, frame: np.ndarray, mask: np.ndarray) -> None:
+        """Write one frame's result as a PNG (atomically)."""
+        if self.mode == "mask":
+            write_palette_png(path, mask, self.palette)
+        else:
+            write_image(path, self.picture(frame, mask))
