@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import cv2
+
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.runtime import Segmenter, replace_background
 from bisenet_deploy.runtime.rendering import VideoSink

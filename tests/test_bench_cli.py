@@ -220,9 +220,9 @@ def test_fixed_size_exports_of_one_model_form_one_backend_across_sizes(export_mo
 
 
 def test_an_engine_that_cannot_run_here_is_listed_with_its_reason_and_build_time(export_model5, tmp_path):
-    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.spec import ModelSpec
+    from bisenet_deploy.trt.sidecar import EngineSidecar
 
     engine = tmp_path / "model.int8.engine"
     engine.write_bytes(b"not a real engine: no GPU and no TensorRT runtime on CI machines")

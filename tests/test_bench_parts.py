@@ -10,12 +10,12 @@ import pytest
 
 from bisenet_deploy.benchmarks import system
 from bisenet_deploy.benchmarks.contestants import parse_torch_variant, recorded_checkpoint
-from bisenet_deploy.metrics import ComparisonAccumulator, compare_outputs
 from bisenet_deploy.benchmarks.harness import WarmUp, balanced_orders, run_rounds, warm_up
 from bisenet_deploy.benchmarks.stats import is_stable, median_ratio, summarize, windows
 from bisenet_deploy.benchmarks.verdicts import verdicts
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.fileio import sha256_file
+from bisenet_deploy.metrics import ComparisonAccumulator, compare_outputs
 from bisenet_deploy.spec import ModelSpec
 
 

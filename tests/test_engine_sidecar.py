@@ -8,6 +8,11 @@ import shutil
 import pytest
 
 from bisenet_deploy.cli.export import main
+from bisenet_deploy.errors import ArtifactError, UserError
+from bisenet_deploy.runtime.backends import open_backend
+from bisenet_deploy.spec import ModelSpec
+from bisenet_deploy.trt.builder import EngineOptions, build_engine
+from bisenet_deploy.trt.cuda_buffers import CudaUnavailable
 from bisenet_deploy.trt.sidecar import (
     EngineSidecar,
     compatibility_problem,
@@ -16,11 +21,6 @@ from bisenet_deploy.trt.sidecar import (
     rebuild_hint,
     sidecar_path,
 )
-from bisenet_deploy.errors import ArtifactError, UserError
-from bisenet_deploy.trt.builder import EngineOptions, build_engine
-from bisenet_deploy.runtime.backends import open_backend
-from bisenet_deploy.trt.cuda_buffers import CudaUnavailable
-from bisenet_deploy.spec import ModelSpec
 from tests.tiny_onnx import tiny_onnx
 from tests.trt_fixtures import builder_module, gpu_problem
 

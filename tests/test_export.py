@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bisenet_deploy.errors import ExportError, InputError, UserError
+from bisenet_deploy.errors import ExportError, InputError
 from bisenet_deploy.export.onnx import ExportOptions, export_onnx, read_metadata
 from bisenet_deploy.export.pipeline import export_loaded
 from bisenet_deploy.export.verify import Tolerance, random_frames, torch_reference, verify_onnx

@@ -258,9 +258,9 @@ def test_calls_after_close_and_non_frames_are_clear_errors(export_model5):
 
 @pytest.mark.parametrize("value", ["tensorrt 10", None, 3, ["x"]])
 def test_sidecar_fields_of_the_wrong_type_are_one_line(tmp_path, export_model5, capsys, value):
-    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.spec import ModelSpec
+    from bisenet_deploy.trt.sidecar import EngineSidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine bytes")
@@ -405,9 +405,9 @@ def test_export_refuses_checkpoint_options_on_an_onnx_input(export_model5, capsy
 
 def test_inspect_describes_onnx_engine_and_checkpoint(precision_models, checkpoint5, tmp_path, capsys):
     from bisenet_deploy.cli.inspect import main as inspect
-    from bisenet_deploy.trt.sidecar import EngineSidecar
     from bisenet_deploy.fileio import sha256_file
     from bisenet_deploy.spec import ModelSpec
+    from bisenet_deploy.trt.sidecar import EngineSidecar
 
     int8 = precision_models["fixed"]["int8"]
     assert inspect([str(int8), "--json"]) == 0

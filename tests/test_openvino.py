@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from bisenet_deploy.errors import ArtifactError, UserError
-from bisenet_deploy.runtime import Segmenter, processing
-from bisenet_deploy.runtime import choice
+from bisenet_deploy.runtime import Segmenter, choice, processing
 from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 from .conftest import TINY, random_frame
@@ -325,11 +324,10 @@ def test_speed_is_never_bought_with_labels_the_file_does_not_compute(precision_m
     assert set(checked) == {"onnxruntime", "openvino", "openvino/host"} and not fp32.backend.choice["refused"]
 
 
-def _int8_conv_over_concat(channels=(16, 32), size=16, scales=(0.04, 0.04), axis=1) -> "onnx.ModelProto":
+def _int8_conv_over_concat(channels=(16, 32), size=16, scales=(0.04, 0.04), axis=1):
     """Q/DQ(a), Q/DQ(b) -> Concat -> Q/DQ -> int8 Conv 3x3 (+ bias) -> Q/DQ, the shape of
     BiSeNet's feature-fusion convolution in our INT8 files (``axis=2``: a Concat along the
     height of two equally wide inputs instead)."""
-    import onnx
     from onnx import TensorProto, helper
     from onnx import numpy_helper as nh
 
@@ -397,10 +395,16 @@ def test_int8_conv_over_a_concat_is_split_so_openvino_computes_the_files_arithme
     assert types.count("Convolution") == 2  # one per Concat input; the channel Concat is gone
     assert not [op for op in model.get_ordered_ops()
                 if op.get_type_name() == "Concat" and len(op.get_output_partial_shape(0)) == 4]
+    assert onnx.load(str(path)) == source  # the rewrite is in memory only
+    from bisenet_deploy.machine import cpu_flags, has_int8_dot_product
+
+    if not has_int8_dot_product(cpu_flags()):
+        # Without VNNI/AMX, x86 int8 kernels add uint8 x int8 products in pairs into saturating
+        # int16 (the reason for --int8-weight-bits 7): 8-bit weights cannot be exact there.
+        pytest.skip("exactness of 8-bit int8 convolutions needs a CPU with VNNI or AMX")
     off = np.abs(_compiled(model)(feeds)[0] - exact)
     step = 0.05
     assert off.max() <= 1.01 * step and (off > 1e-6).mean() < 0.01
-    assert onnx.load(str(path)) == source  # the rewrite is in memory only
 
 
 def test_float_convs_and_non_channel_concats_are_left_alone(tmp_path):

@@ -124,7 +124,7 @@ def test_bag_in_mask_bag_out_with_headers_stamps_and_exact_masks(export_model5, 
                           "/cam/rear/compressed/segmentation": 5, "/cam/front/segmentation/overlay": 5,
                           "/cam/rear/compressed/segmentation/overlay": 5}
         masks = list(reader.frames(["/cam/front/segmentation"]))
-        for frame, (log_time, msg), src in zip(masks, raw, FRAMES):
+        for frame, (log_time, msg), _src in zip(masks, raw, FRAMES):
             assert frame.timestamp == log_time and frame.stamp == stamps[masks.index(frame)]
             assert frame.frame_id == "cam"
             expected = seg(image_to_bgr(msg))

@@ -123,7 +123,7 @@ def test_concurrent_calls_are_safe(export_model5, checkpoint5):
         results: dict = {}
         errors: list = []
 
-        def work(tid):
+        def work(tid, seg=seg, results=results, errors=errors):
             try:
                 for k in range(3):
                     i = (tid + k) % len(frames)

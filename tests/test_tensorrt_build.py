@@ -8,13 +8,13 @@ import json
 import pytest
 
 from bisenet_deploy.cli.export import main
-from bisenet_deploy.trt.sidecar import EngineSidecar, sidecar_path
 from bisenet_deploy.errors import UserError
-from bisenet_deploy.trt import compat
-from bisenet_deploy.trt.onnx_facts import read_onnx_facts
-from bisenet_deploy.trt.builder import EngineOptions, build_engine, engine_path_for
 from bisenet_deploy.fileio import sha256_file
+from bisenet_deploy.trt import compat
+from bisenet_deploy.trt.builder import EngineOptions, build_engine, engine_path_for
 from bisenet_deploy.trt.loading import flavour, logger_for
+from bisenet_deploy.trt.onnx_facts import read_onnx_facts
+from bisenet_deploy.trt.sidecar import EngineSidecar, sidecar_path
 from tests.tiny_onnx import tiny_onnx, tiny_spec, unsupported_op_onnx
 from tests.trt_fixtures import builder_module
 

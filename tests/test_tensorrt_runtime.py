@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bisenet_deploy.errors import InputError
-from bisenet_deploy.trt.builder import EngineOptions, build_engine
 from bisenet_deploy.runtime.backends import open_backend
 from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from bisenet_deploy.trt.builder import EngineOptions, build_engine
 from tests.tiny_onnx import tiny_onnx
 from tests.trt_fixtures import runtime_module
 

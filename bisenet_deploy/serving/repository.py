@@ -98,8 +98,8 @@ def _dims(info, batch_dynamic: bool) -> tuple[list[int], bool]:  # noqa: ANN001 
 def write_repository(artifact: str | Path, output: str | Path, options: RepoOptions = RepoOptions(),
                      log=lambda msg: None) -> Path:  # noqa: ANN001
     """Write the repository for ``artifact`` at ``output`` (see the module docstring)."""
-    from ..trt.sidecar import EngineSidecar, sidecar_path
     from ..runtime.segmenter import Segmenter
+    from ..trt.sidecar import EngineSidecar, sidecar_path
 
     artifact, output = Path(artifact), Path(output)
     if output.exists():

@@ -26,16 +26,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .sidecar import EngineSidecar, sidecar_path
 from ..errors import ArtifactError, ExportError, UserError
 from ..fileio import atomic_output, check_output_path, write_bytes_atomic, write_text_atomic
-from .cuda_buffers import cuda_versions, gpu_info, gpu_problem
-from .loading import flavour, load_tensorrt, logger_for, version_of
 from ..versions import tool_versions
 from . import compat
+from .cuda_buffers import cuda_versions, gpu_info, gpu_problem
 from .features import typing_plan
+from .loading import flavour, load_tensorrt, logger_for, version_of
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
 from .profiles import Shape, fmt, profile_for
+from .sidecar import EngineSidecar
 
 Log = Callable[[str], None]
 

@@ -25,7 +25,6 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
-
 from .features import PRECISION_FLAGS, TypingPlan, capture_builder_flags, dla_note, flag_bits, typing_plan
 from .loading import flavour, version_of
 

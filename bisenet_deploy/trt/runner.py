@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from .sidecar import EngineSidecar, compatibility_problem, mismatch_error, rebuild_hint, sidecar_path
 from ..errors import ArtifactError, InputError, UserError
 from ..runtime.backends.base import Backend, TensorInfo, check_input
 from .cuda_buffers import (
@@ -50,6 +49,7 @@ from .cuda_buffers import (
 from .device_arrays import device_array, needs_copy
 from .features import can_check_capture, dla_note, execute_api, runtime_dla_core
 from .loading import engine_validity_problem, flavour, load_tensorrt, logger_for, version_of
+from .sidecar import EngineSidecar, compatibility_problem, mismatch_error, rebuild_hint, sidecar_path
 
 
 class _Tensor:
