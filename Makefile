@@ -64,6 +64,7 @@ bench-gpu: setup
 	PYTHON=$(BIN)/python scripts/bench_gpu.sh
 
 test: setup serve-setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -279,7 +279,6 @@ def test_run_names_the_port_that_is_taken(tmp_path, capsys):
     (["--backend", "nope"], "unknown --backend 'nope'"),
     (["--backend", "tensorrt"], "the tensorrt backend runs TensorRT engines"),
     (["--backend", "triton"], "client of a server"),
-    (["--threads", "-1"], "--threads must be >= 0"),
 ])
 def test_repo_refuses_options_that_cannot_run_when_it_writes(tmp_path, capsys, args, message):
     pytest.importorskip("tritonclient")
