@@ -237,3 +237,17 @@ def test_tensorrt_build_without_a_visible_gpu_is_refused(tmp_path, monkeypatch):
         builder._build_gpu(SimpleNamespace(__name__="tensorrt"), lines.append)
     assert builder._build_gpu(SimpleNamespace(__name__="tensorrt_rtx"), lines.append) is None
     assert len(lines) == 1 and "no GPU visible (cuda-python is not installed)" in lines[0]
+
+
+def test_a_named_timing_cache_never_replaces_a_model_or_this_builds_files(trt, tmp_path):
+    """A --timing-cache is written after the build: naming the input ONNX, the engine, its
+    sidecar or another model must be refused before anything is written."""
+    onnx = tiny_onnx(tmp_path / "m.onnx")
+    before = onnx.read_bytes()
+    other = tmp_path / "other.onnx"
+    other.write_bytes(before)
+    engine = tmp_path / "m.engine"
+    for named in (onnx, other, engine, tmp_path / "m.engine.json"):
+        with pytest.raises(UserError, match="would overwrite"):
+            build_engine(onnx, engine, EngineOptions(progress=False, timing_cache=named), trt=trt)
+    assert onnx.read_bytes() == before and other.read_bytes() == before and not engine.exists()

@@ -35,7 +35,7 @@ from .features import typing_plan
 from .loading import flavour, load_tensorrt, logger_for, version_of
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
 from .profiles import Shape, fmt, profile_for
-from .sidecar import EngineSidecar
+from .sidecar import EngineSidecar, sidecar_path
 
 Log = Callable[[str], None]
 
@@ -167,7 +167,7 @@ def build_engine(
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
     config = builder.create_builder_config()
     build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log, plan)
-    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes)
+    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path)
 
     from tqdm import tqdm
 
@@ -263,13 +263,36 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     return build, targets, profile
 
 
-def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str]):
+#: files a timing cache must never replace (models, engines, sidecars, checkpoints)
+_ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".json", ".pth", ".pt", ".safetensors")
+
+
+def _refuse_cache_over_artifact(cache_path: Path, onnx_path: Path, engine_path: Path) -> None:
+    """A named --timing-cache is written after the build: it must not be the input, an output
+    of this build, or an existing model/engine/sidecar (the cache would replace it)."""
+    own = {p.resolve() for p in (onnx_path, engine_path, sidecar_path(engine_path), layers_path_for(engine_path))}
+    if cache_path.resolve() in own or (cache_path.exists() and cache_path.suffix.lower() in _ARTIFACT_SUFFIXES):
+        raise UserError(f"--timing-cache '{cache_path}' would overwrite a model, engine or sidecar; "
+                        "name a separate file, e.g. build.timing-cache")
+    if cache_path.exists() and not cache_path.is_file():
+        raise UserError(f"--timing-cache '{cache_path}' is not a file")
+
+
+def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str],
+                         onnx_path: Path):
     """(cache file or None, its record for the sidecar)."""
     cache_path = _timing_cache_path(options.timing_cache, engine_path, trt)
     if cache_path is None:
         return None, {}
+    given = str(options.timing_cache) != "auto"
+    if given:
+        _refuse_cache_over_artifact(cache_path, onnx_path, engine_path)
     cache_read = cache_path.read_bytes() if cache_path.is_file() else b""
     cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
+    if given and cache_read and not accepted and effective:
+        # A file the user named that this TensorRT does not read as its cache is never replaced.
+        raise UserError(f"--timing-cache '{cache_path}' is not a timing cache of this TensorRT and GPU; "
+                        "remove it or name another file")
     if cache is None:
         notes.append("this TensorRT has no timing cache")
         return None, {}
