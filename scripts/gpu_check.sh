@@ -16,12 +16,13 @@
 # usage: scripts/gpu_check.sh [OUT_DIR] [extra gpu_check options, e.g. --size 128x256]
 # Needs: pip install -e '.[test,gpu]' plus TensorRT (JetPack ships it; pip install tensorrt).
 set -uo pipefail
+# OUT_DIR is relative to where the user ran the script, not to the checkout.
+OUT=$(realpath -m -- "${1:-gpu_check}")
+shift || true
 cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-OUT=${1:-gpu_check}
-shift || true
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Without a usable GPU there is nothing to check: say so in one line (with the fix, e.g. the
