@@ -24,6 +24,7 @@ from bisenet_deploy import fileio
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.processes import _tree, process_alive
 
+from .ports import free_ports
 from .tiny_onnx import tiny_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,15 +64,16 @@ def _kill_and_expect_none_left(proc: subprocess.Popen, seen: set[int], timeout: 
     assert not alive, f"outlived the SIGKILL by {timeout:.0f} s: {names}"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+
+
+def _reap(proc: subprocess.Popen, seen) -> None:
+    """Whatever a kill test started dies with it, whether the test passed or not."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in seen:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- the watchdog on its own -------------------------------------------------------------------
@@ -243,12 +245,7 @@ def test_sigkill_of_ray_local_mid_run_leaves_no_process(ray_job, tmp_path):
         _kill_and_expect_none_left(proc, seen)
         assert not [p for p in Path("/tmp").glob(f"r.{fileio.TMP_MARK}-{fileio._HOST}-{proc.pid}-*")]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in seen:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _reap(proc, seen)
 
 
 # --- bisenet-serve -----------------------------------------------------------------------------
@@ -264,7 +261,7 @@ def _fake_repository(tmp_path: Path) -> Path:
 def test_run_names_the_port_that_is_taken(tmp_path, capsys):
     from bisenet_deploy.cli.serve import main
 
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     with socket.socket() as other:  # another server, listening on what would be our gRPC port
         other.bind(("127.0.0.1", grpc))
         other.listen()
@@ -313,7 +310,7 @@ def test_sigkill_of_serve_run_leaves_no_process(tmp_path):
 
     repo = write_repository(tiny_onnx(tmp_path / "m.onnx", dynamic=True), tmp_path / "repo",
                             RepoOptions(backend="onnxruntime"))
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "bisenet_deploy.cli.serve", "run", str(repo), "--http-port",
                              str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--timeout", "90"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -345,9 +342,4 @@ def test_sigkill_of_serve_run_leaves_no_process(tmp_path):
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", grpc))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in seen:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _reap(proc, seen)

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from bisenet_deploy.runtime import Segmenter
 from bisenet_deploy.serving.server import stop_process_group
 
 from .conftest import TINY, random_frame
+from .ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_PYTHON = Path(os.environ.get("BISENET_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
@@ -32,15 +32,6 @@ if importlib.util.find_spec("tritonclient") is None:
     pytest.skip("needs tritonclient (pip install 'bisenet-deploy[triton-client]')", allow_module_level=True)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _shm() -> set[str]:
@@ -62,7 +53,7 @@ def server(repo):
     """``bisenet-serve run`` in the serving environment, stopped (and checked) at the end."""
     if not SERVE_PYTHON.is_file():
         pytest.skip(f"no serving environment at {SERVE_PYTHON} (make serve-setup builds it)")
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     shm_before = _shm()
     proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "bisenet_deploy.cli.serve", "run", str(repo),
                              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
@@ -137,7 +128,7 @@ def test_concurrent_requests_are_batched(server):
 
 
 def test_dead_server_is_one_clear_line_within_seconds():
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     start = time.monotonic()
     with pytest.raises(UserError, match="no Triton server answers"):
         Segmenter(f"grpc://127.0.0.1:{port}/bisenet")
@@ -229,7 +220,7 @@ def test_stop_with_a_client_still_connected_says_why_the_exit_code_is_one(repo):
     if not SERVE_PYTHON.is_file():
         pytest.skip(f"no serving environment at {SERVE_PYTHON} (make serve-setup builds it)")
     # The serving environment has the wheel's tritonserver: drive start/stop_server there.
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     code = f"""
 import http.client, json
 from bisenet_deploy.serving.server import ServerOptions, start_server, stop_server

@@ -212,51 +212,25 @@ def _number(kind: type, text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, iterations, sizes)."""
-    value = int(_number(int, text))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _bounded(kind: type, ok, rule: str, doc: str):
+    """An argparse type: a ``kind`` number for which ``ok(value)`` holds, else "must be <rule>"."""
+
+    def parse(text: str):
+        value = kind(_number(kind, text))
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value if kind is int else text}")
+        return value
+
+    parse.__doc__ = doc
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (0 meaning none / automatic, as the option's help says)."""
-    value = int(_number(int, text))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (seconds, GFLOPS, rates)."""
-    value = float(_number(float, text))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = float(_number(float, text))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1] (agreement thresholds, tolerances)."""
-    value = float(_number(float, text))
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def percentile(text: str) -> float:
-    """A number in [0, 100]."""
-    value = float(_number(float, text))
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, ">= 1", "An integer >= 1 (counts, iterations, sizes).")
+nonnegative_int = _bounded(int, lambda v: v >= 0, ">= 0", "An integer >= 0 (0: none / automatic, as the help says).")
+positive_float = _bounded(float, lambda v: v > 0, "> 0", "A finite number > 0 (seconds, GFLOPS, rates).")
+nonnegative_float = _bounded(float, lambda v: v >= 0, ">= 0", "A finite number >= 0.")
+fraction = _bounded(float, lambda v: 0 <= v <= 1, "between 0 and 1", "A number in [0, 1] (thresholds, tolerances).")
+percentile = _bounded(float, lambda v: 0 <= v <= 100, "between 0 and 100", "A number in [0, 100].")
 
 
 # --- a foreign model's spec from the command line -----------------------------------------
