@@ -13,7 +13,7 @@ import pytest
 from bisenet_deploy.errors import UserError
 from bisenet_deploy.trt import compat, features
 from bisenet_deploy.trt.features import LayerFacts, TypingPlan
-from tests.trt_api_surfaces import SURFACES
+from tests.trt_api_surfaces import ENUM_VALUES, SURFACES
 from tests.trt_fixtures import importable
 from tests.trt_versions import VERSIONS, api
 
@@ -44,12 +44,21 @@ def test_weak_typing_without_constraints_is_refused_not_silently_fp16():
 
 
 def test_network_flag_bits_follow_the_bound_enum():
+    """``create_network`` takes ``1 << value``: the header values, not the member positions
+    (11.1 renumbered STRONGLY_TYPED to 0 when EXPLICIT_BATCH went; 10.3 has it at 1)."""
+    expected = {"8.6.1": 1 << 0, "10.3.0": 1 << 1, "11.1": 1 << 0}  # EXPLICIT_BATCH; STRONGLY_TYPED; STRONGLY_TYPED
     for version in VERSIONS:
         trt = api(version)
         plan = features.typing_plan(trt, "fp32")
-        bits = features.flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags)
-        (name,) = plan.network_flags
-        assert bits == 1 << SURFACES[version]["NetworkDefinitionCreationFlag"].index(name)
+        assert features.flag_bits(trt.NetworkDefinitionCreationFlag, plan.network_flags) == expected[version]
+    if RTX is not None:
+        assert features.flag_bits(RTX.NetworkDefinitionCreationFlag, ("STRONGLY_TYPED",)) == 1 << 0
+
+
+def test_enum_values_name_exactly_the_bound_members():
+    for version in VERSIONS:
+        for name, pairs in ENUM_VALUES[version].items():
+            assert tuple(n for n, _ in pairs) == SURFACES[version][name], (version, name)
 
 
 def test_layer_precision_api_and_capture_flags():

@@ -266,3 +266,128 @@ SURFACES = {
         ),
     },
 }
+
+
+#: enum members as (Python name, value) pairs: the name from the binding's ``.value("NAME", Enum::kX)``,
+#: the value of ``kX`` in ``include/NvInfer*.h`` at the same commit (explicit or counted on from the last
+#: one; aliases such as 8.6's ProfilingVerbosity.DEFAULT share a value). Positions are not values:
+#: 11.1 dropped EXPLICIT_BATCH and renumbered STRONGLY_TYPED to 0, 10.3's is 1.
+ENUM_VALUES = {
+    "8.6.1": {
+        "BuilderFlag": (
+            ("FP16", 0), ("INT8", 1), ("DEBUG", 2), ("GPU_FALLBACK", 3), ("STRICT_TYPES", 4), ("REFIT", 5),
+            ("DISABLE_TIMING_CACHE", 6), ("TF32", 7), ("SPARSE_WEIGHTS", 8), ("SAFETY_SCOPE", 9),
+            ("OBEY_PRECISION_CONSTRAINTS", 10), ("PREFER_PRECISION_CONSTRAINTS", 11), ("DIRECT_IO", 12),
+            ("REJECT_EMPTY_ALGORITHMS", 13), ("ENABLE_TACTIC_HEURISTIC", 14), ("VERSION_COMPATIBLE", 15),
+            ("EXCLUDE_LEAN_RUNTIME", 16), ("FP8", 17),
+        ),
+        "DataType": (
+            ("FLOAT", 0), ("HALF", 1), ("INT8", 2), ("INT32", 3), ("BOOL", 4), ("UINT8", 5), ("FP8", 6),
+        ),
+        "DeviceType": (
+            ("GPU", 0), ("DLA", 1),
+        ),
+        "LayerType": (
+            ("CONVOLUTION", 0), ("FULLY_CONNECTED", 1), ("GRID_SAMPLE", 43), ("NMS", 44), ("ACTIVATION", 2),
+            ("POOLING", 3), ("LRN", 4), ("SCALE", 5), ("SOFTMAX", 6), ("DECONVOLUTION", 7), ("CONCATENATION", 8),
+            ("ELEMENTWISE", 9), ("PLUGIN", 10), ("UNARY", 11), ("PADDING", 12), ("SHUFFLE", 13), ("REDUCE", 14),
+            ("TOPK", 15), ("GATHER", 16), ("MATRIX_MULTIPLY", 17), ("RAGGED_SOFTMAX", 18), ("CONSTANT", 19),
+            ("RNN_V2", 20), ("IDENTITY", 21), ("CAST", 47), ("PLUGIN_V2", 22), ("SLICE", 23), ("SHAPE", 24),
+            ("PARAMETRIC_RELU", 25), ("RESIZE", 26), ("TRIP_LIMIT", 27), ("RECURRENCE", 28), ("ITERATOR", 29),
+            ("LOOP_OUTPUT", 30), ("SELECT", 31), ("ASSERTION", 40), ("FILL", 32), ("QUANTIZE", 33),
+            ("DEQUANTIZE", 34), ("CONDITION", 35), ("CONDITIONAL_INPUT", 36), ("CONDITIONAL_OUTPUT", 37),
+            ("SCATTER", 38), ("EINSUM", 39), ("ONE_HOT", 41), ("NON_ZERO", 42), ("REVERSE_SEQUENCE", 45),
+            ("NORMALIZATION", 46),
+        ),
+        "MemoryPoolType": (
+            ("WORKSPACE", 0), ("DLA_MANAGED_SRAM", 1), ("DLA_LOCAL_DRAM", 2), ("DLA_GLOBAL_DRAM", 3),
+            ("TACTIC_DRAM", 4),
+        ),
+        "NetworkDefinitionCreationFlag": (
+            ("EXPLICIT_BATCH", 0), ("EXPLICIT_PRECISION", 1),
+        ),
+        "ProfilingVerbosity": (
+            ("LAYER_NAMES_ONLY", 0), ("DETAILED", 2), ("NONE", 1), ("DEFAULT", 0), ("VERBOSE", 2),
+        ),
+    },
+    "10.3.0": {
+        "BuilderFlag": (
+            ("FP16", 0), ("BF16", 17), ("INT8", 1), ("DEBUG", 2), ("GPU_FALLBACK", 3), ("REFIT", 4),
+            ("DISABLE_TIMING_CACHE", 5), ("TF32", 6), ("SPARSE_WEIGHTS", 7), ("SAFETY_SCOPE", 8),
+            ("OBEY_PRECISION_CONSTRAINTS", 9), ("PREFER_PRECISION_CONSTRAINTS", 10), ("DIRECT_IO", 11),
+            ("REJECT_EMPTY_ALGORITHMS", 12), ("VERSION_COMPATIBLE", 13), ("EXCLUDE_LEAN_RUNTIME", 14), ("FP8", 15),
+            ("ERROR_ON_TIMING_CACHE_MISS", 16), ("DISABLE_COMPILATION_CACHE", 18), ("WEIGHTLESS", 19),
+            ("STRIP_PLAN", 19), ("REFIT_IDENTICAL", 20), ("WEIGHT_STREAMING", 21), ("INT4", 22),
+            ("REFIT_INDIVIDUAL", 23),
+        ),
+        "DataType": (
+            ("FLOAT", 0), ("HALF", 1), ("BF16", 7), ("INT8", 2), ("INT32", 3), ("INT64", 8), ("BOOL", 4),
+            ("UINT8", 5), ("FP8", 6), ("INT4", 9),
+        ),
+        "DeviceType": (
+            ("GPU", 0), ("DLA", 1),
+        ),
+        "LayerType": (
+            ("CONVOLUTION", 0), ("GRID_SAMPLE", 42), ("NMS", 43), ("ACTIVATION", 2), ("POOLING", 3), ("LRN", 4),
+            ("SCALE", 5), ("SOFTMAX", 6), ("DECONVOLUTION", 7), ("CONCATENATION", 8), ("ELEMENTWISE", 9),
+            ("PLUGIN", 10), ("UNARY", 11), ("PADDING", 12), ("SHUFFLE", 13), ("REDUCE", 14), ("TOPK", 15),
+            ("GATHER", 16), ("MATRIX_MULTIPLY", 17), ("RAGGED_SOFTMAX", 18), ("CONSTANT", 19), ("IDENTITY", 20),
+            ("CAST", 1), ("PLUGIN_V2", 21), ("SLICE", 22), ("SHAPE", 23), ("PARAMETRIC_RELU", 24), ("RESIZE", 25),
+            ("TRIP_LIMIT", 26), ("RECURRENCE", 27), ("ITERATOR", 28), ("LOOP_OUTPUT", 29), ("SELECT", 30),
+            ("ASSERTION", 39), ("FILL", 31), ("QUANTIZE", 32), ("DEQUANTIZE", 33), ("CONDITION", 34),
+            ("CONDITIONAL_INPUT", 35), ("CONDITIONAL_OUTPUT", 36), ("SCATTER", 37), ("EINSUM", 38), ("ONE_HOT", 40),
+            ("NON_ZERO", 41), ("REVERSE_SEQUENCE", 44), ("NORMALIZATION", 45), ("PLUGIN_V3", 46),
+        ),
+        "MemoryPoolType": (
+            ("WORKSPACE", 0), ("DLA_MANAGED_SRAM", 1), ("DLA_LOCAL_DRAM", 2), ("DLA_GLOBAL_DRAM", 3),
+            ("TACTIC_DRAM", 4), ("TACTIC_SHARED_MEMORY", 5),
+        ),
+        "NetworkDefinitionCreationFlag": (
+            ("EXPLICIT_BATCH", 0), ("STRONGLY_TYPED", 1),
+        ),
+        "ProfilingVerbosity": (
+            ("LAYER_NAMES_ONLY", 0), ("DETAILED", 2), ("NONE", 1),
+        ),
+    },
+    "11.1": {
+        "BuilderFlag": (
+            ("DEBUG", 2), ("GPU_FALLBACK", 3), ("REFIT", 4), ("DISABLE_TIMING_CACHE", 5),
+            ("EDITABLE_TIMING_CACHE", 26), ("TF32", 6), ("SPARSE_WEIGHTS", 7), ("SAFETY_SCOPE", 8),
+            ("DIRECT_IO", 11), ("VERSION_COMPATIBLE", 12), ("EXCLUDE_LEAN_RUNTIME", 13),
+            ("ERROR_ON_TIMING_CACHE_MISS", 15), ("DISABLE_COMPILATION_CACHE", 17), ("STRIP_PLAN", 18),
+            ("REFIT_IDENTICAL", 19), ("WEIGHT_STREAMING", 20), ("REFIT_INDIVIDUAL", 22), ("STRICT_NANS", 23),
+            ("MONITOR_MEMORY", 24), ("DISTRIBUTIVE_INDEPENDENCE", 27),
+        ),
+        "DataType": (
+            ("FLOAT", 0), ("HALF", 1), ("BF16", 7), ("INT8", 2), ("INT32", 3), ("INT64", 8), ("BOOL", 4),
+            ("UINT8", 5), ("FP8", 6), ("INT4", 9), ("FP4", 10), ("E8M0", 11),
+        ),
+        "DeviceType": (
+            ("GPU", 0), ("DLA", 1),
+        ),
+        "LayerType": (
+            ("CONVOLUTION", 0), ("GRID_SAMPLE", 42), ("NMS", 43), ("ACTIVATION", 2), ("POOLING", 3), ("LRN", 4),
+            ("SCALE", 5), ("SOFTMAX", 6), ("DECONVOLUTION", 7), ("CONCATENATION", 8), ("ELEMENTWISE", 9),
+            ("PLUGIN", 10), ("UNARY", 11), ("PADDING", 12), ("SHUFFLE", 13), ("REDUCE", 14), ("TOPK", 15),
+            ("GATHER", 16), ("MATRIX_MULTIPLY", 17), ("RAGGED_SOFTMAX", 18), ("CONSTANT", 19), ("IDENTITY", 20),
+            ("CAST", 1), ("PLUGIN_V2", 21), ("SLICE", 22), ("SHAPE", 23), ("PARAMETRIC_RELU", 24), ("RESIZE", 25),
+            ("TRIP_LIMIT", 26), ("RECURRENCE", 27), ("ITERATOR", 28), ("LOOP_OUTPUT", 29), ("SELECT", 30),
+            ("ASSERTION", 39), ("FILL", 31), ("QUANTIZE", 32), ("DEQUANTIZE", 33), ("CONDITION", 34),
+            ("CONDITIONAL_INPUT", 35), ("CONDITIONAL_OUTPUT", 36), ("SCATTER", 37), ("EINSUM", 38), ("ONE_HOT", 40),
+            ("NON_ZERO", 41), ("REVERSE_SEQUENCE", 44), ("NORMALIZATION", 45), ("PLUGIN_V3", 46), ("SQUEEZE", 47),
+            ("UNSQUEEZE", 48), ("CUMULATIVE", 49), ("DYNAMIC_QUANTIZE", 50), ("ATTENTION_INPUT", 51),
+            ("ATTENTION_OUTPUT", 52), ("ROTARY_EMBEDDING", 53), ("KV_CACHE_UPDATE", 54), ("MOE", 55),
+            ("DIST_COLLECTIVE", 56),
+        ),
+        "MemoryPoolType": (
+            ("WORKSPACE", 0), ("DLA_MANAGED_SRAM", 1), ("DLA_LOCAL_DRAM", 2), ("DLA_GLOBAL_DRAM", 3),
+            ("TACTIC_DRAM", 4), ("TACTIC_SHARED_MEMORY", 5),
+        ),
+        "NetworkDefinitionCreationFlag": (
+            ("STRONGLY_TYPED", 0), ("PREFER_AOT_PYTHON_PLUGINS", 2), ("PREFER_JIT_PYTHON_PLUGINS", 1),
+        ),
+        "ProfilingVerbosity": (
+            ("LAYER_NAMES_ONLY", 0), ("DETAILED", 2), ("NONE", 1),
+        ),
+    },
+}

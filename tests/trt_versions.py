@@ -2,8 +2,8 @@
 
 Built from ``tests/trt_api_surfaces.py`` (read from NVIDIA/TensorRT's pyCore.cpp, pyGraph.cpp
 and pyFoundationalTypes.cpp at v8.6.1, v10.3.0, v11.1). Classes carry their bound names as
-attributes, enums are real ``IntEnum``s with exactly the bound members, so ``hasattr`` and
-``int(flag)`` behave as on the real module. Only the decision functions of
+attributes, enums are real ``IntEnum``s with exactly the bound members and the values of the C++
+headers (``ENUM_VALUES``), so ``hasattr`` and ``int(flag)`` behave as on the real module. Only the decision functions of
 ``bisenet_deploy.trt.features`` (and the 8.6 layer pinning) are run against these.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from types import SimpleNamespace
 
-from tests.trt_api_surfaces import SURFACES
+from tests.trt_api_surfaces import ENUM_VALUES, SURFACES
 
 VERSIONS = tuple(SURFACES)
 CLASSES = ("Runtime", "IExecutionContext", "ICudaEngine", "IBuilderConfig", "Builder", "ILayer")
@@ -28,5 +28,6 @@ def api(version: str, drop: dict[str, tuple[str, ...]] | None = None) -> SimpleN
     for name in CLASSES:
         setattr(ns, name, type(name, (), dict.fromkeys(surface.get(name, ()))))
     for name in ENUMS:
-        setattr(ns, name, enum.IntEnum(name, {m: i for i, m in enumerate(surface.get(name, ()))}))
+        bound = surface.get(name, ())
+        setattr(ns, name, enum.IntEnum(name, [(m, v) for m, v in ENUM_VALUES[version][name] if m in bound]))
     return ns
