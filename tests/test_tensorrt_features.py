@@ -96,7 +96,8 @@ def test_runtime_dla_core():
 @pytest.mark.parametrize(
     "package, version, gap",
     [("tensorrt", "8.6.2", False), ("tensorrt", "10.3.0", False), ("tensorrt", "11.0.0", True),
-     ("tensorrt", "11.3.1", True), ("tensorrt", "11.4.1", False), ("tensorrt_rtx", "1.2.0", True)],
+     ("tensorrt", "11.3.1", True), ("tensorrt", "11.4.0", True), ("tensorrt", "11.4", True),
+     ("tensorrt", "11.4.0.7", True), ("tensorrt", "11.4.1", False), ("tensorrt", "11.5.0", False), ("tensorrt_rtx", "1.2.0", True)],
 )
 def test_dla_note(package, version, gap):
     assert (features.dla_note(package, version) is not None) == gap

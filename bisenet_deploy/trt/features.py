@@ -147,13 +147,15 @@ def dla_note(package: str, version: str) -> str | None:
     """A known DLA gap of this TensorRT release, for messages when no DLA core is found.
 
     NVIDIA's TensorRT 11 documentation: DLA on Orin is unavailable in 11.0 to 11.3; it
-    returns in 11.4.1 with JetPack 7.2.2. TensorRT-RTX has no DLA at all.
+    returns in 11.4.1 with JetPack 7.2.2, so 11.4.0 lacks it too: the comparison is on
+    (minor, patch), not on the minor version alone. TensorRT-RTX has no DLA at all.
     """
     if package == "tensorrt_rtx":
         return "TensorRT-RTX has no DLA support"
-    parts = [int(p) for p in version.split(".")[:3] if p.isdigit()]
-    if len(parts) >= 2 and parts[0] == 11 and parts[1] <= 3:
-        return f"TensorRT {version} has no DLA on Orin (11.0-11.3); use TensorRT 11.4.1+ with JetPack 7.2.2, or 10.x"
+    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    if parts[0] == 11 and (parts[1], parts[2]) < (4, 1):
+        return f"TensorRT {version} has no DLA on Orin (11.0 to 11.4.0); use TensorRT 11.4.1+ with JetPack 7.2.2, or 10.x"
     return None
 
 
