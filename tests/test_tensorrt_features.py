@@ -226,3 +226,30 @@ def test_every_unchecked_call_exists_in_every_version(version):
     assert not any(missing.values()), missing
     for (cls, name), where in CHECKED_CALLS.items():
         assert (name in surface[cls]) == (version in where), (cls, name)
+
+
+class _CacheConfig:
+    """``create_timing_cache`` as the binding behaves: None for data it cannot read."""
+
+    def __init__(self, readable: bool, compatible: bool = True):
+        self.readable, self.compatible, self.set = readable, compatible, []
+
+    def create_timing_cache(self, data):
+        return None if data and not self.readable else ("cache", bytes(data))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.set.append(cache)
+        return self.compatible or cache == ("cache", b"")
+
+
+@pytest.mark.parametrize("readable, compatible", [(False, True), (True, False)], ids=["unreadable", "other-gpu"])
+def test_unusable_timing_cache_starts_empty_and_is_recorded(readable, compatible):
+    config = _CacheConfig(readable, compatible)
+    cache, accepted, effective = compat.attach_timing_cache(config, b"old cache")
+    assert cache == ("cache", b"") and config.set[-1] == ("cache", b"")
+    assert accepted is False and effective is True
+
+
+def test_timing_cache_accepted_when_readable():
+    config = _CacheConfig(True)
+    assert compat.attach_timing_cache(config, b"old cache")[:2] == (("cache", b"old cache"), True)

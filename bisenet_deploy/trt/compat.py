@@ -154,13 +154,14 @@ def attach_timing_cache(config: Any, data: bytes) -> tuple[Any, bool, bool]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DeprecationWarning)
         cache = config.create_timing_cache(data)
-        if cache is None:  # the binding returns None when TensorRT cannot create one
-            raise UserError("TensorRT could not create a timing cache (rebuild with --no-timing-cache)")
-        accepted = bool(config.set_timing_cache(cache, False))
-        if not accepted:  # another GPU or TensorRT version: start from an empty cache
+        # None: the binding could not deserialize ``data`` (another version, a foreign file);
+        # False from set_timing_cache: another GPU. Either way start from an empty cache, as
+        # trtexec does, and record that the file was not used.
+        accepted = cache is not None and bool(config.set_timing_cache(cache, False))
+        if not accepted:
             cache = config.create_timing_cache(b"")
             if cache is None or not config.set_timing_cache(cache, False):
-                raise UserError("TensorRT rejected even an empty timing cache (rebuild with --no-timing-cache)")
+                raise UserError("TensorRT could not create even an empty timing cache (rebuild with --no-timing-cache)")
     no_op = any("no-op" in str(w.message) for w in caught if issubclass(w.category, DeprecationWarning))
     return cache, accepted and bool(data), not no_op
 
