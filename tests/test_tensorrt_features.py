@@ -8,6 +8,9 @@ FP32 layers pinned) runs here, not only its refusal.
 
 from __future__ import annotations
 
+import enum
+from types import SimpleNamespace
+
 import pytest
 
 from bisenet_deploy.errors import UserError
@@ -253,3 +256,19 @@ def test_unusable_timing_cache_starts_empty_and_is_recorded(readable, compatible
 def test_timing_cache_accepted_when_readable():
     config = _CacheConfig(True)
     assert compat.attach_timing_cache(config, b"old cache")[:2] == (("cache", b"old cache"), True)
+
+
+def test_refused_compute_capability_is_one_line():
+    class Capabilities(enum.IntEnum):
+        NONE, SM86, SM89 = 0, 1, 2
+
+    class Config:
+        num_compute_capabilities = 0
+
+        def set_compute_capability(self, cc, index):
+            return cc != Capabilities.SM89  # the binding returns False rather than raising
+
+    trt = SimpleNamespace(ComputeCapability=Capabilities)
+    assert compat.set_compute_capabilities(trt, Config(), ("8.6",)) == ["8.6"]
+    with pytest.raises(UserError, match="refused compute capability 8.9"):
+        compat.set_compute_capabilities(trt, Config(), ("8.6", "8.9"))

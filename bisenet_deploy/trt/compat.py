@@ -121,7 +121,8 @@ def set_compute_capabilities(trt: ModuleType, config: Any, targets: tuple[str, .
             raise UserError(
                 f"compute capability {target} is not a target of this TensorRT-RTX; choose from {', '.join(known)}"
             )
-        config.set_compute_capability(members[key], index)
+        if not config.set_compute_capability(members[key], index):  # the binding returns False, not raises
+            raise UserError(f"TensorRT-RTX refused compute capability {target} as target {index + 1} of {len(targets)}")
     return list(targets)
 
 
