@@ -272,3 +272,12 @@ def test_refused_compute_capability_is_one_line():
     assert compat.set_compute_capabilities(trt, Config(), ("8.6",)) == ["8.6"]
     with pytest.raises(UserError, match="refused compute capability 8.9"):
         compat.set_compute_capabilities(trt, Config(), ("8.6", "8.9"))
+
+
+def test_profile_shape_error_is_one_line():
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):  # PY_ASSERT_RUNTIME_ERROR in pyCore.cpp
+            raise RuntimeError("Assertion failed: setDimensions(...)\n  invalid dims")
+
+    with pytest.raises(UserError, match=r"rejected the optimization profile of 'x' .*: Assertion failed.* invalid dims$"):
+        compat.set_profile_shape(Profile(), "x", (1, 3, 32, 32), (1, 3, 64, 64), (1, 3, 16, 16))

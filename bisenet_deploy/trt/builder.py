@@ -255,7 +255,7 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     profile = profile_for(dims, facts.spec, (options.min_shape, options.opt_shape, options.max_shape))
     if profile is not None:
         opt_profile = builder.create_optimization_profile()
-        opt_profile.set_shape(net_input.name, *profile)
+        compat.set_profile_shape(opt_profile, net_input.name, *profile)
         compat.add_profile(config, opt_profile)
         build["profile"] = {"min": fmt(profile[0]), "opt": fmt(profile[1]), "max": fmt(profile[2])}
         lo, opt, hi = (fmt(s) for s in profile)

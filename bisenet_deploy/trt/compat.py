@@ -71,6 +71,19 @@ def set_capture_flags(trt: ModuleType, config: Any) -> list[str]:
     return names
 
 
+def set_profile_shape(profile: Any, name: str, lo: tuple[int, ...], opt: tuple[int, ...], hi: tuple[int, ...]) -> None:
+    """``IOptimizationProfile.set_shape``: the binding raises RuntimeError when TensorRT's
+    ``setDimensions`` returns false (PY_ASSERT_RUNTIME_ERROR in pyCore.cpp, 8.6 to 11.1),
+    before ``add_optimization_profile`` could return -1: one line either way."""
+    try:
+        profile.set_shape(name, lo, opt, hi)
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split()) or "no reason given"
+        raise UserError(
+            f"TensorRT rejected the optimization profile of '{name}' (min {lo}, opt {opt}, max {hi}): {text}"
+        ) from None
+
+
 def add_profile(config: Any, profile: Any) -> int:
     """``add_optimization_profile`` returns the profile's index, or -1 when it is invalid."""
     index = int(config.add_optimization_profile(profile))
