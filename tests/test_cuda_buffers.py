@@ -242,3 +242,41 @@ def _check_copy_back(obj, expected: np.ndarray) -> None:
             cb.copy_dtoh_async(host.ptr, view.ptr, view.nbytes, stream)
             stream.synchronize()
             assert np.array_equal(host.view(view.shape, view.dtype), expected)
+
+
+class _CaptureRuntime:
+    """cudart as far as CudaGraph's capture calls go; the capture ends invalidated."""
+
+    class cudaError_t:  # noqa: N801 - cuda-python's names
+        cudaSuccess, cudaErrorStreamCaptureInvalidated = 0, 901
+
+    class cudaStreamCaptureMode:  # noqa: N801
+        cudaStreamCaptureModeThreadLocal = 1
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            if name == "cudaStreamEndCapture":
+                return self.cudaError_t.cudaErrorStreamCaptureInvalidated, None
+            if name in ("cudaGetErrorName", "cudaGetErrorString"):
+                return self.cudaError_t.cudaSuccess, b"cudaErrorStreamCaptureInvalidated"
+            return (self.cudaError_t.cudaSuccess,)
+
+        return call
+
+
+def test_invalidated_capture_clears_the_sticky_error(monkeypatch):
+    """A capture that ends in error after a successful enqueue: the error is read off the
+    thread (cudaGetLastError, as trtexec does) before it is raised."""
+    rt = _CaptureRuntime()
+    monkeypatch.setattr(cb, "_RT", rt)
+    stream = cb.Stream.__new__(cb.Stream)
+    stream.handle = 7
+    with pytest.raises(cb.CudaError, match="cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated"):
+        cb.CudaGraph(stream, lambda: None)
+    assert rt.calls[0] == "cudaStreamBeginCapture" and "cudaGetLastError" in rt.calls
+    assert rt.calls.index("cudaGetLastError") > rt.calls.index("cudaStreamEndCapture")
+    assert "cudaGraphInstantiate" not in rt.calls

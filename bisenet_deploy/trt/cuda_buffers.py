@@ -310,7 +310,13 @@ class CudaGraph:
         except BaseException:
             end_capture_on_error(stream)
             raise
-        graph = _call("cudaStreamEndCapture", stream.handle)
+        err, graph = rt.cudaStreamEndCapture(stream.handle)
+        if err != rt.cudaError_t.cudaSuccess:
+            # The enqueue returned, but the capture was invalidated (an operation not allowed
+            # in capture): that error stays on the thread until read, and would be reported by
+            # the next unrelated CUDA call. trtexec clears it with cudaGetLastError.
+            rt.cudaGetLastError()
+            raise CudaError(f"CUDA cudaStreamEndCapture failed: {_error_text(err)}")
         try:
             self.exec = _call("cudaGraphInstantiate", graph, 0)
         finally:
