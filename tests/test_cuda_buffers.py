@@ -6,6 +6,8 @@ touches the GPU is marked ``gpu`` and runs on any CUDA machine, TensorRT not nee
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -280,3 +282,26 @@ def test_invalidated_capture_clears_the_sticky_error(monkeypatch):
     assert rt.calls[0] == "cudaStreamBeginCapture" and "cudaGetLastError" in rt.calls
     assert rt.calls.index("cudaGetLastError") > rt.calls.index("cudaStreamEndCapture")
     assert "cudaGraphInstantiate" not in rt.calls
+
+
+@pytest.mark.parametrize("device", [0, 1])
+def test_every_inference_call_selects_its_device(monkeypatch, device):
+    """cudaSetDevice runs on each call, for device 0 too: the current device is per thread
+    and may have been switched by another backend or library."""
+    from bisenet_deploy.trt import runner
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    monkeypatch.setattr(runner, "_call", lambda name, *args: calls.append((name, *args)))
+    monkeypatch.setattr(runner, "device_array", stop)
+    backend = runner.TensorRTBackend.__new__(runner.TensorRTBackend)
+    backend._device_index, backend._stream = device, types.SimpleNamespace(ptr=0)
+    with pytest.raises(Stop):
+        backend.infer_impl(np.zeros((1, 3, 8, 8), np.float32))
+    assert calls == [("cudaSetDevice", device)]

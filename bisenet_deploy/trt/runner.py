@@ -228,8 +228,9 @@ class TensorRTBackend(Backend):
         """Checked in ``infer_impl``: a GPU array may arrive as a DLPack object without ``shape``."""
 
     def infer_impl(self, batch: Any) -> np.ndarray:
-        if self._device_index:
-            _call("cudaSetDevice", self._device_index)  # the current device is per thread
+        # The current device is per thread, and another library (or a backend on cuda:1) may
+        # have switched this thread away: set it on every call, device 0 included.
+        _call("cudaSetDevice", self._device_index)
         gpu_input = device_array(batch, self._stream.ptr)
         if gpu_input is None:
             batch = np.ascontiguousarray(batch)
