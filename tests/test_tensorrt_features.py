@@ -281,3 +281,27 @@ def test_profile_shape_error_is_one_line():
 
     with pytest.raises(UserError, match=r"rejected the optimization profile of 'x' .*: Assertion failed.* invalid dims$"):
         compat.set_profile_shape(Profile(), "x", (1, 3, 32, 32), (1, 3, 64, 64), (1, 3, 16, 16))
+
+
+class _FlagConfig:
+    """IBuilderConfig's flags as TensorRT starts them: TF32 on by default."""
+
+    def __init__(self, trt):
+        self.on = {trt.BuilderFlag.TF32} if hasattr(trt.BuilderFlag, "TF32") else set()
+
+    def clear_flag(self, flag):
+        self.on.discard(flag)
+
+    def get_flag(self, flag):
+        return flag in self.on
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fp32_builds_clear_tf32_unless_asked(version):
+    trt = api(version)
+    assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32") is False
+    assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32", allow_tf32=True) is True
+    assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp16") is True  # TensorRT's default kept
+    older = api(version, drop={"BuilderFlag": ("TF32",)})
+    assert compat.set_fp32_math(older, _FlagConfig(older), "fp32") is None
+    assert "clear_flag" in SURFACES[version]["IBuilderConfig"]

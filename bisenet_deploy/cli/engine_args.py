@@ -50,6 +50,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="timing cache file reused across builds "
                    f"(default: next to the engine, per TensorRT version){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
+    g.add_argument("--tf32", action="store_true",
+                   help=f"let an fp32 engine compute in TF32 on Ampere+ (faster, 10-bit mantissa; default: FP32){_SAID}")
     g.add_argument("--dla", type=nonnegative_int, metavar="CORE",
                    help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",
@@ -75,7 +77,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
     """Engine options need --engine; with it, fail before a long export when TensorRT is missing."""
     if not args.engine:
         given = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
-        flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability")
+        flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability", "tf32")
         given += [name for name in flags if getattr(args, name)]
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} is a TensorRT build option; add --engine")
@@ -101,6 +103,7 @@ def build_engines_from_args(
         dla_core=args.dla,
         compute_capabilities=args.compute_capability,
         layer_report=not args.no_layer_report,
+        allow_tf32=args.tf32,
         tensorrt=args.tensorrt,
         progress=not args.quiet,
         verbose=args.trt_verbose,

@@ -54,6 +54,8 @@ class EngineOptions:
         dla_core: build for this DLA core (Jetson) with GPU fallback.
         compute_capabilities: TensorRT-RTX target GPUs, e.g. ``("8.6", "8.9")``.
         layer_report: save the engine inspector's JSON (needs a GPU to load the engine).
+        allow_tf32: let an fp32 engine compute in TF32 on Ampere+ (TensorRT's default; off
+            here so that "fp32" means FP32 math).
         tensorrt: ``auto``, ``tensorrt`` or ``tensorrt_rtx`` (ignored when ``trt`` is passed).
         progress: show a tqdm bar on stderr.
         verbose: print TensorRT's own log.
@@ -68,6 +70,7 @@ class EngineOptions:
     dla_core: int | None = None
     compute_capabilities: tuple[str, ...] = ()
     layer_report: bool = True
+    allow_tf32: bool = False
     tensorrt: str = "auto"
     progress: bool = True
     verbose: bool = False
@@ -125,6 +128,8 @@ def _rebuild_command(facts: OnnxFacts, engine_path: Path, trt: ModuleType, optio
         args += ["--workspace", str(options.workspace_mb)]
     if options.optimization_level is not None:
         args += ["--opt-level", str(options.optimization_level)]
+    if options.allow_tf32:
+        args += ["--tf32"]
     if options.dla_core is not None:
         args += ["--dla", str(options.dla_core)]
     if options.compute_capabilities:
@@ -149,6 +154,9 @@ def build_engine(
         raise UserError(f"engine output '{engine_path}' would overwrite the ONNX model")
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
+    if options.allow_tf32 and facts.precision != "fp32":
+        raise UserError(f"--tf32 applies to fp32 engines; '{facts.path.name}' is {facts.precision} "
+                        "(its FP32 layers keep TensorRT's default, TF32 on)")
     trt = trt if trt is not None else load_tensorrt(options.tensorrt)
     logger = logger_for(trt, options.verbose)
     logger.clear()
@@ -234,6 +242,7 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     dims = tuple(int(d) for d in net_input.shape)
     build: dict[str, Any] = {"strongly_typed": plan.strongly_typed, "input": {"name": net_input.name, "shape": fmt(dims)}}
     build.update(compat.apply_typing(trt, network, config, plan, facts.precision))
+    build["tf32"] = compat.set_fp32_math(trt, config, facts.precision, options.allow_tf32)
     build["capture_flags"] = compat.set_capture_flags(trt, config)
     if options.workspace_mb is not None:
         build["workspace_mb"] = options.workspace_mb

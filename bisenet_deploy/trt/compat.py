@@ -13,6 +13,7 @@ so the sidecar records what a build actually did.
 | timing cache            | yes                  | yes                  | 11 yes; RTX: no-op     |
 | target GPUs             | the build GPU        | the build GPU        | RTX: compute capabilities |
 | CUDA-graph capture      | as is                | as is                | RTX: REQUIRE_USER_ALLOCATION |
+| TF32 (on by default)    | cleared for fp32 builds (``--tf32`` keeps it); recorded as build.tf32           |
 
 The decisions themselves (which flags, which calls) are plain functions in ``features.py``.
 """
@@ -25,7 +26,15 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import UserError
-from .features import PRECISION_FLAGS, TypingPlan, capture_builder_flags, dla_note, flag_bits, typing_plan
+from .features import (
+    PRECISION_FLAGS,
+    TypingPlan,
+    capture_builder_flags,
+    clears_tf32,
+    dla_note,
+    flag_bits,
+    typing_plan,
+)
 from .loading import flavour, version_of
 
 __all__ = ["PRECISION_FLAGS"]
@@ -61,6 +70,16 @@ def apply_typing(trt: ModuleType, network: Any, config: Any, plan: TypingPlan, p
 
         record["fp32_layers_pinned"] = len(pin_fp32_layers(trt, network, precision))
     return record
+
+
+def set_fp32_math(trt: ModuleType, config: Any, precision: str, allow_tf32: bool = False) -> bool | None:
+    """Clear TF32 for an fp32 build (``features.clears_tf32``); whether TF32 is on in the
+    build (None where this TensorRT has no TF32 flag), for the sidecar."""
+    if not hasattr(trt.BuilderFlag, "TF32"):
+        return None
+    if clears_tf32(trt, precision, allow_tf32):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    return bool(config.get_flag(trt.BuilderFlag.TF32))
 
 
 def set_capture_flags(trt: ModuleType, config: Any) -> list[str]:

@@ -88,6 +88,18 @@ def typing_plan(trt: Any, precision: str) -> TypingPlan:
     )
 
 
+def clears_tf32(trt: Any, precision: str, allow_tf32: bool = False) -> bool:
+    """Whether to clear ``BuilderFlag.TF32`` for this build.
+
+    TF32 is on by default in every TensorRT that has the flag (8.6, 10.x, 11.x, RTX): on
+    Ampere and later, FP32 convolutions and matrix products then run with a 10-bit mantissa.
+    An ``fp32`` engine must compute in FP32, as its name and the ONNX say, so the flag is
+    cleared unless the user opts in (``--tf32``). FP16/INT8 engines keep TensorRT's default:
+    their FP32 layers are range protection, and TF32 keeps FP32's range.
+    """
+    return precision == "fp32" and not allow_tf32 and hasattr(trt.BuilderFlag, "TF32")
+
+
 def layer_precision_api(trt: Any) -> bool:
     """Whether layers take a compute precision and output types (8.6, 10.x; gone in 11)."""
     layer = getattr(trt, "ILayer", None)
