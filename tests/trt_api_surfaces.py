@@ -391,3 +391,68 @@ ENUM_VALUES = {
         ),
     },
 }
+
+
+#: classes read from ``python/src/infer/pyCore.cpp`` and ``python/src/parsers/pyOnnx.cpp`` at the same
+#: commits for the checked-call lists (OnnxParser, profiles, the inspector, the progress monitor, the
+#: timing cache); a class a version does not bind is absent (8.6.1 has no IProgressMonitor).
+PARSER_AND_HELPERS = {
+    "8.6.1": {
+        "OnnxParser": (
+            "clear_errors", "clear_flag", "flags", "get_error", "get_flag", "get_used_vc_plugin_libraries",
+            "num_errors", "parse", "parse_from_file", "parse_with_weight_descriptors", "set_flag", "supports_model",
+            "supports_operator",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "ITimingCache": (
+            "combine", "reset", "serialize",
+        ),
+    },
+    "10.3.0": {
+        "OnnxParser": (
+            "clear_errors", "clear_flag", "flags", "get_error", "get_flag", "get_layer_output_tensor",
+            "get_subgraph_nodes", "get_used_vc_plugin_libraries", "is_subgraph_supported", "num_errors",
+            "num_subgraphs", "parse", "parse_from_file", "parse_with_weight_descriptors", "set_flag",
+            "supports_model", "supports_model_v2", "supports_operator",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "IProgressMonitor": (
+            "phase_finish", "phase_start", "step_complete",
+        ),
+        "ITimingCache": (
+            "combine", "reset", "serialize",
+        ),
+    },
+    "11.1": {
+        "OnnxParser": (
+            "clear_errors", "clear_flag", "flags", "get_error", "get_flag", "get_layer_output_tensor",
+            "get_subgraph_nodes", "get_used_vc_plugin_libraries", "is_subgraph_supported", "load_initializer",
+            "load_model_proto", "num_errors", "num_subgraphs", "parse", "parse_from_file", "parse_model_proto",
+            "set_builder_config", "set_flag", "supports_model_v2", "supports_operator",
+        ),
+        "IOptimizationProfile": (
+            "extra_memory_target", "get_shape", "get_shape_input", "set_shape", "set_shape_input",
+        ),
+        "EngineInspector": (
+            "error_recorder", "execution_context", "get_engine_information", "get_layer_information",
+        ),
+        "IProgressMonitor": (
+            "phase_finish", "phase_start", "step_complete",
+        ),
+        "ITimingCache": (
+            "combine", "query", "queryKeys", "reset", "serialize", "update",
+        ),
+    },
+}
+for _version, _classes in PARSER_AND_HELPERS.items():
+    SURFACES[_version].update(_classes)

@@ -16,6 +16,7 @@ from tests.trt_api_surfaces import ENUM_VALUES, SURFACES
 
 VERSIONS = tuple(SURFACES)
 CLASSES = ("Runtime", "IExecutionContext", "ICudaEngine", "IBuilderConfig", "Builder", "ILayer")
+HELPER_CLASSES = ("OnnxParser", "IOptimizationProfile", "EngineInspector", "IProgressMonitor", "ITimingCache")
 ENUMS = ("BuilderFlag", "NetworkDefinitionCreationFlag", "DeviceType", "MemoryPoolType", "ProfilingVerbosity",
          "LayerType", "DataType")
 
@@ -27,6 +28,9 @@ def api(version: str, drop: dict[str, tuple[str, ...]] | None = None) -> SimpleN
     ns = SimpleNamespace(__name__="tensorrt", __version__=version)
     for name in CLASSES:
         setattr(ns, name, type(name, (), dict.fromkeys(surface.get(name, ()))))
+    for name in HELPER_CLASSES:  # absent where the version binds no such class (8.6: IProgressMonitor)
+        if name in surface:
+            setattr(ns, name, type(name, (), dict.fromkeys(surface[name])))
     for name in ENUMS:
         bound = surface.get(name, ())
         setattr(ns, name, enum.IntEnum(name, [(m, v) for m, v in ENUM_VALUES[version][name] if m in bound]))
