@@ -359,3 +359,16 @@ def test_fp32_builds_clear_tf32_unless_asked(version):
     older = api(version, drop={"BuilderFlag": ("TF32",)})
     assert compat.set_fp32_math(older, _FlagConfig(older), "fp32") is None
     assert "clear_flag" in SURFACES[version]["IBuilderConfig"]
+
+
+def test_dla_layers_from_the_inspector_report():
+    detailed = {"Layers": [
+        {"Name": "input to nvm", "LayerType": "Reformat"},
+        {"Name": "{ForeignNode[conv1...relu3]}", "LayerType": "DLA"},
+        {"Name": "{ForeignNode[attn]}", "LayerType": "Myelin"},  # a GPU ForeignNode is not DLA
+    ]}
+    assert features.dla_layers(detailed) == ["{ForeignNode[conv1...relu3]}"]
+    assert features.dla_layers({"Layers": [{"Name": "conv1", "LayerType": "CaskConvolution"}]}) == []
+    assert features.dla_layers({"Layers": ["[DlaLayer] {ForeignNode[conv1]}", "conv2"]}) == [
+        "[DlaLayer] {ForeignNode[conv1]}"]
+    assert features.dla_layers(None) == [] and features.dla_layers({"Layers": []}) == []

@@ -7,6 +7,8 @@ clean release, and label agreement of the trained demo model at every precision.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -284,6 +286,12 @@ def test_dla_engine_runs_on_its_core(trt, tmp_path):
     onnx = tiny_onnx(tmp_path / "dla.fp16.onnx", "fp16")
     build = build_engine(onnx, options=EngineOptions(progress=False, dla_core=0), trt=trt)
     assert build.sidecar.build["dla_core"] == 0
+    # GPU fallback could have taken every layer: the layer report must show DLA layers.
+    from bisenet_deploy.trt.features import dla_layers
+
+    assert build.layers_path is not None, build.notes
+    report = json.loads(build.layers_path.read_text())
+    assert dla_layers(report), f"no layer of the DLA engine runs on DLA: {build.notes}"
     x = _input()
     with open_backend(build.engine_path) as backend:
         assert backend.describe()["dla_core"] == 0

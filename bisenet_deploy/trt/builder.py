@@ -354,6 +354,12 @@ def _write_layer_report(trt, logger, engine_bytes: bytes, engine_path: Path, gpu
         reason = logger.last_error() or "no reason"
         notes.append(f"layer report skipped: the engine could not be loaded here ({reason})")
         return None
+    if dla_core is not None:
+        from .features import dla_layers
+
+        on_dla = dla_layers(report)
+        if not on_dla:  # GPU fallback took everything: say so, the engine is still valid
+            notes.append(f"no layer runs on DLA core {dla_core}: every layer fell back to the GPU (see the layer report)")
     path = layers_path_for(engine_path)
     write_text_atomic(path, json.dumps(report, indent=1) + "\n")
     return path

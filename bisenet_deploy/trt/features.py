@@ -171,6 +171,26 @@ def dla_note(package: str, version: str) -> str | None:
     return None
 
 
+def dla_layers(report: Any) -> list[str]:
+    """Names of the layers of an engine inspector report (``layer_report``) that run on DLA.
+
+    TensorRT places each DLA subgraph in one engine layer whose type names DLA (its build
+    log calls it ``[DlaLayer] {ForeignNode[...]}``); GPU ``ForeignNode`` layers (Myelin) do
+    not count. A DLA build with GPU fallback may end up with none: that is what a DLA check
+    must catch. Reads ``LayerType`` of a DETAILED report, or the name of a names-only one.
+    """
+    layers = report.get("Layers", []) if isinstance(report, dict) else []
+    names = []
+    for layer in layers:
+        if isinstance(layer, dict):
+            kind, name = str(layer.get("LayerType", "")), str(layer.get("Name", ""))
+        else:
+            kind, name = "", str(layer)
+        if "dla" in kind.lower() or "[dlalayer]" in name.lower():
+            names.append(name)
+    return names
+
+
 def pins_for_layers(layers: list[LayerFacts], precision: str) -> list[str]:
     """Names of the layers to pin to FP32 on a weakly typed FP16 build.
 
