@@ -35,7 +35,7 @@ def inspect_artifact(path: str | Path) -> dict[str, Any]:
     if kind == "onnxruntime":
         info.update(_inspect_onnx(path))
     elif kind == "tensorrt":
-        info.update(_inspect_engine(path))
+        info.update(_inspect_engine(path, info["sha256"]))
     else:
         info.update(_inspect_checkpoint(path))
     return info
@@ -205,13 +205,33 @@ def _onnx_runners(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _inspect_engine(path: Path) -> dict[str, Any]:
+#: every serialized engine seen starts with a 4-byte tag ending in "trt" (TensorRT "ftrt",
+#: TensorRT-RTX "vtrt")
+_ENGINE_TAG = b"trt"
+
+
+def _engine_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a TensorRT engine at all (empty, or not a serialized engine)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        return f"'{path}' is empty (0 bytes): not a TensorRT engine"
+    if len(head) < 4 or head[1:4] != _ENGINE_TAG:
+        return f"'{path}' is not a TensorRT engine (it does not start with TensorRT's engine header)"
+    return None
+
+
+def _inspect_engine(path: Path, sha256: str) -> dict[str, Any]:
     from .trt.sidecar import EngineSidecar, compatibility_problem, rebuild_hint, sidecar_path
 
+    problem = _engine_file_problem(path)
+    if problem:
+        raise ArtifactError(problem)
     sidecar = EngineSidecar.read(path)
     if sidecar is None:
-        return {"kind": "engine", "spec": None, "precision": None,
-                "problem": f"no sidecar '{sidecar_path(path).name}': ModelSpec and build record unknown",
+        return {"kind": "engine", "spec": None, "precision": None, "sidecar": None,
+                "problem": f"no sidecar '{sidecar_path(path).name}' next to it: ModelSpec, precision and build record "
+                           "unknown, and nothing can check that it fits this machine",
                 "runs_here": [{"backend": "tensorrt", "ok": False, "detail": f"rebuild: {rebuild_hint(path, None)}"}]}
     info: dict[str, Any] = {
         "kind": "engine",
@@ -227,8 +247,14 @@ def _inspect_engine(path: Path) -> dict[str, Any]:
         "build_seconds": sidecar.build_seconds,
         "rebuild_command": sidecar.rebuild_command,
         "versions": sidecar.tool_versions,
-        "matches_sidecar": sidecar.engine_sha256 in ("", sha256_file(path)),
+        "matches_sidecar": sidecar.engine_sha256 in ("", sha256),
     }
+    if not info["matches_sidecar"]:
+        # Truncated, corrupted or replaced since it was built: nothing the sidecar says holds.
+        info["problem"] = (f"the engine does not match its sidecar '{sidecar_path(path).name}' (sha256 differs): "
+                           f"corrupt, truncated or replaced since it was built; rebuild: {rebuild_hint(path, sidecar)}")
+        info["runs_here"] = [{"backend": "tensorrt", "ok": False, "detail": "the engine does not match its sidecar"}]
+        return info
     package = sidecar.tensorrt.get("package", "tensorrt")
     if importlib.util.find_spec(package) is None:
         detail, ok = f"{package} is not installed here", False
@@ -283,6 +309,8 @@ def format_inspection(info: dict[str, Any]) -> str:
         ]
         if spec.get("checkpoint_sha256"):
             lines.append(f"  source     checkpoint sha256 {spec['checkpoint_sha256'][:16]}...")
+    elif info["kind"] == "engine" and "sidecar" in info:
+        lines.append("  model      unknown: the ModelSpec lives in the engine's sidecar, which is missing")
     else:
         lines.append("  model      no ModelSpec: not exported by bisenet-export (Segmenter needs spec=...)")
     for key in ("inputs", "outputs"):
@@ -301,9 +329,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"  calibrated {calib.get('count')} frames from {calib.get('source')} ({method}), data sha256 "
                      f"{str(calib.get('sha256') or '-')[:16]}..., {calib.get('skipped', 0)} skipped")
     if info["kind"] == "engine":
-        trt = info.get("tensorrt") or {}
-        gpu = (info.get("built_for_gpu") or {}).get("name") or "no GPU (ahead of time)"
-        lines.append(f"  built      {trt.get('package')} {trt.get('version')} for {gpu}, {info.get('built_at') or '?'}")
+        trt = info.get("tensorrt")
+        if trt:  # no sidecar: nothing is known about the build, and the problem line says so
+            gpu = (info.get("built_for_gpu") or {}).get("name") or "no GPU (ahead of time)"
+            lines.append(f"  built      {trt.get('package', '?')} {trt.get('version', '?')} for {gpu}, "
+                         f"{info.get('built_at') or 'date unknown'}")
         if info.get("problem"):
             lines.append(f"  problem    {info['problem']}")
     fidelity = info.get("fidelity")

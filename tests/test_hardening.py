@@ -418,7 +418,7 @@ def test_inspect_describes_onnx_engine_and_checkpoint(precision_models, checkpoi
     assert info["ops"]["QuantizeLinear"] > 0
     assert any(r["backend"] == "onnxruntime" and r["ok"] for r in info["runs_here"])
     engine = tmp_path / "m.int8.engine"
-    engine.write_bytes(b"x")
+    engine.write_bytes(b"ftrt" + bytes(60))  # TensorRT's engine tag: inspect reads only the sidecar
     EngineSidecar(engine_sha256=sha256_file(engine), spec=ModelSpec(num_classes=5, input_size=TINY), precision="int8",
                   tensorrt={"package": "tensorrt", "version": "10.0"}).write(engine)
     assert inspect([str(engine), str(checkpoint5)]) == 0

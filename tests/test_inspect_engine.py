@@ -1,0 +1,76 @@
+"""bisenet-inspect on engines that cannot run: corrupt, without sidecar, empty, not an engine.
+
+No TensorRT needed: inspect reads the engine's header and sidecar, never deserializes it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bisenet_deploy.cli.inspect import main as inspect
+from bisenet_deploy.fileio import sha256_file
+from bisenet_deploy.spec import ModelSpec
+from bisenet_deploy.trt.sidecar import EngineSidecar
+
+HEADER = b"ftrt"  # TensorRT's serialized-engine tag (TensorRT-RTX writes vtrt)
+
+
+def _engine_with_sidecar(path, package="tensorrt"):
+    path.write_bytes(HEADER + bytes(range(256)) * 4)
+    EngineSidecar(engine_sha256=sha256_file(path), spec=ModelSpec(num_classes=5, input_size=(64, 128)),
+                  precision="fp16", tensorrt={"package": package, "version": "10.3.0"},
+                  rebuild_command=f"bisenet-export m.fp16.onnx --engine -o {path.name}").write(path)
+    return path
+
+
+def test_truncated_engine_with_a_valid_sidecar_is_reported_corrupt(tmp_path, capsys):
+    engine = _engine_with_sidecar(tmp_path / "m.fp16.engine")
+    engine.write_bytes(engine.read_bytes()[:100])  # a copy cut short
+    assert inspect([str(engine)]) == 1
+    out = capsys.readouterr().out
+    assert "does not match its sidecar" in out and "corrupt, truncated or replaced" in out
+    assert "runs here  yes" not in out and "runs here  no  tensorrt: the engine does not match its sidecar" in out
+    assert inspect([str(engine), "--json"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert info["matches_sidecar"] is False and not info["runs_here"][0]["ok"]
+
+
+def test_intact_engine_is_not_flagged(tmp_path, capsys):
+    engine = _engine_with_sidecar(tmp_path / "m.fp16.engine")
+    inspect([str(engine)])
+    out = capsys.readouterr().out
+    assert "does not match" not in out and "built      tensorrt 10.3.0" in out
+
+
+def test_engine_without_sidecar_says_what_is_missing_and_never_none(tmp_path, capsys):
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(HEADER + bytes(100))
+    assert inspect([str(engine)]) == 1
+    out = capsys.readouterr().out
+    assert "None" not in out and "built " not in out
+    assert "no sidecar 'm.fp16.engine.json' next to it" in out
+    # No m.fp16.onnx here: no command naming it, but which ONNX to export first.
+    assert f"export {tmp_path / 'm.fp16.onnx'} from its checkpoint first" in out
+    assert f"rebuild: bisenet-export {tmp_path / 'm.fp16.onnx'} --engine" not in out
+
+
+def test_rebuild_names_the_onnx_that_exists(tmp_path, capsys):
+    engine = tmp_path / "m.fp32.engine"
+    engine.write_bytes(HEADER + bytes(100))
+    (tmp_path / "m.onnx").write_bytes(b"onnx")  # an fp32 engine is built from the plain name
+    inspect([str(engine)])
+    out = capsys.readouterr().out
+    assert f"rebuild: bisenet-export {tmp_path / 'm.onnx'} --engine -o {engine}" in out
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty (0 bytes): not a TensorRT engine"),
+                                              (b"hello, not an engine", "is not a TensorRT engine")],
+                         ids=["empty", "text"])
+def test_empty_or_foreign_files_are_refused(tmp_path, capsys, content, message):
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(content)
+    assert inspect([str(engine)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bisenet-inspect: error: ") and message in lines[0]
