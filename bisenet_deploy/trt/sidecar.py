@@ -201,11 +201,32 @@ def compatibility_problem(
     return gpu_identity_problem(sidecar.gpu, gpu)
 
 
+def onnx_candidates(engine_path: str | Path) -> list[Path]:
+    """The ONNX files an engine without a sidecar was probably built from, most likely first:
+    ``m.fp16.engine`` <- ``m.fp16.onnx``; ``m.fp32.engine`` <- ``m.fp32.onnx`` or ``m.onnx``
+    (``builder.engine_path_for`` adds ``.fp32`` to a plain ONNX name)."""
+    engine_path = Path(engine_path)
+    first = engine_path.with_suffix(".onnx")
+    found = [first]
+    if Path(engine_path.stem).suffix == ".fp32":
+        found.append(engine_path.with_name(Path(engine_path.stem).stem + ".onnx"))
+    return found
+
+
 def rebuild_hint(engine_path: str | Path, sidecar: EngineSidecar | None) -> str:
-    """The command that rebuilds ``engine_path``, run from where the user stands."""
+    """The command that rebuilds ``engine_path``, run from where the user stands.
+
+    Without a sidecar, the command names an ONNX only when one exists next to the engine;
+    otherwise it says which ONNX to export first (no command with a file that is not there).
+    """
     engine_path = Path(engine_path)
     if sidecar is None or not sidecar.rebuild_command:
-        onnx = engine_path.with_suffix(".onnx")
+        candidates = onnx_candidates(engine_path)
+        onnx = next((c for c in candidates if c.is_file()), None)
+        if onnx is None:
+            return (f"export {shlex.quote(str(candidates[0]))} from its checkpoint first (bisenet-export model.pth "
+                    f"-o {shlex.quote(str(candidates[0]))}), then bisenet-export {shlex.quote(str(candidates[0]))} "
+                    f"--engine -o {shlex.quote(str(engine_path))}")
         return f"bisenet-export {shlex.quote(str(onnx))} --engine -o {shlex.quote(str(engine_path))}"
     folder = str(engine_path.parent)
     return sidecar.rebuild_command if folder in ("", ".") else f"cd {shlex.quote(folder)} && {sidecar.rebuild_command}"
