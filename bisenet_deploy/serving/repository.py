@@ -68,6 +68,8 @@ def check_options(path: Path, options: RepoOptions) -> str:
     if kind == "torch" and options.native:
         raise UserError("native Triton models need an .onnx or an engine; export the checkpoint first "
                         f"(bisenet-export {path})")
+    if kind == "tensorrt" and options.native:
+        _refuse_rtx_plan(path)
     if kind == "torch" and importlib.util.find_spec("torch") is None:
         raise UserError(f"'{path}' is a PyTorch checkpoint and this environment has no torch: export it first "
                         f"(bisenet-export {path}, where torch is installed) and write the repository from the .onnx")
@@ -77,6 +79,18 @@ def check_options(path: Path, options: RepoOptions) -> str:
     if int(threads) < 0:
         raise UserError(f"--threads must be >= 0, got {threads}")
     return kind
+
+
+def _refuse_rtx_plan(path: Path) -> None:
+    """Triton's ``tensorrt_plan`` backend links the full TensorRT, which cannot deserialize a
+    TensorRT-RTX engine: the model would fail at load time, in the server log only."""
+    from ..trt.sidecar import EngineSidecar
+
+    sidecar = EngineSidecar.read(path)
+    if sidecar is not None and sidecar.tensorrt.get("package") == "tensorrt_rtx":
+        raise UserError(f"'{path}' is a TensorRT-RTX engine, which Triton's TensorRT backend (tensorrt_plan) cannot "
+                        "load; leave out --native (the Python-backend model runs it with tensorrt_rtx), or rebuild "
+                        "it with TensorRT (bisenet-export model.onnx --engine --tensorrt tensorrt)")
 
 
 def _artifact(path: Path, options: RepoOptions) -> tuple[Any, str]:

@@ -1,0 +1,31 @@
+"""bisenet-serve repo with engines: what Triton's TensorRT backend could never load is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from bisenet_deploy.fileio import sha256_file
+from bisenet_deploy.spec import ModelSpec
+from bisenet_deploy.trt.sidecar import EngineSidecar
+
+pytest.importorskip("tritonclient")
+
+
+def _engine(path, package):
+    path.write_bytes(b"vtrt" + bytes(64))
+    EngineSidecar(engine_sha256=sha256_file(path), spec=ModelSpec(num_classes=5, input_size=(64, 128)),
+                  precision="fp16", tensorrt={"package": package, "version": "1.7.1"}).write(path)
+    return path
+
+
+def test_native_repository_of_a_tensorrt_rtx_engine_is_refused(tmp_path, capsys):
+    from bisenet_deploy.cli.serve import main
+
+    engine = _engine(tmp_path / "m.fp16.engine", "tensorrt_rtx")
+    assert main(["repo", str(engine), "-o", str(tmp_path / "repo"), "--native", "--gpu"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "TensorRT-RTX engine" in lines[0] and "tensorrt_plan" in lines[0], lines
+    assert not (tmp_path / "repo").exists()
+    # Without --native the Python-backend model runs it (with tensorrt_rtx): allowed.
+    assert main(["repo", str(engine), "-o", str(tmp_path / "python"), "--gpu"]) == 0
+    assert (tmp_path / "python" / "bisenet" / "1" / "m.fp16.engine").is_file()
