@@ -12,6 +12,8 @@
 #      misaligned GPU inputs, DLA), cuda-python plumbing.
 #   3. scripts/gpu_check_report.py merges both with versions and the device into one file.
 # About 5-10 minutes on a desktop GPU; on a Jetson Orin pass --size 128x256 to stay under 15.
+# Without a usable GPU nothing runs: the report says why (verdict "NOT RUN: ...") and the exit
+# status is 2. Exit 0: every path passed; 1: something failed.
 #
 # usage: scripts/gpu_check.sh [OUT_DIR] [extra gpu_check options, e.g. --size 128x256]
 # Needs: pip install -e '.[test,gpu]' plus TensorRT (JetPack ships it; pip install tensorrt).
@@ -25,16 +27,18 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# Without a usable GPU there is nothing to check: say so in one line (with the fix, e.g. the
-# cuda-python line for this driver), run nothing.
-problem=$("$PYTHON" -c 'from bisenet_deploy.trt.cuda_buffers import gpu_problem; print(gpu_problem(0) or "")' 2>&1)
-if [[ -n "$problem" ]]; then
-    echo "gpu_check.sh: nothing checked: ${problem##*$'\n'}" >&2
-    exit 2
-fi
-
 mkdir -p "$OUT"
 rm -f "$OUT/checks.json" "$OUT/pytest.xml" "$OUT/gpu_check_report.json"
+
+# Without a usable GPU there is nothing to check: say so in one line (with the fix, e.g. the
+# cuda-python line for this driver) and in the report a user attaches, run nothing, exit 2.
+problem=$("$PYTHON" -c 'from bisenet_deploy.trt.cuda_buffers import gpu_problem; print(gpu_problem(0) or "")' 2>&1)
+if [[ -n "$problem" ]]; then
+    problem=${problem##*$'\n'}
+    echo "gpu_check.sh: nothing checked: $problem" >&2
+    "$PYTHON" scripts/gpu_check_report.py "$OUT" --not-run "$problem" >/dev/null
+    exit 2
+fi
 start=$SECONDS
 "$PYTHON" -m bisenet_deploy.cli.gpu_check --out "$OUT" "$@"
 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m "gpu or tensorrt" --junitxml="$OUT/pytest.xml" tests/

@@ -7,6 +7,11 @@ Reads ``OUT_DIR/checks.json`` (bisenet_deploy.cli.gpu_check) and ``OUT_DIR/pytes
 writes ``OUT_DIR/gpu_check_report.json``: versions, device, pass/fail/skip per path with
 its time, and one verdict. Prints the verdict; exit 0 only when nothing failed and
 something ran.
+
+    python scripts/gpu_check_report.py OUT_DIR --not-run "REASON"
+
+writes the same file for a run that could not start (no usable GPU): verdict ``NOT RUN:
+REASON``, the versions and device as far as they can be read, no paths; exit 2.
 """
 
 from __future__ import annotations
@@ -66,11 +71,27 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def _write(out: Path, report: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "gpu_check_report.json"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gpu_check_report", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--seconds", type=float, default=None, help="wall time of the whole run")
+    p.add_argument("--not-run", metavar="REASON", help="nothing could run: write a report that says why")
     args = p.parse_args(argv)
+    if args.not_run is not None:
+        report = {"verdict": f"NOT RUN: {args.not_run}", "passed": False, "ran": False,
+                  "wall_seconds": args.seconds, **environment(), "paths": []}
+        target = _write(args.out, report)
+        print(f"{report['verdict']}; report: {target}")
+        return 2
     checks_path = args.out / "checks.json"
     checks = json.loads(checks_path.read_text()) if checks_path.is_file() else None
     paths = [{"name": r["name"], "status": r["status"], "detail": r["detail"], "seconds": r.get("seconds", 0.0),
@@ -85,12 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                f"{counts['SKIP']} skipped")
     if checks is not None and "UNTRAINED" in checks.get("verdict", ""):
         verdict += " [demo model is UNTRAINED: agreement figures are for plumbing, not fidelity]"
-    report = {"verdict": verdict, "passed": passed, "wall_seconds": args.seconds, **environment(),
+    report = {"verdict": verdict, "passed": passed, "ran": True, "wall_seconds": args.seconds, **environment(),
               "paths": paths}
-    target = args.out / "gpu_check_report.json"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(target)
+    target = _write(args.out, report)
     for row in paths:
         if row["status"] == "FAIL":
             print(f"FAIL  {row['name']}: {row['detail']}")

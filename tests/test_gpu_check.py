@@ -77,3 +77,27 @@ def test_report_merges_checks_and_tests_into_one_file(tmp_path, capsys):
 def test_report_without_a_run_fails():
     reporter = _reporter()
     assert [r["status"] for r in reporter.pytest_paths(Path("/nonexistent/pytest.xml"))] == ["FAIL"]
+
+
+def test_without_a_gpu_the_script_writes_a_report_that_says_why(tmp_path):
+    """scripts/gpu_check.sh on a machine without a usable GPU: one line on stderr, exit 2,
+    and still the report file a user attaches, whose verdict says why nothing ran."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.trt_fixtures import gpu_problem
+
+    if gpu_problem() is None:
+        pytest.skip("this machine has a GPU: the script would run every path")
+    env = dict(os.environ, PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "out"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gpu_check.sh: nothing checked: "), lines
+    report = json.loads((tmp_path / "out" / "gpu_check_report.json").read_text())
+    assert report["verdict"] == "NOT RUN: " + lines[0].split("nothing checked: ", 1)[1]
+    assert report["passed"] is False and report["ran"] is False and report["paths"] == []
+    assert "versions" in report and report["gpu_problem"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check_report.json"]
