@@ -264,3 +264,21 @@ def test_fp32_engines_compute_in_fp32_not_tf32(trt, tmp_path, capsys):
         f" --tensorrt {flavour(trt)}" if flavour(trt) != "tensorrt" else ""))
     code, _, err = run_cli(capsys, tmp_path / "m.fp16.onnx", "--engine", "--tf32", "--tensorrt", flavour(trt), "-q")
     assert "--tf32 applies to fp32 engines" in one_line_error(code, err)
+
+
+def test_default_timing_cache_leaves_nothing_next_to_the_outputs(trt, tmp_path, monkeypatch):
+    """The default (auto) cache lives in the user's cache folder, one per TensorRT and GPU, and
+    is not written at all where TensorRT ignores it (TensorRT-RTX)."""
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    out.mkdir()
+    onnx = tiny_onnx(out / "m.onnx")
+    build = build_engine(onnx, options=QUIET, trt=trt)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["m.onnx", "m.fp32.engine", "m.fp32.engine.json"] + ([build.layers_path.name] if build.layers_path else []))
+    record = build.sidecar.build["timing_cache"]
+    cached = list((tmp_path / "cache").rglob("*.timing-cache"))
+    if record["effective"]:
+        assert [str(p) for p in cached] == [record["path"]] and record["saved_bytes"] > 0
+    else:
+        assert cached == [] and record["saved_bytes"] == 0

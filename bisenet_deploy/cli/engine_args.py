@@ -48,7 +48,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"builder optimization level (default: TensorRT's, 3){_SAID}")
     g.add_argument("--timing-cache", type=Path, metavar="PATH",
                    help="timing cache file reused across builds "
-                   f"(default: next to the engine, per TensorRT version){_SAID}")
+                   f"(default: in the cache folder, per TensorRT version and GPU){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
     g.add_argument("--tf32", action="store_true",
                    help=f"let an fp32 engine compute in TF32 on Ampere+ (faster, 10-bit mantissa; default: FP32){_SAID}")

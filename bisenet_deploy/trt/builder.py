@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -49,8 +50,9 @@ class EngineOptions:
             none; default derived from the ModelSpec, see ``tensorrt_profiles``).
         workspace_mb: limit of TensorRT's scratch memory (None: TensorRT's default).
         optimization_level: builder optimization level 0..5 (None: TensorRT's default, 3).
-        timing_cache: timing cache file reused across builds; ``"auto"`` puts one per
-            TensorRT package and version next to the engine; None disables it.
+        timing_cache: timing cache file reused across builds; ``"auto"`` keeps one per
+            TensorRT package, version and GPU in the user's cache folder (never next to the
+            outputs; not written where it does nothing, i.e. TensorRT-RTX); None disables it.
         dla_core: build for this DLA core (Jetson) with GPU fallback.
         compute_capabilities: TensorRT-RTX target GPUs, e.g. ``("8.6", "8.9")``.
         layer_report: save the engine inspector's JSON (needs a GPU to load the engine).
@@ -111,12 +113,20 @@ def layers_path_for(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".layers.json")
 
 
-def _timing_cache_path(option: str | Path | None, engine_path: Path, trt: ModuleType) -> Path | None:
+def _timing_cache_path(option: str | Path | None, trt: ModuleType, gpu: dict[str, Any] | None) -> Path | None:
+    """The cache file: a named one, or (``auto``) one per TensorRT and GPU model in the user's
+    cache folder, so that builds leave no file next to their outputs; None: no cache."""
     if option is None:
         return None
-    if str(option) == "auto":
-        return engine_path.with_name(f"{flavour(trt)}-{version_of(trt)}.timing-cache")
-    return Path(option)
+    if str(option) != "auto":
+        return Path(option)
+    from ..cache import cache_dir
+
+    folder = cache_dir("tensorrt-timing")
+    if folder is None:  # no writable cache folder: build without one (cache_dir warned)
+        return None
+    target = re.sub(r"[^A-Za-z0-9.]+", "-", f"{gpu['name']}-sm{gpu.get('compute_capability')}") if gpu else "no-gpu"
+    return folder / f"{flavour(trt)}-{version_of(trt)}-{target}.timing-cache"
 
 
 def _rebuild_command(facts: OnnxFacts, engine_path: Path, trt: ModuleType, options: EngineOptions, profile) -> str:
@@ -175,7 +185,7 @@ def build_engine(
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
     config = builder.create_builder_config()
     build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log, plan)
-    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path)
+    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path, gpu)
 
     from tqdm import tqdm
 
@@ -194,6 +204,8 @@ def build_engine(
         log(f"  TensorRT warning: {warning[:300]}")
     if cache_path is not None:
         data = compat.timing_cache_bytes(config) or b""
+        if not cache_info["effective"] and str(options.timing_cache) == "auto":
+            data = b""  # a cache TensorRT ignores (TensorRT-RTX) is not worth a file nobody asked for
         if data:
             write_bytes_atomic(cache_path, data)
         build["timing_cache"] = {**cache_info, "saved_bytes": len(data)}
@@ -288,9 +300,9 @@ def _refuse_cache_over_artifact(cache_path: Path, onnx_path: Path, engine_path: 
 
 
 def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str],
-                         onnx_path: Path):
+                         onnx_path: Path, gpu: dict[str, Any] | None = None):
     """(cache file or None, its record for the sidecar)."""
-    cache_path = _timing_cache_path(options.timing_cache, engine_path, trt)
+    cache_path = _timing_cache_path(options.timing_cache, trt, gpu)
     if cache_path is None:
         return None, {}
     given = str(options.timing_cache) != "auto"
@@ -307,10 +319,10 @@ def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt,
         return None, {}
     if cache_read and not accepted:
         notes.append(f"timing cache {cache_path.name} is from another GPU or TensorRT; starting a new one")
-    if not effective:
+    if not effective and given:
         notes.append("this TensorRT ignores timing caches (TensorRT-RTX); the file is kept for the record")
-    record = {"path": _relative(cache_path, engine_path), "loaded_bytes": len(cache_read), "accepted": accepted,
-              "effective": effective}
+    record = {"path": _relative(cache_path, engine_path) if given else str(cache_path),
+              "loaded_bytes": len(cache_read), "accepted": accepted, "effective": effective}
     return cache_path, record
 
 
