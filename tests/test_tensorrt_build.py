@@ -184,7 +184,12 @@ def test_compute_capability_targets(trt, tmp_path):
         return
     build = build_engine(onnx, options=EngineOptions(progress=False, compute_capabilities=("8.6", "8.9")), trt=trt)
     assert build.sidecar.target_compute_capabilities == ["8.6", "8.9"]
+    assert build.sidecar.build["targets"] == "compute capabilities 8.6, 8.9 (--compute-capability)"
     assert "--compute-capability 8.6,8.9" in build.sidecar.rebuild_command
+    # The default targets: [] in the list, and the sidecar says in words what [] means.
+    default = build_engine(onnx, tmp_path / "default.engine", EngineOptions(progress=False), trt=trt)
+    assert default.sidecar.target_compute_capabilities == []
+    assert "default set (target_compute_capabilities [] means this set" in default.sidecar.build["targets"]
     with pytest.raises(UserError, match="choose from .*8.6"):
         build_engine(onnx, options=EngineOptions(progress=False, compute_capabilities=("7.0",)), trt=trt)
 

@@ -268,6 +268,13 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     targets = compat.set_compute_capabilities(trt, config, tuple(options.compute_capabilities))
     # Builders that can target other GPUs (TensorRT-RTX) make engines that are not tied to this one.
     build["portable_across_gpus"] = hasattr(config, "set_compute_capability")
+    if build["portable_across_gpus"]:
+        # The sidecar's target_compute_capabilities lists explicit targets only; [] is the
+        # builder's default set, which the API does not enumerate: say so where it is read.
+        build["targets"] = (f"compute capabilities {', '.join(targets)} (--compute-capability)" if targets else
+                            f"{flavour(trt)} {version_of(trt)}'s default set (target_compute_capabilities [] means "
+                            "this set: Ampere and later per its support matrix, not Turing 7.5; its runtime checks "
+                            "the engine against the GPU at load)")
     if options.dla_core is not None:
         compat.use_dla(trt, builder, config, options.dla_core)
         build["dla_core"] = options.dla_core

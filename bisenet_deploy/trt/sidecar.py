@@ -62,7 +62,8 @@ class EngineSidecar:
         tensorrt: ``{"package": "tensorrt" | "tensorrt_rtx", "version": ..., "strongly_typed": ...}``.
         gpu: the build GPU (name, compute capability, ...); None when built without one
             (TensorRT-RTX builds ahead of time for ``target_compute_capabilities``).
-        target_compute_capabilities: explicit targets of a TensorRT-RTX build ([]: its default set).
+        target_compute_capabilities: explicit targets of a TensorRT-RTX build ([]: its default
+            set, which the builder API does not list; ``build["targets"]`` says so in words).
         cuda: CUDA runtime and driver versions at build time.
         build: build options and facts (profiles, flags, workspace, timing cache, DLA ...).
         onnx: ``{"path": ONNX path relative to the engine's folder, "sha256": ...}``.
