@@ -27,7 +27,9 @@ def shape_arg(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like 1x3x512x1024, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"shape must look like 1x3x512x1024 (NxCxHxW), or 1x512x1024x3 (NxHxWxC) for a --fuse-preprocess "
+            f"model, got {text!r}") from None
     if not shape or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"shape must have positive dimensions, got {text!r}")
     return shape
@@ -40,8 +42,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--engine", action="store_true", help=f"build a TensorRT engine from each ONNX model{_SAID}")
     for which in ("min", "opt", "max"):
-        g.add_argument(f"--{which}-shape", type=shape_arg, metavar="NxCxHxW",
-                       help=f"{which} input shape of a dynamic model (default: from the model's export size){_SAID}")
+        g.add_argument(f"--{which}-shape", type=shape_arg, metavar="SHAPE",
+                       help=f"{which} input shape of a dynamic model in its input layout: NxCxHxW, or NxHxWxC "
+                       f"(uint8 frames) for a --fuse-preprocess export (default: from the export size){_SAID}")
     g.add_argument("--workspace", type=positive_int, metavar="MB",
                    help=f"TensorRT scratch memory limit (default: TensorRT's){_SAID}")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",

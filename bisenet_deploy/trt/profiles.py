@@ -21,6 +21,14 @@ def _axes(dims: tuple[int, ...], spec: ModelSpec | None) -> dict[str, int]:
     return {"batch": 0, "height": 1, "width": 2} if nhwc else {"batch": 0, "height": 2, "width": 3}
 
 
+def layout(dims: tuple[int, ...], spec: ModelSpec | None) -> str:
+    """The input's layout as the shape options are written: ``NxCxHxW`` (float frames), or
+    ``NxHxWxC`` (uint8 frames of a ``--fuse-preprocess`` export)."""
+    if len(dims) != 4:
+        return "x".join(f"d{i}" for i in range(len(dims)))
+    return "NxHxWxC" if _axes(dims, spec)["height"] == 1 else "NxCxHxW"
+
+
 def default_profile(dims: tuple[int, ...], spec: ModelSpec | None) -> tuple[Shape, Shape, Shape]:
     """(min, opt, max) for an input whose dynamic dimensions are -1."""
     if len(dims) != 4:
@@ -46,17 +54,23 @@ def default_profile(dims: tuple[int, ...], spec: ModelSpec | None) -> tuple[Shap
     return tuple(lo), tuple(opt), tuple(hi)
 
 
-def check_profile(dims: tuple[int, ...], shapes: tuple[Shape, Shape, Shape]) -> tuple[Shape, Shape, Shape]:
-    """Validate user-given (min, opt, max) against the input's dimensions."""
+def check_profile(dims: tuple[int, ...], shapes: tuple[Shape, Shape, Shape],
+                  spec: ModelSpec | None = None) -> tuple[Shape, Shape, Shape]:
+    """Validate user-given (min, opt, max) against the input's dimensions; errors name the
+    input's layout (NxCxHxW, or NxHxWxC for a --fuse-preprocess model)."""
     names = ("--min-shape", "--opt-shape", "--max-shape")
+    order = layout(dims, spec)
+    axis_names = order.split("x")
     for name, shape in zip(names, shapes):
         if len(shape) != len(dims):
             raise UserError(
-                f"{name} {fmt(shape)} has {len(shape)} dimensions; the model input has {len(dims)} ({fmt(dims)})"
+                f"{name} {fmt(shape)} has {len(shape)} dimensions; the model input has {len(dims)}: "
+                f"{order} = {fmt(dims)}"
             )
         for pos, (d, s) in enumerate(zip(dims, shape)):
             if d != -1 and d != s:
-                raise UserError(f"{name} {fmt(shape)}: dimension {pos} is fixed at {d} in the model")
+                raise UserError(f"{name} {fmt(shape)}: dimension {pos} ({axis_names[pos]}) is fixed at {d} in the "
+                                f"model, whose input is {order} = {fmt(dims)}")
             if s < 1:
                 raise UserError(f"{name} {fmt(shape)}: dimensions must be >= 1")
     lo, opt, hi = shapes
@@ -80,7 +94,7 @@ def profile_for(
         raise UserError(
             f"the model input is static ({fmt(dims)}); profile shapes need an ONNX exported with --dynamic"
         )
-    return check_profile(dims, given)  # type: ignore[arg-type]
+    return check_profile(dims, given, spec)  # type: ignore[arg-type]
 
 
 def fmt(shape: tuple[int, ...]) -> str:
