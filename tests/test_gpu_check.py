@@ -101,3 +101,30 @@ def test_without_a_gpu_the_script_writes_a_report_that_says_why(tmp_path):
     assert report["passed"] is False and report["ran"] is False and report["paths"] == []
     assert "versions" in report and report["gpu_problem"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check_report.json"]
+
+
+@pytest.mark.parametrize("layers, status", [([{"Name": "conv", "LayerType": "CaskConvolution"}], "FAIL"), (None, "FAIL")],
+                         ids=["all-on-gpu", "no-report"])
+def test_dla_check_fails_when_no_layer_runs_on_dla(tmp_path, monkeypatch, layers, status):
+    """A DLA engine whose layers all fell back to the GPU (or without a layer report) fails
+    the DLA path even though it builds and runs."""
+    from types import SimpleNamespace
+
+    from bisenet_deploy.trt import loading
+
+    trt = SimpleNamespace(__name__="tensorrt", __version__="10.3.0", Builder=lambda logger: SimpleNamespace(
+        num_DLA_cores=2))
+    monkeypatch.setattr(loading, "load_tensorrt", lambda name: trt)
+    monkeypatch.setattr(loading, "logger_for", lambda trt, verbose=False: None)
+
+    def export(out_dir, name, *args):
+        engine = out_dir / f"{name}.fp16.engine"
+        engine.write_bytes(b"ftrt")
+        if layers is not None:
+            (out_dir / f"{engine.name}.layers.json").write_text(json.dumps({"Layers": layers}))
+        return 0, ""
+
+    monkeypatch.setattr(gpu_check, "export_with_engine", export)
+    monkeypatch.setattr(gpu_check, "agreement_check", lambda *a: pytest.fail("must not get this far"))
+    result = gpu_check.dla_check(tmp_path, "64x128", None, (64, 128), "tensorrt", tmp_path / "c")
+    assert result.status == status and "no layer runs on DLA core 0" in result.detail

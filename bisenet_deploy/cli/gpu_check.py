@@ -213,8 +213,17 @@ def dla_check(out_dir: Path, size: str, frames, size_hw, tensorrt: str, cache: P
     found = sorted(out_dir.glob("demo_dla*.fp16.engine"))
     if code != 0 or not found:
         return CheckResult("DLA engine", "FAIL", why or "no engine written")
+    # GPU fallback may have taken every layer: then the engine runs, but not on DLA.
+    from ..trt.builder import layers_path_for
+    from ..trt.features import dla_layers
+
+    report_path = layers_path_for(found[0])
+    on_dla = dla_layers(json.loads(report_path.read_text())) if report_path.is_file() else []
+    if not on_dla:
+        return CheckResult("DLA engine", "FAIL", "no layer runs on DLA core 0 (layer report "
+                           + ("shows none" if report_path.is_file() else "missing") + ")")
     result = agreement_check(found[0], out_dir / "demo_dla.onnx", frames, size_hw, THRESHOLDS["fp16"])
-    result.name = f"DLA core 0: {result.name}"
+    result.name = f"DLA core 0 ({len(on_dla)} DLA layers): {result.name}"
     return result
 
 
