@@ -84,34 +84,40 @@ def no_offer_reason(flags: list[str]) -> str | None:
             "faster than exact precision here")
 
 
+def measure_backends(exact: Any, fast: Any, frames: list[np.ndarray], calls: int = CALLS) -> Measurement:
+    """Two open backends of one artifact (exact precision, faster precision): the faster one's
+    labels against the exact ones on ``frames`` by ``compare.compare``, then ``calls``
+    interleaved end-to-end calls of each on the first frame."""
+    from . import pipeline
+
+    spec = exact.spec
+    ref = pipeline.network_outputs(exact, spec, frames)
+    got = pipeline.network_outputs(fast, fast.spec, frames)
+    check = compare(ref, got, Tolerance(min_agreement=MIN_AGREEMENT), "faster precision",
+                    num_classes=spec.num_classes)
+    times: dict[str, list[float]] = {"exact": [], "fast": []}
+    pair = (("exact", exact), ("fast", fast))
+    for i in range(calls):
+        for name, backend in pair if i % 2 == 0 else pair[::-1]:  # each follows the other equally often
+            start = time.perf_counter()
+            pipeline.frame_labels(backend, backend.spec, frames[0])
+            times[name].append(time.perf_counter() - start)
+    return Measurement(float(np.median(times["exact"]) * 1e3), float(np.median(times["fast"]) * 1e3),
+                       check.agreement, check.pixels)
+
+
 def measure(path: str | Path, threads: int = 0, frames: list[np.ndarray] | None = None,
             calls: int = CALLS) -> Measurement:
     """OpenVINO ``f32`` vs ``bf16`` on ``path`` (host pre/post, so both give class scores to
-    the same label stage): agreement by ``compare.compare`` on ``frames`` (default: the
-    backend choice's probe frames), then ``calls`` interleaved end-to-end calls each."""
-    from . import pipeline
+    the same label stage) on ``frames`` (default: the backend choice's probe frames)."""
     from .backends.openvino import OpenVinoBackend
     from .choice import probe_frames
 
     with OpenVinoBackend(path, device="CPU", threads=threads, precision_hint="f32", prepost="host") as exact, \
             OpenVinoBackend(path, device="CPU", threads=threads, precision_hint="bf16", prepost="host") as fast:
-        spec = exact.spec
-        if spec is None:
+        if exact.spec is None:
             raise UserError(f"'{path}' carries no ModelSpec: nothing to compare bf16 with")
-        frames = probe_frames(spec) if frames is None else frames
-        ref = pipeline.network_outputs(exact, spec, frames)
-        got = pipeline.network_outputs(fast, spec, frames)
-        check = compare(ref, got, Tolerance(min_agreement=MIN_AGREEMENT), "openvino bf16",
-                        num_classes=spec.num_classes)
-        times: dict[str, list[float]] = {"exact": [], "bf16": []}
-        pair = (("exact", exact), ("bf16", fast))
-        for i in range(calls):
-            for name, backend in pair if i % 2 == 0 else pair[::-1]:  # each follows the other equally often
-                start = time.perf_counter()
-                pipeline.frame_labels(backend, spec, frames[0])
-                times[name].append(time.perf_counter() - start)
-    return Measurement(float(np.median(times["exact"]) * 1e3), float(np.median(times["bf16"]) * 1e3),
-                       check.agreement, check.pixels)
+        return measure_backends(exact, fast, probe_frames(exact.spec) if frames is None else frames, calls)
 
 
 def _cache_path() -> Path | None:
@@ -148,7 +154,7 @@ def cached_offer(path: str | Path, threads: int = 0, flags: list[str] | None = N
     if record is None:
         try:
             m = measure(path, threads)
-        except UserError as exc:  # a model OpenVINO cannot run: no offer, and say why in the log only
+        except Exception as exc:  # noqa: BLE001 - advice must never fail a run: no offer, why in the debug log
             log.debug("bf16 offer not measured: %s", exc)
             return None
         record = {**asdict(m), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
