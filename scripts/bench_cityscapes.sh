@@ -15,6 +15,7 @@
 #
 #   scripts/bench_cityscapes.sh                 # called by scripts/bench_cpu.sh (CITYSCAPES=0 skips it)
 #   CITY_ITERATIONS=3 OUT=/tmp/check scripts/bench_cityscapes.sh
+#   CITY_SIZE=256x512 CITY_ITERATIONS=1 OUT=/tmp/check scripts/bench_cityscapes.sh   # does it run?
 #
 # PyTorch FP32 takes ~1.6-3 s a frame at this size on 2 cores: few rounds (CITY_ITERATIONS,
 # default 5) keep the cell to about 15-20 minutes there, exports included.
@@ -22,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 ITERATIONS=${CITY_ITERATIONS:-5}
+SIZE=${CITY_SIZE:-1024x2048}   # another size only to check the script quickly
 THREADS=${THREADS:-2}
 WORK=${WORK:-build/bench-cpu}/cityscapes
 OUT=${OUT:-benchmarks/results}
@@ -30,7 +32,7 @@ name="$OUT/cpu-$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_kind; prin
 
 ckpt="$WORK/model_final.pth"
 "$PYTHON" scripts/cityscapes_checkpoint.py "$ckpt" --classes 19 --seed 0
-export_cmd=("$PYTHON" -m bisenet_deploy.cli.export "$ckpt" -q --size 1024x2048 --precision fp32,int8 --calib-count 8)
+export_cmd=("$PYTHON" -m bisenet_deploy.cli.export "$ckpt" -q --size "$SIZE" --precision fp32,int8 --calib-count 8)
 # INT8 calibrated on the built-in sample photos (random weights: any frames do for speed).
 "${export_cmd[@]}" -o "$WORK/city.onnx"
 models=("$WORK/city.onnx" "$WORK/city.int8.onnx")
@@ -46,7 +48,7 @@ if [[ -n "$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_flags, has_bf16
     hints=f32,bf16
 fi
 "$PYTHON" -m bisenet_deploy.cli.bench --checkpoint "$ckpt" "${models[@]}" \
-    --sizes 1024x2048 --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" \
+    --sizes "$SIZE" --batch 1 --threads "$THREADS" --device cpu --iterations "$ITERATIONS" \
     --warmup 2 --warmup-max 4 --max-images 2 --backend onnxruntime,openvino --ov-prepost graph,host --ov-hint "$hints" \
     --json "$name.json" --csv "$name.csv" --markdown "$name.md" --plot "$name.png"
 "$PYTHON" scripts/score_bytes.py "${models[@]}" > "$name.outputs.json" 2> "$WORK/score_bytes.md"
