@@ -47,6 +47,23 @@ def has_int8_dot_product(flags: list[str]) -> bool:
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
 
 
+def has_bf16(flags: list[str]) -> bool:
+    """bf16 arithmetic in hardware (AVX512-BF16 dot products or AMX-BF16 tiles): where
+    OpenVINO's ``bf16`` precision hint runs faster instead of emulating it."""
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def cpu_kind(facts: dict[str, Any] | None = None) -> str:
+    """What benchmark results are named after: the CPU model, its best int8 ISA and the
+    usable CPUs, e.g. ``amd-epyc-avx2-2c`` or ``intel-xeon-platinum-8481c-amx-2c``."""
+    facts = cpu_facts() if facts is None else facts
+    flags = facts.get("isa_flags") or []
+    isa = ("amx" if "amx_int8" in flags else "avx512-vnni" if "avx512_vnni" in flags
+           else "avx2" if "avx2" in flags else "base")
+    model = re.sub("[^a-z0-9]+", "-", str(facts.get("model") or "cpu").lower()).strip("-")
+    return f"{model}-{isa}-{facts.get('usable_cpus') or usable_cpus()}c"
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -8,6 +8,8 @@
 #
 #   make bench-cpu                     # or: PYTHON=.venv/bin/python scripts/bench_cpu.sh
 #   ITERATIONS=5 OUT=/tmp/check scripts/bench_cpu.sh    # quick check that it works
+#   CITYSCAPES=0 scripts/bench_cpu.sh       # without the Cityscapes-size cell (1024x2048, 19 classes)
+#   CITYSCAPES=only scripts/bench_cpu.sh    # only that cell (scripts/bench_cityscapes.sh)
 #
 # Run it on an otherwise idle machine: other processes on the same cores make PyTorch's
 # OpenMP threads wait for each other and distort every ratio (the report warns when the
@@ -19,7 +21,11 @@ ITERATIONS=${ITERATIONS:-30}
 THREADS=${THREADS:-2}
 WORK=${WORK:-build/bench-cpu}
 OUT=${OUT:-benchmarks/results}
+CITYSCAPES=${CITYSCAPES:-1}
 mkdir -p "$WORK" "$OUT"
+if [[ "$CITYSCAPES" == only ]]; then
+    exec env PYTHON="$PYTHON" THREADS="$THREADS" WORK="$WORK" OUT="$OUT" scripts/bench_cityscapes.sh
+fi
 
 # The demo model segments coloured objects: calibrate INT8 on training scenes and measure
 # speed and agreement on held-out scenes (photos never seen in training).
@@ -36,12 +42,8 @@ done
 "${export_cmd[@]}" -o "$WORK/model-512x512.argmax.onnx" --size 512x512 --argmax --no-verify
 models+=("$WORK/model-512x512.argmax.onnx")
 
-cpu=$("$PYTHON" -c 'import re; from bisenet_deploy.machine import cpu_facts as f; c = f(); fl = c["isa_flags"]
-isa = "amx" if "amx_int8" in fl else "avx512-vnni" if "avx512_vnni" in fl else "avx2" if "avx2" in fl else "base"
-print(re.sub("[^a-z0-9]+", "-", c["model"].lower()).strip("-") + "-" + isa + "-" + str(c["usable_cpus"]) + "c")')
-name="$OUT/cpu-$cpu"
-bf16=$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_flags as f; fl = f()
-print("yes" if {"avx512_bf16", "amx_bf16"} & set(fl) else "")')
+name="$OUT/cpu-$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_kind; print(cpu_kind())')"
+bf16=$("$PYTHON" -c 'from bisenet_deploy.machine import cpu_flags, has_bf16; print("yes" if has_bf16(cpu_flags()) else "")')
 extra=()
 if [[ -n "$bf16" ]]; then extra+=(--torch-variant bf16+channels_last --ov-hint f32,bf16); fi
 # Backend choices are measured fresh (a private cache): the auto rows show a first decision.
@@ -55,3 +57,7 @@ rm -rf "$BISENET_DEPLOY_CACHE"
 # OpenVINO's first start (empty compiled-model cache) and second start (cache hit).
 "$PYTHON" scripts/openvino_start.py "$WORK/model-512x512.onnx" "$WORK/model-512x512.int8.onnx" > "$name.openvino-start.json"
 echo "wrote $name.{json,csv,md,png,openvino-start.json}"
+# The size users compare with (the paper, CoinCheung's table): 19 classes at 1024x2048.
+if [[ "$CITYSCAPES" != 0 ]]; then
+    PYTHON="$PYTHON" THREADS="$THREADS" WORK="$WORK" OUT="$OUT" scripts/bench_cityscapes.sh
+fi

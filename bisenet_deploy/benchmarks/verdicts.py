@@ -133,6 +133,35 @@ def backend_verdicts(cell: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def precision_offer_verdicts(cell: dict[str, Any], flags: list[str]) -> list[dict[str, str]]:
+    """Per artifact: the OpenVINO bf16 row that is the best free speed-up over the same
+    artifact's exact-precision OpenVINO row (same pre/post form), when it keeps
+    ``precision_offer.MIN_AGREEMENT`` % label agreement with the reference (the bench's
+    fidelity, computed by compare.py); nothing on CPUs without bf16 (see ``verdicts``)."""
+    from ..runtime.precision_offer import BENCH_OPTION, OPTION, Measurement, offer
+
+    where = f"{cell['size']} batch {cell['batch']}"
+    best: dict[str, tuple[float, str]] = {}
+    for row in cell["rows"]:
+        if row["backend"] != "openvino" or not row["precision"].endswith("bf16"):
+            continue
+        exact_precision = row["precision"][: -len("+bf16")] if "+" in row["precision"] else "fp32"
+        host = "host-pre/post" in row["name"]
+        base = next((r for r in cell["rows"] if r["backend"] == "openvino" and r["artifact"] == row["artifact"]
+                     and r["precision"] in (exact_precision, "fp16" if exact_precision == "fp32" else "")
+                     and ("host-pre/post" in r["name"]) == host), None)
+        agreement = _agreement(row)
+        if base is None or agreement is None:
+            continue
+        ratio = median_ratio(base["samples_ms"], row["samples_ms"])
+        m = Measurement(base["latency_ms"]["median"], row["latency_ms"]["median"], agreement, 0, ratio)
+        text = offer(flags, m, base["precision"], option=f"{BENCH_OPTION} here, {OPTION} in Segmenter")
+        key = row["artifact"] or row["name"]
+        if text and (key not in best or m.gain > best[key][0]):
+            best[key] = (m.gain, f"{row['name']} vs {base['name']} at {where}: {text}")
+    return [_v("verdict", text) for _, text in best.values()]
+
+
 def row_warnings(cell: dict[str, Any]) -> list[dict[str, str]]:
     out = []
     where = f"{cell['size']} batch {cell['batch']}"
@@ -174,8 +203,20 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     if load and load[0] > BUSY_LOAD * cpus:
         out.append(_v("warning", f"the machine was busy when the run started (load average {load[0]:.1f} on {cpus} "
                       "CPUs, including anything run just before): other work competes for the cores"))
+    flags = system["cpu"].get("isa_flags") or []
+    openvino = any(r["backend"] == "openvino" for c in result["cells"] for r in c["rows"])
+    bf16_rows = any(r["backend"] == "openvino" and r["precision"].endswith("bf16")
+                    for c in result["cells"] for r in c["rows"])
+    if openvino and not bf16_rows:
+        from ..machine import has_bf16
+        from ..runtime.precision_offer import BENCH_OPTION, MIN_AGREEMENT, no_offer_reason
+
+        out.append(_v("note", no_offer_reason(flags) if not has_bf16(flags) else
+                      f"this CPU has bf16 in hardware: add {BENCH_OPTION} to see whether OpenVINO's bf16 keeps "
+                      f">= {MIN_AGREEMENT}% label agreement at a lower latency"))
     for cell in result["cells"]:
         out += int8_verdicts(cell)
         out += backend_verdicts(cell)
+        out += precision_offer_verdicts(cell, flags)
         out += row_warnings(cell)
     return out

@@ -25,6 +25,7 @@ def run(spec: JobSpec) -> Result:
     options = {"threads": spec.threads} if spec.threads else {}
     with Segmenter(spec.model, backend=spec.backend, device=spec.device, backend_options=options,
                    output_size="network" if spec.network_size else "frame") as seg:
+        _say_faster_precision(seg, spec.threads)
         job = prepare(spec, checked, seg.spec, seg.backend.name)
         interrupted = True
         try:
@@ -50,3 +51,14 @@ def run(spec: JobSpec) -> Result:
             result = job.finish(interrupted)
     return result
 
+
+def _say_faster_precision(seg, threads: int) -> None:  # noqa: ANN001 - a Segmenter
+    """One start line when a faster precision keeps the labels on this CPU (bf16: measured
+    once per artifact and CPU, then cached; nothing on CPUs without it)."""
+    import logging
+
+    from ..runtime.precision_offer import offer_for
+
+    note = offer_for(seg.backend, threads)
+    if note:
+        logging.getLogger("bisenet_deploy").info(note)
