@@ -19,6 +19,7 @@ examples:
   bisenet-infer person.onnx 0 -o out/ --background beach.jpg --max-frames 300   # webcam 0
   bisenet-infer model.int8.engine clip.mp4 -o out/ --network-size  # fastest: masks at network size
   bisenet-infer model.onnx drive_bag/ --topic /camera/image_raw -o out/   # out/drive_bag_segmentation/ (MCAP)
+  bisenet-infer model.onnx drive_bag/ -o out/ --color-mask --confidence   # + LabelInfo, colour, confidence (Nav2)
 
 Outputs never replace inputs: the output folder may not be, contain or lie inside an input.
 Each input gets its own output name (inputs that would share one are renamed; the log says
@@ -88,6 +89,11 @@ def build_parser() -> Parser:
                    help="appended to each camera topic for its mask topic (default: /segmentation)")
     g.add_argument("--copy-topics", action="store_true",
                    help="copy the camera topics into the output bag, so it opens alone in Foxglove or RViz")
+    g.add_argument("--color-mask", action="store_true",
+                   help="also write an rgb8 colour mask (the model's palette) on <mask topic>/color")
+    g.add_argument("--confidence", action="store_true",
+                   help="also write a mono8 confidence image (top class probability x 255, for Nav2's semantic "
+                   "segmentation layer) on <mask topic>/confidence")
     g = p.add_argument_group("Ray (fleet-scale batch runs; pip install 'bisenet-deploy[ray]')")
     g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run as a Ray Data pipeline: local (a private cluster on this machine, stopped afterwards; "
@@ -112,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray is None and ray_only:
         raise UserError(f"{', '.join(ray_only)} apply to Ray runs: add --ray")
     bag = None
-    if args.topic or args.mask_topic or args.copy_topics:
+    if args.topic or args.mask_topic or args.copy_topics or args.color_mask or args.confidence:
         bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic or "/segmentation",
-                         copy_topics=args.copy_topics)
+                         copy_topics=args.copy_topics, color=args.color_mask, confidence=args.confidence)
     spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
                    legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,
                    overwrite=args.overwrite, backend=args.backend, device=args.device, threads=args.threads, bag=bag,

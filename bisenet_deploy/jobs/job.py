@@ -36,12 +36,15 @@ DONE = ("ok", "exists")
 
 @dataclass(frozen=True)
 class BagOptions:
-    """Bag inputs: camera topics (``auto``: every image topic), the mask topics' suffix, and
-    whether the camera topics are copied into the output bag."""
+    """Bag inputs: camera topics (``auto``: every image topic), the mask topics' suffix,
+    whether the camera topics are copied into the output bag, and the optional outputs for
+    robot stacks: an ``rgb8`` colour mask and a ``mono8`` confidence image (``rosbag.topics``)."""
 
     topics: tuple[str, ...] = ("auto",)
     mask_suffix: str = "/segmentation"
     copy_topics: bool = False
+    color: bool = False
+    confidence: bool = False
 
 
 @dataclass
@@ -92,7 +95,11 @@ class JobSpec:
             if s.kind == "camera":
                 raise UserError(f"camera {s.target} cannot be read by a cluster; segment cameras without --ray")
         if self.bag is not None and not any(s.kind == "bag" for s in plan.sources):
-            raise UserError("--topic, --mask-topic and --copy-topics apply to bag inputs; none of the inputs is a bag")
+            raise UserError("--topic, --mask-topic, --copy-topics, --color-mask and --confidence apply to bag inputs; "
+                            "none of the inputs is a bag")
+        if self.bag is not None and self.bag.confidence and (self.ray or isinstance(self.model, str)):
+            raise UserError("--confidence reads the class scores of a model file run here; drop --ray / use the "
+                            "model file instead of a served model")
         if self.max_frames and all(s.kind == "image" for s in plan.sources):
             raise UserError("--max-frames applies to videos, cameras and bags; the inputs are images")
         return mode, plan
@@ -161,6 +168,7 @@ class Job:
         self._truncated: dict[str, int] = {}
         self.bar = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.label_threshold = 0.0  # the bags' LabelInfo threshold (``prepare`` sets the model's)
 
     def log(self, msg: str, info: bool = False) -> None:
         if not (info and self.spec.quiet):
@@ -231,12 +239,15 @@ class Job:
 
     def _bag(self, item: Item) -> int | None:
         from ..rosbag.bags import BagReader
+        from ..rosbag.topics import output_topics
 
         bag = self.spec.bag or BagOptions()
         try:
             with BagReader(item.path) as reader:
                 item.topics = reader.select(bag.topics)
                 count = reader.count(item.topics)
+            output_topics(item.topics, bag.mask_suffix, bag.color, bag.confidence,  # refuses collisions
+                          "" if self.mode == "mask" else self.mode, item.topics if bag.copy_topics else ())
         except (UserError, OSError) as exc:
             self.add(self.summary.failure_row(item.source, -1, str(exc)))
             return None
@@ -293,7 +304,8 @@ class Job:
                         del self.summary.rows[(item.source, row["frame"])]
                     continue
                 try:
-                    count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions()) \
+                    count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions(),
+                                         self.label_threshold) \
                         if item.kind == "bag" else assemble_video(self.out, item.frames_dir, item.output,
                                                                   self.fps[item.source])
                 except (OSError, UserError) as exc:  # disk full, a folder in the way: this input's failure
@@ -342,6 +354,7 @@ class Job:
 def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None = None) -> Job:  # noqa: ANN001
     """``checked`` (``spec.check()``) with a model: the folder's lock and manifest (before any
     output), renderer, summary with the earlier rows, and the items."""
+    from ..rosbag.messages import label_threshold
     from ..runtime.rendering import Renderer
     from ..runtime.sources import read_image
 
@@ -366,6 +379,7 @@ def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None 
         for row in previous.values():
             summary.add(dict(row))
         job = Job(spec, mode, out, renderer, summary, previous, lock)
+        job.label_threshold = label_threshold(model_spec)
         for note in plan.notes:
             job.log(note)
         job.plan(plan.sources, chunk)
