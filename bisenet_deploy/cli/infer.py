@@ -20,6 +20,7 @@ examples:
   bisenet-infer model.int8.engine clip.mp4 -o out/ --network-size  # fastest: masks at network size
   bisenet-infer model.onnx drive_bag/ --topic /camera/image_raw -o out/   # out/drive_bag_segmentation/ (MCAP)
   bisenet-infer model.onnx drive_bag/ -o out/ --color-mask --confidence   # + LabelInfo, colour, confidence (Nav2)
+  bisenet-infer model.onnx 0 1 rtsp://cam/stream front.mp4 -o out/ --live   # all at once, per-stream drops/latency
 
 Outputs never replace inputs: the output folder may not be, contain or lie inside an input.
 Each input gets its own output name (inputs that would share one are renamed; the log says
@@ -63,7 +64,8 @@ def build_parser() -> Parser:
                epilog=EXAMPLES)
     p.add_argument("model", type=model_arg, help="model: .onnx, .engine/.plan, .pth, or a served model's URL "
                    "(grpc://HOST:PORT/NAME, http://HOST:PORT/NAME: bisenet-serve)")
-    p.add_argument("inputs", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
+    p.add_argument("inputs", nargs="+", help="image files, folders, video files, a camera index (0, 1, ...), a bag, "
+                   "or with --live a stream's URL")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder (created if missing)")
     p.add_argument("--mode", choices=("mask", "overlay", "background"),
@@ -103,6 +105,10 @@ def build_parser() -> Parser:
     g.add_argument("--batch", type=_count(1), help="frames per model call on Ray (default: 8)")
     g.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs each Ray actor reserves")
     g.add_argument("--verbose", action="store_true", help="Ray's own logs and per-stage progress bars")
+    p.add_argument("--live", action="store_true",
+                   help="read cameras, streams (rtsp://, http://) and videos (at their own frame rate) all at once "
+                   "through one streaming runtime: frames that arrive while the model is busy are dropped, and the "
+                   "run ends with each stream's drop and latency figures")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -124,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
                    legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,
                    overwrite=args.overwrite, backend=args.backend, device=args.device, threads=args.threads, bag=bag,
-                   quiet=args.quiet)
-    if args.ray is None:
+                   quiet=args.quiet, live=args.live)
+    if args.live:
+        from ..jobs.live import run
+    elif args.ray is None:
         from ..jobs.local import run
     else:
         from ..distributed import RayOptions, run

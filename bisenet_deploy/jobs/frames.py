@@ -89,6 +89,11 @@ def _row(item: Item, frame: int, status: str, image: np.ndarray = EMPTY, error: 
             **facts}
 
 
+def todo_row(item: Item, frame: int, image: np.ndarray) -> dict[str, Any]:
+    """The row of a frame read elsewhere (the live executor's streams), ready to segment."""
+    return _row(item, frame, "todo", image)
+
+
 def decode(item: Item) -> Iterator[dict[str, Any]]:
     """The frames of one item as rows: ``todo`` (with the image), ``exists`` (output kept) or
     ``failed`` (with the reason). Every OSError of reading is the input's failure, not the run's."""

@@ -68,6 +68,7 @@ class JobSpec:
     bag: BagOptions | None = None
     ray: Any = None
     quiet: bool = False
+    live: bool = False  # cameras, streams and videos at their own rate through one streaming runtime (``live``)
 
     def check(self):  # noqa: ANN201 - (mode, plan.Plan)
         """Refuse options that would be ignored and unusable inputs or -o (one line each),
@@ -91,6 +92,7 @@ class JobSpec:
             raise UserError(f"model '{self.model}' not found")
         plan = collect_sources(self.inputs)
         check_output_against_inputs(Path(self.output), self.inputs)
+        self._check_live(plan)
         for s in plan.sources if self.ray else []:
             if s.kind == "camera":
                 raise UserError(f"camera {s.target} cannot be read by a cluster; segment cameras without --ray")
@@ -105,6 +107,22 @@ class JobSpec:
         return mode, plan
 
 
+    def _check_live(self, plan) -> None:  # noqa: ANN001 - a plan.Plan
+        from .plan import is_url
+
+        if not self.live:
+            for s in plan.sources:
+                if is_url(s.target):
+                    raise UserError(f"'{s.target}' is a stream: streams are read as they come, add --live")
+            return
+        if self.ray:
+            raise UserError("--live runs its sources through one streaming runtime in this process; drop --ray")
+        still = [s.origin for s in plan.sources if s.kind in ("image", "bag")] + [f for f, _ in plan.unreadable]
+        if still:
+            raise UserError(f"--live reads cameras, streams (URLs) and videos as they play; '{still[0]}' is not one: "
+                            "segment images and bags in a run without --live")
+
+
 @dataclass
 class Result:
     frames: int = 0  # segmented in this run
@@ -117,6 +135,7 @@ class Result:
     workers: int = 0  # Ray
     summary_paths: list[Path] = field(default_factory=list)
     interrupted: bool = False
+    streams: list[str] = field(default_factory=list)  # ``--live``: one line of figures per stream
 
     @property
     def ok(self) -> bool:
@@ -133,6 +152,8 @@ class Result:
         extra = (f"; Ray startup {self.startup_s:.1f} s, {self.workers} worker(s)" if self.startup_s else
                  "; nothing left to run on Ray") if ray else ""
         print("; ".join(parts) + extra)
+        for line in self.streams:
+            print(f"  {line}")
         for path, count in self.videos:
             print(f"  {path} ({count} frames)")
         for path in self.summary_paths[:1]:
