@@ -158,3 +158,67 @@ def test_confidence_is_the_winning_probability_for_multiclass_and_binary():
     p = top_probability(np.array([[[[0.5, 2.0]]]], np.float32), binary)[0, 0]  # 0.5 -> label 0, 2.0 -> 1
     assert p == pytest.approx([1 - 1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-2.0))], rel=1e-6)
     assert messages.label_threshold(binary) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_node_core_serves_two_topics_through_one_runtime_with_diagnostics(named_model):
+    """Two camera topics pushed into one StreamRuntime (as the node's subscriptions do): each
+    topic's masks, colour and confidence with its camera's header; LabelInfo; /diagnostics."""
+    from bisenet_deploy.rosbag.stream_node import StreamNodeCore, scoring
+    from bisenet_deploy.runtime.confidence import open_scoring
+    from bisenet_deploy.runtime.streaming import StreamRuntime
+
+    types = messages.typestore().types
+    seg = Segmenter(open_scoring(named_model, "onnxruntime"))
+    topics = ["/cam/front/image_raw", "/cam/rear/image_raw", "/cam/idle/image_raw"]
+    runtime = StreamRuntime(scoring(seg))
+    try:
+        for topic in topics:
+            runtime.add_push(topic)
+        core = StreamNodeCore(runtime, seg.spec, topics, types, color=True, confidence=True, node="seg")
+        label_topic, info = core.label_info(5)
+        assert label_topic == "/cam/label_info" and [c.class_name for c in info.class_map] == list(NAMES)
+        sent = {}
+        for i in range(3):  # front: one at a time (none dropped); rear: a burst
+            msg = raw_image(TS2, random_frame(40, 72, seed=i), "rgb8", 1_000 + i, frame_id="front")
+            sent[("/cam/front/image_raw", i)] = msg
+            assert core.on_message("/cam/front/image_raw", msg)
+            result = runtime.get(timeout=30)
+            published = dict(core.outputs(result))
+            mask = published["/cam/front/image_raw/segmentation"]
+            assert mask.header.stamp == msg.header.stamp and mask.header.frame_id == "front"
+            (want,), (want_conf,) = seg.predict_with_confidence([image_to_bgr(msg)])
+            np.testing.assert_array_equal(pixels(mask), want)
+            np.testing.assert_array_equal(pixels(published["/cam/front/image_raw/segmentation/confidence"]), want_conf)
+            assert published["/cam/front/image_raw/segmentation/color"].encoding == "rgb8"
+        bad = raw_image(TS2, random_frame(40, 72), "bgr8", 9)
+        bad.encoding = "yuv422"
+        assert not core.on_message("/cam/rear/image_raw", bad)
+        for i in range(6):
+            core.on_message("/cam/rear/image_raw", raw_image(TS2, random_frame(48, 64, seed=20 + i), "bgr8", 2_000 + i))
+        runtime.end("/cam/rear/image_raw")
+        runtime.end("/cam/front/image_raw")
+        runtime.end("/cam/idle/image_raw")
+        for result in runtime.results(timeout=30):
+            assert result.stream_id == "/cam/rear/image_raw"
+            core.outputs(result)
+        array = core.diagnostics(stamp_ns=7_000_000_123)
+        assert array.header.stamp.sec == 7 and array.header.stamp.nanosec == 123
+        status = {s.name: s for s in array.status}
+        assert set(status) == {f"seg: {t}" for t in topics}
+        front = {kv.key: kv.value for kv in status["seg: /cam/front/image_raw"].values}
+        rear = {kv.key: kv.value for kv in status["seg: /cam/rear/image_raw"].values}
+        assert (front["received"], front["segmented"], front["dropped"], front["failed"]) == ("3", "3", "0", "0")
+        assert status["seg: /cam/front/image_raw"].level == 0 and float(front["latency_p50_ms"]) > 0
+        stats = runtime.stats()["/cam/rear/image_raw"]
+        assert (rear["received"], rear["failed"]) == ("7", "1") and rear["dropped"] == str(stats.dropped)
+        assert int(rear["segmented"]) == stats.delivered == 6 - stats.dropped
+        assert "yuv422" in rear["last_error"] and status["seg: /cam/rear/image_raw"].level in (1, 2)
+        assert status["seg: /cam/idle/image_raw"].level == 3  # STALE: nothing came in
+        # the array serializes with diagnostic_msgs' definition (as /diagnostics carries it)
+        store = messages.typestore()
+        data = store.serialize_cdr(array, messages.DIAGNOSTIC_ARRAY)
+        assert store.deserialize_cdr(data, messages.DIAGNOSTIC_ARRAY).status[0].name == array.status[0].name
+        assert float(core.diagnostics().status[0].values[0].value) == 0.0  # a new period: no frames since
+    finally:
+        assert runtime.close() == []
+        seg.close()

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, k) not in (None, False)]
     if args.ray is None and ray_only:
         raise UserError(f"{', '.join(ray_only)} apply to Ray runs: add --ray")
+    if args.live and args.ray is not None:
+        raise UserError("--live runs its sources through one streaming runtime in this process; drop --ray")
     bag = None
     if args.topic or args.mask_topic or args.copy_topics or args.color_mask or args.confidence:
         bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic or "/segmentation",

@@ -26,11 +26,9 @@ def run(spec: JobSpec) -> Result:
     confidence = bool(spec.bag and spec.bag.confidence)
     model = spec.model
     if confidence:  # class scores leave the backend: no in-graph argmax (OpenVINO's host form)
-        from ..runtime.choice import open_model
+        from ..runtime.confidence import open_scoring
 
-        if spec.backend == "openvino":
-            options["prepost"] = "host"
-        model = open_model(spec.model, spec.backend, graph_prepost=False, device=spec.device, **options)
+        model = open_scoring(spec.model, spec.backend, device=spec.device, **options)
     with Segmenter(model, backend=spec.backend, device=spec.device, backend_options=options,
                    output_size="network" if spec.network_size else "frame") as seg:
         if confidence and seg.spec.output_kind != "logits":

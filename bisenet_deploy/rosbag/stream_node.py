@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UserError
 from ..runtime.rendering import Renderer
+from ..runtime.segmenter import Segmenter
 from . import messages
 from .diagnostics import Diagnostics
 from .images import array_to_image, message_to_bgr
@@ -45,12 +46,13 @@ class StreamNodeCore:
     """
 
     def __init__(self, runtime: Any, spec: Any, topics: Sequence[str], types: dict[str, Any],
-                 suffix: str = "/segmentation", color: bool = False, confidence: bool = False,
+                 suffix: str = "/segmentation", color: bool = False, confidence: bool = False, overlay: bool = False,
                  data_as_bytes: bool = False, node: str = "bisenet_segmentation", hardware_id: str = "") -> None:
         self.runtime, self.spec, self.types, self.data_as_bytes = runtime, spec, types, data_as_bytes
-        self.names = output_topics(list(topics), suffix, color, confidence)
+        self.names = output_topics(list(topics), suffix, color, confidence, "overlay" if overlay else "")
         renderer = Renderer.for_spec(spec)  # the palette and names of the bag path's outputs
         self.palette, self.class_names = renderer.palette, renderer.names()
+        self.overlay = Renderer.for_spec(spec, mode="overlay") if overlay else None
         self.diagnostics_ = Diagnostics(node, list(topics), hardware_id=hardware_id)
 
     # --- in ------------------------------------------------------------------------------
@@ -60,10 +62,10 @@ class StreamNodeCore:
         self.diagnostics_.received(topic)
         try:
             frame = message_to_bgr(msg, msgtype)
-        except InputError as exc:
+            self.runtime.push(topic, frame, stamp=msg.header)
+        except UserError as exc:  # an encoding we cannot read; a stream closed while shutting down
             self.diagnostics_.failed(topic, str(exc))
             return False
-        self.runtime.push(topic, frame, stamp=msg.header)
         return True
 
     # --- out -----------------------------------------------------------------------------
@@ -75,9 +77,11 @@ class StreamNodeCore:
         out = [(names.mask, self._image(header, mask, "mono8"))]
         if names.color:  # the palette is BGR like the frames
             out.append((names.color, self._image(header, self.palette[mask][:, :, ::-1], "rgb8")))
-        confidence = getattr(result, "confidence", None)
+        confidence = getattr(mask, "confidence", None)  # see ``scoring``
         if names.confidence and confidence is not None:
             out.append((names.confidence, self._image(header, confidence, "mono8")))
+        if names.picture and self.overlay is not None:
+            out.append((names.picture, self._image(header, self.overlay.picture(result.frame, mask), "bgr8")))
         self.diagnostics_.segmented(result.stream_id, float(result.latency))
         return out
 
@@ -113,3 +117,34 @@ class StreamNodeCore:
         sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
         return self.types["std_msgs/msg/Header"](stamp=self.types["builtin_interfaces/msg/Time"](
             sec=sec, nanosec=nanosec), frame_id="")
+
+
+class _MaskWithConfidence(np.ndarray):
+    """A mask that carries its confidence image through the runtime (``confidence``)."""
+
+    confidence: np.ndarray | None = None
+
+
+class _ScoringSegmenter(Segmenter):
+    """A Segmenter whose ``postprocess`` also derives each mask's confidence from the same
+    scores: the runtime calls ``postprocess`` once per batch, so the network runs once."""
+
+    def postprocess(self, output: np.ndarray, frame_sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        masks = super().postprocess(output, frame_sizes)
+        out = []
+        for mask, confidence in zip(masks, self.confidence_images(output, masks)):
+            carried = mask.view(_MaskWithConfidence)
+            carried.confidence = confidence
+            out.append(carried)
+        return out
+
+
+def scoring(seg: Segmenter) -> Segmenter:
+    """``seg`` (sharing its backend; close ``seg``, not this) whose masks carry ``.confidence``.
+    Its backend must return class scores (``runtime.confidence.open_scoring``)."""
+    if seg.spec.output_kind != "logits":
+        raise InputError("confidence images need class scores, but this model computes labels in its graph "
+                         "(exported with --argmax): export it without --argmax")
+    twin = object.__new__(_ScoringSegmenter)
+    twin.__dict__.update(seg.__dict__)
+    return twin

@@ -13,6 +13,8 @@ The scores are taken at the backend's output resolution and the confidence resiz
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +51,14 @@ def confidence_images(output: np.ndarray, spec: ModelSpec, masks: Sequence[np.nd
         image = np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
         images.append(processing.resize_bilinear(image, mask.shape[:2]))
     return images
+
+
+def open_scoring(model: str | Path, backend: str | None = None, **options: Any) -> Any:
+    """An open backend of ``model`` whose output is class scores, for a Segmenter that writes
+    confidence images: ``auto`` leaves OpenVINO's in-graph argmax out and an explicit
+    ``openvino`` runs its host form (same labels; see ``backends/openvino.py``)."""
+    from .choice import open_model
+
+    if backend == "openvino":
+        options = {**options, "prepost": "host"}
+    return open_model(model, backend, graph_prepost=False, **options)
