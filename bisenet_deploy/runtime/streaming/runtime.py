@@ -181,6 +181,11 @@ class StreamRuntime:
             return (all(s.stats.ended and not s.frames for s in self._slots.values()) and self._active == 0
                     and bool(self._slots))
 
+    def idle(self) -> bool:
+        """No frame is held in a slot or in flight (streams may still be open)."""
+        with self._cond:
+            return self._active == 0 and not any(s.frames for s in self._slots.values())
+
     def stats(self) -> dict[str, StreamStats]:
         """Per-stream figures (live objects; read, do not modify)."""
         return dict(self._stats)
