@@ -78,7 +78,7 @@ class StreamStats:
     def latency_ms(self) -> dict[str, float] | None:
         if not self.latencies:
             return None
-        values = np.asarray(self.latencies) * 1000.0
+        values = np.asarray(list(self.latencies)) * 1000.0  # a copy: post threads append
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max())}
 

@@ -78,7 +78,7 @@ class StreamRuntime:
         self._feeders: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._capacity = threading.Semaphore(self.inference.parallel + 1)  # +1: one batch ready ahead
-        self._post: queue.Queue = queue.Queue()
+        self._post: queue.Queue = queue.Queue(self.inference.parallel + 1)
         self._out: queue.Queue = queue.Queue(result_queue)
         self._on_result = on_result
         self._order_lock = threading.Lock()
@@ -219,8 +219,11 @@ class StreamRuntime:
                 stats.ended = True
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
-        for _ in self._workers:
-            self._post.put(None)
+        for _ in self._workers:  # post workers stop on None; a full queue: they see _stop instead
+            try:
+                self._post.put_nowait(None)
+            except queue.Full:
+                break
         for thread in self._workers + [t for t in self._feeders if t.is_alive() or t.ident is not None]:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.inference.close()
@@ -326,7 +329,13 @@ class StreamRuntime:
             def done(output: np.ndarray | None, error: BaseException | None, batch=batch, pre=pre,
                      submitted=submitted) -> None:
                 self._capacity.release()
-                self._post.put((batch, output, error, pre, time.perf_counter() - submitted))
+                job = (batch, output, error, pre, time.perf_counter() - submitted)
+                while not self._stop.is_set():  # a full queue: postprocessing is behind; wait for it
+                    try:
+                        self._post.put(job, timeout=0.1)
+                        return
+                    except queue.Full:
+                        continue
 
             try:
                 self.inference.submit(tensor, done)
@@ -335,8 +344,13 @@ class StreamRuntime:
 
     def _post_worker(self) -> None:
         while True:
-            job = self._post.get()
-            if job is None:
+            try:
+                job = self._post.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if job is None or self._stop.is_set():
                 return
             batch, output, error, pre, infer = job
             if error is not None:
