@@ -31,6 +31,8 @@ from ..runtime.streaming import StreamRuntime
 from ..runtime.streaming.records import Captured, LatestFrameSlot, StreamStats
 
 MAX_DROP = 0.05
+#: rate searches: fewest frames a trial offers (a drop rate from 8 frames says little)
+MIN_FRAMES = 20
 #: rate searches: trials after the unthrottled probe
 SEARCH_STEPS = 5
 DRAIN_SECONDS = 3.0
@@ -181,46 +183,71 @@ def _timed(n: int, rate: float, seconds: float, frames: list[np.ndarray], sink, 
             "latency_ms": lat, "cpu_percent": 100.0 * cpu / wall, "seconds": wall}
 
 
-def trial(seg: Segmenter, mode: str, n: int, rate: float, config: RateConfig) -> dict[str, Any]:
-    """One measured run of ``n`` cameras at ``rate`` Hz each: ``mode`` ``sync`` or a runtime mode."""
+def trial(seg: Segmenter, mode: str, n: int, rate: float, config: RateConfig, min_frames: int = 0) -> dict[str, Any]:
+    """One measured run of ``n`` cameras at ``rate`` Hz each: ``mode`` ``sync`` or a runtime mode;
+    at least ``min_frames`` frames offered."""
+    seconds = max(config.seconds, min_frames / (n * rate))
     if mode == "sync":
-        row = _sync_trial(seg, n, rate, config.seconds, config.frames)
+        row = _sync_trial(seg, n, rate, seconds, config.frames)
         row["mode"], row["runtime"] = "sync", "Segmenter shared by threads"
     else:
-        row = _pipeline_trial(seg, n, rate, config.seconds, config.frames, mode, config.max_batch)
+        row = _pipeline_trial(seg, n, rate, seconds, config.frames, mode, config.max_batch)
         row["mode"], row["pipeline_mode"] = "pipeline", mode
     return row
 
 
-def peak_rate(seg: Segmenter, mode: str, n: int, config: RateConfig, trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest per-stream rate with fewer than ``MAX_DROP`` of the frames dropped: an
-    overloaded probe bounds what the way delivers at all, then a bisection between 0 and a
-    little above that, ``search_steps`` trials. The row of the best passing trial (or of the
-    lowest rate tried, with ``peak_found`` false)."""
-    probe = trial(seg, mode, n, 1000.0 / n, config)  # far beyond any CPU here: the capacity
-    trials.append(probe)
-    low, high = 0.0, max(probe["delivered_fps"] / n * 1.15, 0.5)
-    best, lowest = None, None
-    for _ in range(config.search_steps):
-        rate = round((low + high) / 2 if best is not None or low > 0 else high * 0.85, 2)
-        row = trial(seg, mode, n, rate, config)
-        trials.append(row)
-        config.log(f"  {mode} x{n} at {rate:g} Hz: {row['delivered_fps']:.1f} FPS, "
-                   f"{100 * row['drop_rate']:.1f} % dropped")
+class _Search:
+    """One way's peak-rate search: an overloaded probe bounds what it delivers at all; then
+    trials step down by 15 % until one passes, and bisect between the best pass and the
+    lowest failure."""
+
+    def __init__(self, n: int, probe: dict[str, Any]) -> None:
+        self.n = n
+        self.low, self.high = 0.0, max(probe["delivered_fps"] / n * 1.15, 0.05)
+        self.best: dict[str, Any] | None = None
+        self.lowest: dict[str, Any] | None = None
+
+    def next_rate(self) -> float:
+        return round((self.low + self.high) / 2 if self.best is not None else self.high * 0.85, 3)
+
+    def record(self, row: dict[str, Any]) -> None:
         if row["drop_rate"] < MAX_DROP:
-            low = rate
-            if best is None or rate > best["rate_hz"]:
-                best = row
+            self.low = row["rate_hz"]
+            if self.best is None or row["rate_hz"] > self.best["rate_hz"]:
+                self.best = row
         else:
-            high = rate
-            if lowest is None or rate < lowest["rate_hz"]:
-                lowest = row
-    result = dict(best or lowest)
-    result["peak_found"] = best is not None
-    return result
+            self.high = row["rate_hz"]
+            if self.lowest is None or row["rate_hz"] < self.lowest["rate_hz"]:
+                self.lowest = row
+
+    def result(self) -> dict[str, Any]:
+        row = dict(self.best or self.lowest)
+        row["peak_found"] = self.best is not None
+        return row
 
 
-def single_frame_ms(seg: Segmenter, frames: list[np.ndarray], calls: int = 20) -> float:
+def peak_rates(seg: Segmenter, modes: list[str], n: int, config: RateConfig,
+               trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The highest per-stream rate with fewer than ``MAX_DROP`` of the frames dropped, for each
+    way; the ways' trials alternate, so a change in the machine's load touches them alike.
+    Each trial offers at least ``MIN_FRAMES`` frames (longer than ``seconds`` at low rates)."""
+    searches = {}
+    for mode in modes:
+        probe = trial(seg, mode, n, 1000.0 / n, config)  # far beyond any CPU here: the capacity
+        trials.append(probe)
+        searches[mode] = _Search(n, probe)
+    for _ in range(config.search_steps):
+        for mode, search in searches.items():
+            rate = search.next_rate()
+            row = trial(seg, mode, n, rate, config, min_frames=MIN_FRAMES)
+            trials.append(row)
+            search.record(row)
+            config.log(f"  {mode} x{n} at {rate:g} Hz: {row['delivered_fps']:.2f} FPS, "
+                       f"{100 * row['drop_rate']:.1f} % dropped")
+    return [searches[m].result() for m in modes]
+
+
+def single_frame_ms(seg: Segmenter, frames: list[np.ndarray], calls: int = 12) -> float:
     """Median of one-frame-at-a-time ``seg(frame)`` on an idle pipeline (warm)."""
     for f in frames[:3]:
         seg(f)
@@ -241,12 +268,13 @@ def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
             single[backend] = single_frame_ms(seg, config.frames)
             config.log(f"{backend}: one frame at a time {single[backend]:.1f} ms (median)")
             for n in config.streams:
-                for mode in ("sync", *config.pipeline_modes):
-                    if config.rate_hz is None:
-                        row = peak_rate(seg, mode, n, config, trials)
-                    else:
-                        row = trial(seg, mode, n, config.rate_hz, config)
-                        trials.append(row)
+                modes = ["sync", *config.pipeline_modes]
+                if config.rate_hz is None:
+                    found = peak_rates(seg, modes, n, config, trials)
+                else:
+                    found = [trial(seg, mode, n, config.rate_hz, config) for mode in modes]
+                    trials.extend(found)
+                for row in found:
                     row = {"backend": backend, **row}
                     for t in trials:
                         t.setdefault("backend", backend)

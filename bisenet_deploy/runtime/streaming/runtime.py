@@ -159,6 +159,7 @@ class StreamRuntime:
                 last = time.monotonic()
             except queue.Empty:
                 if self._closed or self.finished():
+                    yield from self._drain()  # delivered between the empty get and the check
                     return
                 if timeout is not None and time.monotonic() - last > timeout:
                     return
@@ -173,7 +174,14 @@ class StreamRuntime:
                 return self._out.get(timeout=wait)
             except queue.Empty:
                 if self._closed or self.finished() or (deadline is not None and time.monotonic() >= deadline):
-                    return None
+                    return next(self._drain(), None)
+
+    def _drain(self) -> Iterator[StreamResult]:
+        while True:
+            try:
+                yield self._out.get_nowait()
+            except queue.Empty:
+                return
 
     def finished(self) -> bool:
         """Every stream has ended and every frame taken is delivered (results may still be queued)."""
