@@ -122,7 +122,7 @@ def test_bag_in_mask_bag_out_with_headers_stamps_and_exact_masks(export_model5, 
         counts = {c.topic: c.msgcount for c in reader.reader.connections}
         assert counts == {"/cam/front": 5, "/cam/rear/compressed": 5, "/cam/front/segmentation": 5,
                           "/cam/rear/compressed/segmentation": 5, "/cam/front/segmentation/overlay": 5,
-                          "/cam/rear/compressed/segmentation/overlay": 5}
+                          "/cam/rear/compressed/segmentation/overlay": 5, "/cam/label_info": 1}
         masks = list(reader.frames(["/cam/front/segmentation"]))
         for frame, (log_time, msg), _src in zip(masks, raw, FRAMES):
             assert frame.timestamp == log_time and frame.stamp == stamps[masks.index(frame)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..benchmarks.contestants import ONNX_BACKENDS
 from ..errors import UserError
+from . import bench_rate
 from .common import (
     HelpFormatter,
     Parser,
@@ -35,6 +36,7 @@ examples:
   bisenet-bench --demo demo/model.onnx --sizes 512x512 --json out.json --plot out.png
   bisenet-bench --checkpoint model.pth --device cuda --torch-variant fp16 --torch-variant fp16+channels_last
   bisenet-bench model.fp16.engine --duration 60        # sustained: FPS over time (Jetson throttling)
+  bisenet-bench model.int8.onnx --backend openvino --streams 1,4 --rate max --json s.json  # N cameras
 
 The reference is the PyTorch model (--checkpoint, --demo, or the checkpoint recorded in the
 artifact's metadata when it is present with a matching SHA-256); without one, the FP32 ONNX
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--markdown", type=Path, help="write the report as markdown")
     g.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log; print only the report")
+    bench_rate.add_arguments(p)
     return p
 
 
@@ -120,8 +123,12 @@ _CHECKPOINTS = (".pth", ".pt", ".safetensors")
 
 @cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     set_quiet(args.quiet)
+    if bench_rate.wanted(args):  # N cameras at a rate: its own benchmark (benchmarks/streams.py)
+        return bench_rate.run(args, parser, lambda msg: None if args.quiet else print(f"{PROG}: {msg}", file=sys.stderr,
+                                                                                      flush=True))
     from ..benchmarks.contestants import parse_torch_variant
     from ..benchmarks.harness import WarmUp
     from ..benchmarks.runner import BenchConfig, run_benchmark

@@ -19,6 +19,8 @@ examples:
   bisenet-infer person.onnx 0 -o out/ --background beach.jpg --max-frames 300   # webcam 0
   bisenet-infer model.int8.engine clip.mp4 -o out/ --network-size  # fastest: masks at network size
   bisenet-infer model.onnx drive_bag/ --topic /camera/image_raw -o out/   # out/drive_bag_segmentation/ (MCAP)
+  bisenet-infer model.onnx drive_bag/ -o out/ --color-mask --confidence   # + LabelInfo, colour, confidence (Nav2)
+  bisenet-infer model.onnx 0 1 rtsp://cam/stream front.mp4 -o out/ --live   # all at once, per-stream drops/latency
 
 Outputs never replace inputs: the output folder may not be, contain or lie inside an input.
 Each input gets its own output name (inputs that would share one are renamed; the log says
@@ -62,7 +64,8 @@ def build_parser() -> Parser:
                epilog=EXAMPLES)
     p.add_argument("model", type=model_arg, help="model: .onnx, .engine/.plan, .pth, or a served model's URL "
                    "(grpc://HOST:PORT/NAME, http://HOST:PORT/NAME: bisenet-serve)")
-    p.add_argument("inputs", nargs="+", help="image files, folders, video files or a camera index (0, 1, ...)")
+    p.add_argument("inputs", nargs="+", help="image files, folders, video files, a camera index (0, 1, ...), a bag, "
+                   "or with --live a stream's URL")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                    help="output folder (created if missing)")
     p.add_argument("--mode", choices=("mask", "overlay", "background"),
@@ -88,6 +91,11 @@ def build_parser() -> Parser:
                    help="appended to each camera topic for its mask topic (default: /segmentation)")
     g.add_argument("--copy-topics", action="store_true",
                    help="copy the camera topics into the output bag, so it opens alone in Foxglove or RViz")
+    g.add_argument("--color-mask", action="store_true",
+                   help="also write an rgb8 colour mask (the model's palette) on <mask topic>/color")
+    g.add_argument("--confidence", action="store_true",
+                   help="also write a mono8 confidence image (top class probability x 255, for Nav2's semantic "
+                   "segmentation layer) on <mask topic>/confidence")
     g = p.add_argument_group("Ray (fleet-scale batch runs; pip install 'bisenet-deploy[ray]')")
     g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run as a Ray Data pipeline: local (a private cluster on this machine, stopped afterwards; "
@@ -97,6 +105,10 @@ def build_parser() -> Parser:
     g.add_argument("--batch", type=_count(1), help="frames per model call on Ray (default: 8)")
     g.add_argument("--gpus-per-worker", type=float, metavar="G", help="GPUs each Ray actor reserves")
     g.add_argument("--verbose", action="store_true", help="Ray's own logs and per-stage progress bars")
+    p.add_argument("--live", action="store_true",
+                   help="read cameras, streams (rtsp://, http://) and videos (at their own frame rate) all at once "
+                   "through one streaming runtime: frames that arrive while the model is busy are dropped, and the "
+                   "run ends with each stream's drop and latency figures")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -111,15 +123,19 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, k) not in (None, False)]
     if args.ray is None and ray_only:
         raise UserError(f"{', '.join(ray_only)} apply to Ray runs: add --ray")
+    if args.live and args.ray is not None:
+        raise UserError("--live runs its sources through one streaming runtime in this process; drop --ray")
     bag = None
-    if args.topic or args.mask_topic or args.copy_topics:
+    if args.topic or args.mask_topic or args.copy_topics or args.color_mask or args.confidence:
         bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic or "/segmentation",
-                         copy_topics=args.copy_topics)
+                         copy_topics=args.copy_topics, color=args.color_mask, confidence=args.confidence)
     spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
                    legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,
                    overwrite=args.overwrite, backend=args.backend, device=args.device, threads=args.threads, bag=bag,
-                   quiet=args.quiet)
-    if args.ray is None:
+                   quiet=args.quiet, live=args.live)
+    if args.live:
+        from ..jobs.live import run
+    elif args.ray is None:
         from ..jobs.local import run
     else:
         from ..distributed import RayOptions, run

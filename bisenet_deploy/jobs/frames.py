@@ -9,6 +9,9 @@ Where each result goes, per source name (``plan``) and mode:
 | video / camera ``clip`` | ``clip/000000.png``, one palette PNG per frame | ``clip.overlay.mp4`` |
 | bag ``drive`` | ``drive_segmentation/``: rosbag2 MCAP, ``mono8`` ids on ``<topic>/segmentation`` | + ``bgr8`` on ``.../overlay`` |
 
+A bag's output also starts with one ``vision_msgs/LabelInfo`` and, where asked, holds colour
+masks and confidence images (``rosbag.topics`` names every topic).
+
 Masks are never written as lossy video. Frames of a one-output source wait as PNGs in a hidden
 folder of OUT (``frames_dir``) until the executor's run ends; then the video or bag is written
 in frame order, so a local and a Ray run give the same file. Bag stamps and log times (ns,
@@ -86,6 +89,11 @@ def _row(item: Item, frame: int, status: str, image: np.ndarray = EMPTY, error: 
             **facts}
 
 
+def todo_row(item: Item, frame: int, image: np.ndarray) -> dict[str, Any]:
+    """The row of a frame read elsewhere (the live executor's streams), ready to segment."""
+    return _row(item, frame, "todo", image)
+
+
 def decode(item: Item) -> Iterator[dict[str, Any]]:
     """The frames of one item as rows: ``todo`` (with the image), ``exists`` (output kept) or
     ``failed`` (with the reason). Every OSError of reading is the input's failure, not the run's."""
@@ -146,13 +154,17 @@ def _decode(item: Item) -> Iterator[dict[str, Any]]:
                    "decoded (truncated or corrupt?)")
 
 
-def write(out: Path, renderer, row: dict[str, Any], mask: np.ndarray) -> None:  # noqa: ANN001 - a Renderer
-    """A frame's result: its PNG, or for a one-output source the PNGs the video or bag is made from."""
+def write(out: Path, renderer, row: dict[str, Any], mask: np.ndarray,  # noqa: ANN001 - a Renderer
+          confidence: np.ndarray | None = None) -> None:
+    """A frame's result: its PNG, or for a one-output source the PNGs the video or bag is made
+    from (a bag frame's confidence image too, where asked)."""
     from ..runtime.rendering import write_image
 
     image, target = row["image"], out / row["file"]
     if row["topic"]:
         write_image(f"{target}.mask.png", mask)
+        if confidence is not None:
+            write_image(f"{target}.confidence.png", confidence)
         if renderer.mode != "mask":
             write_image(f"{target}.picture.png", renderer.picture(image, mask))
     elif row["file"] != row["output"]:
@@ -162,11 +174,11 @@ def write(out: Path, renderer, row: dict[str, Any], mask: np.ndarray) -> None:  
 
 
 def written(out: Path, renderer, summary, row: dict, mask: np.ndarray, latency_ms: float,  # noqa: ANN001
-            worker: str) -> dict:
+            worker: str, confidence: np.ndarray | None = None) -> dict:
     """The write step of both executors: the frame's result on disk, then its summary row; a
     write that fails (disk full, a folder in the way) is the input's failed row."""
     try:
-        write(out, renderer, row, mask)
+        write(out, renderer, row, mask, confidence)
     except (OSError, UserError) as exc:
         return {**row, "status": "failed", "error": f"cannot write {row['output'] or row['file']}: {exc}"}
     return summary.frame_row(row, mask, latency_ms, worker)
@@ -192,29 +204,49 @@ def assemble_video(out: Path, frames_dir: str, output: str, fps: float) -> int:
     return sink.frames if sink else 0
 
 
-def assemble_bag(out: Path, item: Item, rows: list[dict[str, Any]], renderer, bag) -> int:  # noqa: ANN001
+def assemble_bag(out: Path, item: Item, rows: list[dict[str, Any]], renderer, bag,  # noqa: ANN001
+                 threshold: float = 0.0) -> int:
     """The mask bag of one input from its ``ok`` rows' frames, in message order, with each camera
-    message's header and log time (and the camera topics copied where asked)."""
+    message's header and log time (and the camera topics copied where asked), after one
+    ``vision_msgs/LabelInfo`` (``threshold``: its confidence threshold) at the bag's start."""
+    from contextlib import nullcontext
+
     import cv2
 
     from ..rosbag.bags import BagReader, staged_bag
+    from ..rosbag.topics import output_topics
 
+    rows = sorted(rows, key=lambda r: r["frame"])
+    picture = "" if renderer.mode == "mask" else renderer.mode
+    topics = output_topics(item.topics, bag.mask_suffix, bag.color, bag.confidence, picture,
+                           item.topics if bag.copy_topics else ())
     with staged_bag(out / item.output, renderer.names(), renderer.palette) as writer:
-        if bag.copy_topics:
-            with BagReader(item.path) as reader:
-                for connection, timestamp, data in reader.raw_messages(item.topics):
-                    writer.write_raw(connection.topic, connection.msgtype, timestamp, data)
-        for row in sorted(rows, key=lambda r: r["frame"]):
+        start = min(int(r["log_time"]) for r in rows)
+        with BagReader(item.path) if bag.copy_topics else nullcontext() as reader:
+            if reader is not None:
+                start = min(start, int(reader.reader.start_time))
+            writer.write_label_info(topics.label_info, start, writer.header(int(rows[0]["stamp"])), renderer.names(),
+                                    threshold)
+            for connection, timestamp, data in reader.raw_messages(item.topics) if reader is not None else ():
+                writer.write_raw(connection.topic, connection.msgtype, timestamp, data)
+        for row in rows:
             files = out / f"{item.frames_dir}/{row['frame']:06d}"
             mask = cv2.imread(f"{files}.mask.png", cv2.IMREAD_UNCHANGED)
             if mask is None:
                 raise UserError(f"the mask of {item.source} frame {row['frame']} is missing ({files}.mask.png)")
             header, log_time = _Header(int(row["stamp"]), row["frame_id"]), int(row["log_time"])
-            topic = row["topic"] + bag.mask_suffix
-            writer.write_image(topic, log_time, header, mask, "mono8")
-            if renderer.mode != "mask":
+            names = topics.cameras[row["topic"]]
+            writer.write_image(names.mask, log_time, header, mask, "mono8")
+            if names.color:  # the palette is BGR like the frames
+                writer.write_image(names.color, log_time, header, renderer.palette[mask][:, :, ::-1], "rgb8")
+            if names.confidence:
+                confidence = cv2.imread(f"{files}.confidence.png", cv2.IMREAD_UNCHANGED)
+                if confidence is None:
+                    raise UserError(f"the confidence of {item.source} frame {row['frame']} is missing")
+                writer.write_image(names.confidence, log_time, header, confidence, "mono8")
+            if names.picture:
                 picture = cv2.imread(f"{files}.picture.png", cv2.IMREAD_COLOR)
-                writer.write_image(topic + "/" + renderer.mode, log_time, header, picture, "bgr8")
+                writer.write_image(names.picture, log_time, header, picture, "bgr8")
     return len(rows)
 
 

@@ -36,12 +36,15 @@ DONE = ("ok", "exists")
 
 @dataclass(frozen=True)
 class BagOptions:
-    """Bag inputs: camera topics (``auto``: every image topic), the mask topics' suffix, and
-    whether the camera topics are copied into the output bag."""
+    """Bag inputs: camera topics (``auto``: every image topic), the mask topics' suffix,
+    whether the camera topics are copied into the output bag, and the optional outputs for
+    robot stacks: an ``rgb8`` colour mask and a ``mono8`` confidence image (``rosbag.topics``)."""
 
     topics: tuple[str, ...] = ("auto",)
     mask_suffix: str = "/segmentation"
     copy_topics: bool = False
+    color: bool = False
+    confidence: bool = False
 
 
 @dataclass
@@ -65,6 +68,7 @@ class JobSpec:
     bag: BagOptions | None = None
     ray: Any = None
     quiet: bool = False
+    live: bool = False  # cameras, streams and videos at their own rate through one streaming runtime (``live``)
 
     def check(self):  # noqa: ANN201 - (mode, plan.Plan)
         """Refuse options that would be ignored and unusable inputs or -o (one line each),
@@ -88,14 +92,35 @@ class JobSpec:
             raise UserError(f"model '{self.model}' not found")
         plan = collect_sources(self.inputs)
         check_output_against_inputs(Path(self.output), self.inputs)
+        self._check_live(plan)
         for s in plan.sources if self.ray else []:
             if s.kind == "camera":
                 raise UserError(f"camera {s.target} cannot be read by a cluster; segment cameras without --ray")
         if self.bag is not None and not any(s.kind == "bag" for s in plan.sources):
-            raise UserError("--topic, --mask-topic and --copy-topics apply to bag inputs; none of the inputs is a bag")
+            raise UserError("--topic, --mask-topic, --copy-topics, --color-mask and --confidence apply to bag inputs; "
+                            "none of the inputs is a bag")
+        if self.bag is not None and self.bag.confidence and (self.ray or isinstance(self.model, str)):
+            raise UserError("--confidence reads the class scores of a model file run here; drop --ray / use the "
+                            "model file instead of a served model")
         if self.max_frames and all(s.kind == "image" for s in plan.sources):
             raise UserError("--max-frames applies to videos, cameras and bags; the inputs are images")
         return mode, plan
+
+
+    def _check_live(self, plan) -> None:  # noqa: ANN001 - a plan.Plan
+        from .plan import is_url
+
+        if not self.live:
+            for s in plan.sources:
+                if is_url(s.target):
+                    raise UserError(f"'{s.target}' is a stream: streams are read as they come, add --live")
+            return
+        if self.ray:
+            raise UserError("--live runs its sources through one streaming runtime in this process; drop --ray")
+        still = [s.origin for s in plan.sources if s.kind in ("image", "bag")] + [f for f, _ in plan.unreadable]
+        if still:
+            raise UserError(f"--live reads cameras, streams (URLs) and videos as they play; '{still[0]}' is not one: "
+                            "segment images and bags in a run without --live")
 
 
 @dataclass
@@ -110,6 +135,7 @@ class Result:
     workers: int = 0  # Ray
     summary_paths: list[Path] = field(default_factory=list)
     interrupted: bool = False
+    streams: list[str] = field(default_factory=list)  # ``--live``: one line of figures per stream
 
     @property
     def ok(self) -> bool:
@@ -126,6 +152,8 @@ class Result:
         extra = (f"; Ray startup {self.startup_s:.1f} s, {self.workers} worker(s)" if self.startup_s else
                  "; nothing left to run on Ray") if ray else ""
         print("; ".join(parts) + extra)
+        for line in self.streams:
+            print(f"  {line}")
         for path, count in self.videos:
             print(f"  {path} ({count} frames)")
         for path in self.summary_paths[:1]:
@@ -161,6 +189,7 @@ class Job:
         self._truncated: dict[str, int] = {}
         self.bar = None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.label_threshold = 0.0  # the bags' LabelInfo threshold (``prepare`` sets the model's)
 
     def log(self, msg: str, info: bool = False) -> None:
         if not (info and self.spec.quiet):
@@ -231,12 +260,15 @@ class Job:
 
     def _bag(self, item: Item) -> int | None:
         from ..rosbag.bags import BagReader
+        from ..rosbag.topics import output_topics
 
         bag = self.spec.bag or BagOptions()
         try:
             with BagReader(item.path) as reader:
                 item.topics = reader.select(bag.topics)
                 count = reader.count(item.topics)
+            output_topics(item.topics, bag.mask_suffix, bag.color, bag.confidence,  # refuses collisions
+                          "" if self.mode == "mask" else self.mode, item.topics if bag.copy_topics else ())
         except (UserError, OSError) as exc:
             self.add(self.summary.failure_row(item.source, -1, str(exc)))
             return None
@@ -293,7 +325,8 @@ class Job:
                         del self.summary.rows[(item.source, row["frame"])]
                     continue
                 try:
-                    count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions()) \
+                    count = assemble_bag(self.out, item, rows, self.renderer, self.spec.bag or BagOptions(),
+                                         self.label_threshold) \
                         if item.kind == "bag" else assemble_video(self.out, item.frames_dir, item.output,
                                                                   self.fps[item.source])
                 except (OSError, UserError) as exc:  # disk full, a folder in the way: this input's failure
@@ -342,6 +375,7 @@ class Job:
 def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None = None) -> Job:  # noqa: ANN001
     """``checked`` (``spec.check()``) with a model: the folder's lock and manifest (before any
     output), renderer, summary with the earlier rows, and the items."""
+    from ..rosbag.messages import label_threshold
     from ..runtime.rendering import Renderer
     from ..runtime.sources import read_image
 
@@ -366,6 +400,7 @@ def prepare(spec: JobSpec, checked, model_spec, backend: str, chunk: int | None 
         for row in previous.values():
             summary.add(dict(row))
         job = Job(spec, mode, out, renderer, summary, previous, lock)
+        job.label_threshold = label_threshold(model_spec)
         for note in plan.notes:
             job.log(note)
         job.plan(plan.sources, chunk)

@@ -23,8 +23,17 @@ def run(spec: JobSpec) -> Result:
 
     checked = spec.check()  # before the model is opened
     options = {"threads": spec.threads} if spec.threads else {}
-    with Segmenter(spec.model, backend=spec.backend, device=spec.device, backend_options=options,
+    confidence = bool(spec.bag and spec.bag.confidence)
+    model = spec.model
+    if confidence:  # class scores leave the backend: no in-graph argmax (OpenVINO's host form)
+        from ..runtime.confidence import open_scoring
+
+        model = open_scoring(spec.model, spec.backend, device=spec.device, **options)
+    with Segmenter(model, backend=spec.backend, device=spec.device, backend_options=options,
                    output_size="network" if spec.network_size else "frame") as seg:
+        if confidence and seg.spec.output_kind != "logits":
+            raise UserError(f"--confidence needs class scores, but '{spec.model}' computes labels in its graph "
+                            "(exported with --argmax): export it without --argmax")
         _say_faster_precision(seg, spec.threads)
         job = prepare(spec, checked, seg.spec, seg.backend.name)
         interrupted = True
@@ -35,13 +44,17 @@ def run(spec: JobSpec) -> Result:
                 for row in decode(item):
                     if row["status"] == "todo":
                         start = time.perf_counter()
+                        scores = None
                         try:
-                            mask = seg(row["image"])
+                            if confidence and row["topic"]:  # one network run for both
+                                (mask,), (scores,) = seg.predict_with_confidence([row["image"]])
+                            else:
+                                mask = seg(row["image"])
                         except UserError as exc:  # a frame the model cannot take: this input's failure
                             job.add({**row, "status": "failed", "error": str(exc)})
                             continue
                         row = written(job.out, job.renderer, job.summary, row, mask, (time.perf_counter() - start) * 1e3,
-                                      job.worker)
+                                      job.worker, scores)
                     job.add(row)
             interrupted = False
         finally:

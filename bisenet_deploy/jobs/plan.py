@@ -20,6 +20,7 @@ distinct files and no result is ever written over another.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ from ..errors import InputError, UserError
 from ..fileio import check_output_folder
 
 SOURCE_KINDS = ("image", "video", "camera", "bag")
+
+
+def is_url(target: object) -> bool:
+    """A stream's address (``rtsp://``, ``http://``, ...), read by OpenCV like a camera."""
+    return isinstance(target, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,9 @@ class Source:
     @property
     def label(self) -> str:
         """How reports and the summary name this input."""
-        return f"camera {self.target}" if self.kind == "camera" else str(Path(self.target).resolve())
+        if self.kind == "camera":  # a camera index, or a stream's URL (``--live``)
+            return self.target if is_url(self.target) else f"camera {self.target}"
+        return str(Path(self.target).resolve())
 
     @property
     def is_stream(self) -> bool:
@@ -91,6 +99,9 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         path = Path(item)
         if item.isdigit() and not path.exists():
             candidates.append(_Candidate("camera", int(item), f"camera{item}", item, None))
+        elif is_url(item):  # a network camera or stream (rtsp://, http://, udp://): read live
+            base = re.sub(r"[^0-9A-Za-z._-]+", "_", item.split("://", 1)[1]).strip("_.") or "stream"
+            candidates.append(_Candidate("camera", item, base, item, None))
         elif path.exists() and is_bag(path):
             add("bag", path, path.stem if path.is_file() else path.name, item)
         elif path.is_dir():
@@ -218,7 +229,7 @@ def check_output_against_inputs(output: Path, inputs: Sequence[str]) -> Path:
     out = output.resolve()
     for item in inputs:
         path = Path(item)
-        if item.isdigit() and not path.exists():
+        if item.isdigit() and not path.exists() or is_url(item):
             continue
         src = path.resolve()
         if src == out:

@@ -183,7 +183,8 @@ def manifest_for(spec,  # noqa: ANN001 - a JobSpec
     if bags:  # what a bag's output holds (defaults where no bag option was given)
         bag = spec.bag
         options.update(topics=list(bag.topics) if bag else ["auto"], mask_suffix=bag.mask_suffix if bag else
-                       "/segmentation", copy_topics=bool(bag and bag.copy_topics))
+                       "/segmentation", copy_topics=bool(bag and bag.copy_topics), color=bool(bag and bag.color),
+                       confidence=bool(bag and bag.confidence))
     return {"model": spec.model.name if local else str(spec.model),
             "model_sha256": sha256_file(spec.model) if local else str(spec.model),
             "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options}}

@@ -3,8 +3,9 @@
 Inputs: a rosbag2 folder (MCAP or SQLite3, the folder with ``metadata.yaml``), a single
 ``.mcap`` or ``.db3`` file of one, or a ROS 1 ``.bag``. Output: a rosbag2 MCAP bag (a folder)
 with, per camera message, a ``mono8`` class-id image on ``<topic>/segmentation`` carrying
-the camera message's header and log time; optionally a ``bgr8`` overlay topic and copies of
-the camera topics. Class names and their BGR colours go into the bag's ``custom_data``
+the camera message's header and log time; optionally an ``rgb8`` colour mask, a ``mono8``
+confidence image, a ``bgr8`` overlay topic and copies of the camera topics (``topics``
+names them); first of all, one ``vision_msgs/LabelInfo`` with the class names. Class names and their BGR colours go into the bag's ``custom_data``
 (``bisenet_deploy.classes``) and a ``<bag>.classes.json`` next to it, so a viewer can colour
 the ids.
 """
@@ -192,9 +193,10 @@ class BagWriter:
 
     def __init__(self, path: Path, class_names: Sequence[str], palette: np.ndarray) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_typestore
 
-        self.typestore = get_typestore(Stores.ROS2_HUMBLE)
+        from .messages import typestore
+
+        self.typestore = typestore()  # vision_msgs (LabelInfo) registered from its message text
         self.image_type = self.typestore.types["sensor_msgs/msg/Image"]
         self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         classes = [{"id": i, "name": n, "bgr": [int(c) for c in palette[i]]} for i, n in enumerate(class_names)]
@@ -219,6 +221,21 @@ class BagWriter:
         data = self.typestore.serialize_cdr(msg, "sensor_msgs/msg/Image")
         self.writer.write(self._connection(topic, "sensor_msgs/msg/Image"), timestamp, data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def header(self, stamp_ns: int, frame_id: str = "") -> Any:
+        Header = self.typestore.types["std_msgs/msg/Header"]
+        Time = self.typestore.types["builtin_interfaces/msg/Time"]
+        sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+    def write_label_info(self, topic: str, timestamp: int, header: Any, class_names: Sequence[str],
+                         threshold: float) -> None:
+        """The bag's one ``vision_msgs/LabelInfo``: what each mask value means."""
+        from .messages import LABEL_INFO, VISION_CLASS, label_info
+
+        types = self.typestore.types
+        msg = label_info(types[LABEL_INFO], types[VISION_CLASS], header, class_names, threshold)
+        self.write_raw(topic, LABEL_INFO, timestamp, self.typestore.serialize_cdr(msg, LABEL_INFO))
 
     def write_raw(self, topic: str, msgtype: str, timestamp: int, data: bytes) -> None:
         self.writer.write(self._connection(topic, msgtype), timestamp, data)

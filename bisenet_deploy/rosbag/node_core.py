@@ -1,5 +1,7 @@
-"""The ROS-free core of the ROS 2 node (``python -m bisenet_deploy.ros2``): message in, mask
-message out, and a depth-1 mailbox that drops stale frames.
+"""A one-camera, one-frame-at-a-time node core: message in, mask message out, and a depth-1
+mailbox that drops stale frames. (The ROS 2 node, ``python -m bisenet_deploy.ros2``, now
+serves several topics through the streaming runtime: ``stream_node``; this stays for code
+that segments one topic with a plain Segmenter.)
 
 A camera publishes faster than a CPU segments; a robot wants the freshest mask, not a
 growing backlog. The node's subscription callback only ``put``s the message into a

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..spec import ModelSpec, SpecError
-from . import choice, pipeline, processing
+from . import choice, confidence, pipeline, processing
 from .backends import Backend
 from .pipeline import spec_mismatch
 
@@ -118,6 +118,11 @@ class Segmenter:
             return [labels[i] for i in range(len(frame_sizes))]
         return [processing.resize_labels(labels[i], size) for i, size in enumerate(frame_sizes)]
 
+    def confidence_images(self, output: np.ndarray, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Backend output (class scores) and its ``postprocess`` masks -> one ``mono8``
+        confidence per mask (see ``confidence.py``): no second network run."""
+        return confidence.confidence_images(output, self.spec, masks)
+
     # --- calls --------------------------------------------------------------------------
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -134,6 +139,20 @@ class Segmenter:
             output = self.infer(self.preprocess(self._padded(chunk)))
             masks += self.postprocess(output[: len(chunk)], [f.shape[:2] for f in chunk])
         return masks
+
+    def predict_with_confidence(self, frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``predict_batch``'s masks and their confidence images, from one network run."""
+        if self.spec.output_kind != "logits":
+            confidence.top_probability(np.empty(0), self.spec)  # refused: labels, no scores
+        frames = self._frames(frames)
+        masks: list[np.ndarray] = []
+        confidences: list[np.ndarray] = []
+        for chunk in self._chunks(frames):
+            output = self.infer(self.preprocess(self._padded(chunk)))[: len(chunk)]
+            chunk_masks = self.postprocess(output, [f.shape[:2] for f in chunk])
+            masks += chunk_masks
+            confidences += self.confidence_images(output, chunk_masks)
+        return masks, confidences
 
     def logits(self, frame: np.ndarray) -> np.ndarray:
         """Raw class scores (C x h x w float32) at the network resolution for one frame."""

@@ -167,6 +167,8 @@ class OpenVinoBackend(Backend):
         self._outputs = [_tensor_info(p) for p in self.compiled.outputs]
         self._local = threading.local()
         self.version = ov.__version__
+        self._model, self._config = model, config  # for compiled_for(): the same graph under another hint
+        self._by_hint: dict[str, Any] = {}
 
     def _request(self):  # noqa: ANN202 - an InferRequest
         request = getattr(self._local, "request", None)
@@ -178,11 +180,33 @@ class OpenVinoBackend(Backend):
         request = self._request()
         start = time.perf_counter()
         request.infer({0: np.ascontiguousarray(batch)})
-        out = request.get_output_tensor(0).data.copy()  # the tensor is reused by the next call
+        out = self.request_output(request)
         self.last_stage_times = {"compute": time.perf_counter() - start}
-        if self.prepost == "graph" and self.spec.output_kind == "labels" and out.ndim == 4:
-            out = out[:, 0]  # TopK keeps the channel axis
         return out
+
+    def request_output(self, request: Any) -> np.ndarray:
+        """A finished infer request's output as ``infer`` returns it: copied (the request reuses its
+        tensor) and without the channel axis the in-graph TopK keeps."""
+        out = request.get_output_tensor(0).data.copy()
+        if self.prepost == "graph" and self.spec.output_kind == "labels" and out.ndim == 4:
+            out = out[:, 0]
+        return out
+
+    def compiled_for(self, performance_hint: str = "latency") -> Any:
+        """This graph compiled under OpenVINO's ``latency`` (what ``infer`` uses) or ``throughput``
+        hint (several CPU streams, so concurrent requests overlap), for ``AsyncInferQueue`` users such
+        as the streaming runtime; the throughput form is compiled once, on first use."""
+        hint = str(performance_hint).upper()
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise UserError(f"performance_hint must be 'latency' or 'throughput', got {performance_hint!r}")
+        self.ensure_open()
+        if hint == self._config["PERFORMANCE_HINT"]:
+            return self.compiled
+        with self._variant_lock:
+            if hint not in self._by_hint:
+                self._by_hint[hint] = self.core.compile_model(self._model, self._device_name,
+                                                              {**self._config, "PERFORMANCE_HINT": hint})
+        return self._by_hint[hint]
 
     def logits_backend(self) -> Backend | None:
         """Class scores for this artifact: itself, or (in-graph pre/post on a logits file) the
@@ -211,6 +235,7 @@ class OpenVinoBackend(Backend):
             self._logits_variant = None
         self._local = threading.local()
         self.compiled = None
+        self._by_hint = {}
         super().close()
 
 

@@ -1,0 +1,123 @@
+"""The live executor (``bisenet-infer --live``): cameras, streams (URLs) and videos played at
+their own frame rate, all at once through one streaming runtime (``runtime.streaming``).
+
+The job is the same as a plain run's (``JobSpec``, ``prepare``: the folder's lock, manifest,
+summary and items; outputs named and written by ``frames``), but frames are not read one
+after another: each source feeds its own latest-frame slot in real time, so a frame that
+arrives while the model is busy replaces the one waiting (a drop, as on a robot) and every
+stream gets the freshest masks the machine can deliver. Each stream writes its own outputs
+(mask PNGs numbered by the source's frame index, gaps where frames were dropped; or an
+overlay/background video of the frames segmented), one summary row per mask, and the run
+ends with one line per stream: frames captured, segmented, dropped and the capture-to-mask
+latency. A source that fails is that input's failed row; the others go on. Ctrl-C ends the
+run after the summary (a camera's video is kept, as in a plain run).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .frames import Item, todo_row, written
+from .job import JobSpec, Result, prepare
+
+
+def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], float | None, Any]:
+    """(frames, pace in frames per second or None, release) of a video, camera or stream."""
+    import cv2
+
+    from ..runtime.sources import open_video
+
+    target: Any = int(item.path) if item.kind == "camera" and item.path.isdigit() else item.path
+    cap = open_video(target)
+    fps = cap.get(cv2.CAP_PROP_FPS) if item.kind == "video" else 0.0
+    if item.kind == "video" and not 0 < fps <= 1000:
+        fps = 25.0  # a file that declares no usable rate: played as a 25 Hz camera
+
+    def frames() -> Iterator[np.ndarray]:
+        count = 0
+        while max_frames is None or count < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                if count == 0:
+                    raise InputError(f"no frames could be read from {item.kind} {item.source}")
+                return
+            count += 1
+            yield frame
+
+    return frames(), (fps or None), cap.release
+
+
+def stream_line(label: str, stats: Any) -> str:
+    """One stream's figures, as printed at the end of the run."""
+    latency = stats.latency_ms()
+    line = (f"{label}: {stats.received} captured, {stats.delivered} segmented, {stats.dropped} dropped "
+            f"({100 * stats.drop_rate:.1f} %)")
+    if stats.failed:
+        line += f", {stats.failed} failed"
+    if latency:
+        line += (f"; latency capture->mask p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f}, "
+                 f"p99 {latency['p99']:.1f}, max {latency['max']:.1f}")
+    return line + (f"; stopped: {stats.error}" if stats.error else "")
+
+
+def run(spec: JobSpec) -> Result:
+    from ..runtime import Segmenter
+    from ..runtime.streaming import StreamRuntime
+
+    checked = spec.check()  # before the model is opened
+    options = {"threads": spec.threads} if spec.threads else {}
+    with Segmenter(spec.model, backend=spec.backend, device=spec.device, backend_options=options,
+                   output_size="network" if spec.network_size else "frame") as seg:
+        job = prepare(spec, checked, seg.spec, seg.backend.name)
+        items = {item.source: item for item in job.items}  # one per source: cameras/streams/videos
+        interrupted, runtime = True, None
+        delivered: dict[str, set[int]] = {source: set() for source in items}
+        try:
+            runtime = StreamRuntime(seg)
+            for source, item in items.items():
+                try:
+                    frames, fps, release = _frames(item, spec.max_frames)
+                except (InputError, OSError) as exc:
+                    job.add({"source": source, "frame": -1, "status": "failed", "error": str(exc)})
+                    continue
+                runtime.add_source(_released(frames, release), stream_id=source, rate=fps)
+            job.log(f"live: {len(runtime.stats())} stream(s) through one streaming runtime ({seg!r}); "
+                    "Ctrl-C ends the run", info=True)
+            for result in runtime.results() if runtime.stats() else ():
+                item = items[result.stream_id]
+                row = todo_row(item, result.index, result.frame)
+                job.add(written(job.out, job.renderer, job.summary, row, result.mask, result.latency * 1e3,
+                                job.worker))
+                delivered[result.stream_id].add(result.index)
+            interrupted = False
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if runtime is not None:
+                runtime.close()
+                for source, stats in runtime.stats().items():
+                    job.result.streams.append(stream_line(source, stats))
+                    if stats.error:
+                        job.add({"source": source, "frame": -1, "status": "failed", "error": stats.error})
+            for source, item in items.items():  # earlier masks of frames this run did not redo
+                for index in item.keep:
+                    if index not in delivered[source] and (source, index) in job.previous:
+                        job.keep(source, index)
+            result = job.finish(interrupted)
+    if runtime is not None and runtime.errors:
+        print(f"bisenet-infer: {runtime.errors[0]}", file=sys.stderr)
+    return result
+
+
+def _released(frames: Iterator[np.ndarray], release: Any) -> Iterator[np.ndarray]:
+    """The frames, the capture released when the runtime stops reading them."""
+    try:
+        yield from frames
+    finally:
+        release()
+

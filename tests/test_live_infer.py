@@ -1,0 +1,69 @@
+"""``bisenet-infer --live`` (issue 22, item 3): several sources at once through one streaming
+runtime, each to its own outputs, per-stream drop and latency figures at the end."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from bisenet_deploy.cli.infer import main as infer
+from bisenet_deploy.runtime import Segmenter
+
+from .conftest import random_frame
+from .test_cli_infer import write_video
+
+LINE = re.compile(r"^  (?P<src>\S+): (?P<cap>\d+) captured, (?P<seg>\d+) segmented, (?P<drop>\d+) dropped "
+                  r"\([\d.]+ %\); latency capture->mask p50 [\d.]+ ms, p90 [\d.]+, p99 [\d.]+, max [\d.]+$")
+
+
+def decoded(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_two_videos_as_live_sources_get_their_own_outputs_and_figures(export_model5, tmp_path, capsys):
+    a, b = tmp_path / "front.mp4", tmp_path / "rear.mp4"
+    write_video(a, [random_frame(48, 64, seed=i) for i in range(10)], fps=30)
+    write_video(b, [random_frame(40, 72, seed=20 + i) for i in range(8)], fps=25)
+    out = tmp_path / "out"
+    assert infer([str(export_model5()), str(a), str(b), "-o", str(out), "--live", "--backend", "onnxruntime",
+                  "-q"]) == 0
+    lines = {m["src"]: m for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m}
+    assert set(lines) == {str(a.resolve()), str(b.resolve())}
+    seg = Segmenter(export_model5(), backend="onnxruntime")
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    for video, name, count in ((a, "front", 10), (b, "rear", 8)):
+        figures = lines[str(video.resolve())]
+        assert int(figures["cap"]) == count and int(figures["seg"]) + int(figures["drop"]) == count
+        pngs = sorted((out / name).glob("*.png"))
+        assert len(pngs) == int(figures["seg"]) >= 1  # one mask per segmented frame, in its own folder
+        frames = decoded(video)
+        for png in pngs:  # named by the source's frame index: the mask of that very frame
+            with Image.open(png) as im:
+                np.testing.assert_array_equal(np.asarray(im), seg(frames[int(png.stem)]))
+        mine = [r for r in rows if r["source"] == str(video.resolve())]
+        assert sorted(r["output"] for r in mine) == sorted(f"{name}/{p.name}" for p in pngs)
+        assert all(r["status"] == "ok" and float(r["latency_ms"]) > 0 for r in mine)
+
+
+def test_live_refuses_what_it_cannot_read_live(export_model5, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), random_frame(40, 72))
+    for argv, words in (([str(image), "--live"], "--live reads cameras, streams (URLs) and videos"),
+                        (["rtsp://127.0.0.1:9/cam"], "is a stream: streams are read as they come, add --live"),
+                        (["0", "--live", "--ray"], "drop --ray")):
+        code = infer([str(export_model5()), *argv, "-o", str(tmp_path / "out"), "-q"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
