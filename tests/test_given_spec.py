@@ -114,3 +114,10 @@ def test_another_spec_into_the_same_folder_is_refused_like_another_model(foreign
     assert infer([*args, "--spec", json.dumps(FIELDS)]) == 0  # the same spec: its results are kept
     assert infer([*args, "--spec", json.dumps(other), "--overwrite"]) == 0
     assert json.loads((out / ".bisenet-infer.json").read_text())["given_spec"]["color_order"] == "BGR"
+
+
+def test_spec_for_a_served_model_is_refused(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert infer(["grpc://127.0.0.1:1/bisenet", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"),
+                  "--spec", '{"num_classes": 4}']) != 0
+    assert "a served model (URL)" in _one_error_line(capsys.readouterr().err)
