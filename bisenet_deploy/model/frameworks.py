@@ -68,19 +68,17 @@ def foreign_network(obj: Any, sd: dict) -> str | None:
     meta = obj.get("meta") if isinstance(obj, Mapping) else None
     meta = meta if isinstance(meta, Mapping) else {}
     tops = {k.split(".", 1)[0] for k in sd}
-    mm = any(k in meta for k in ("mmseg_version", "mmengine_version", "mmcv_version", "env_info")) or \
-        ("backbone" in tops and "decode_head" in tops)
-    if not mm:
-        return None
     text = _meta_text(meta)
+    # only what is MMSegmentation's own: another network trained under MMEngine gets the usual near miss
+    if not ("mmseg_version" in meta or "decode_head" in tops or "EncoderDecoder" in text or "mmseg" in text):
+        return None
     found = re.search(r"backbone\s*=\s*dict\(\s*type\s*=\s*['\"](\w+)['\"]", text) or \
         re.search(r"['\"]backbone['\"]\s*:\s*\{\s*['\"]type['\"]\s*:\s*['\"](\w+)['\"]", text)
     head = re.search(r"decode_head\s*=\s*dict\(\s*type\s*=\s*['\"](\w+)['\"]", text)
-    what = "an MMSegmentation" if "mmseg_version" in meta or "mmseg" in text or "decode_head" in tops \
-        else "an OpenMMLab"
+    what = "an MMSegmentation"
     net = f" {found.group(1)}" if found else ""
     parts = f"{net} backbone" + (f" + {head.group(1)} decode head" if head else "")
     layout = ", ".join(f"{t}.*" for t in sorted(tops)[:4])
     return (f"{what} checkpoint ({parts.strip()}: EncoderDecoder layout {layout}); bisenet-deploy has no family "
-            "for MMSegmentation's networks (missing: its BiSeNetV1/V2 modules and forward), so it cannot export a "
+            f"for MMSegmentation's networks (missing: mmseg's{net or ' network'} modules and forward), so it cannot export a "
             "network that matches mmseg's own output: export it with MMDeploy (tools/deploy.py) instead")
