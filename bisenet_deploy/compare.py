@@ -188,7 +188,8 @@ class Comparator:
         if tol.mean_abs is not None and mean_diff is not None and mean_diff > tol.mean_abs:
             why.append(f"mean |logit diff| {mean_diff:.3g} > {tol.mean_abs:.3g}")
         return Comparison(self.name, not why, agreement, self._pixels, max_diff, mean_diff, "; ".join(why),
-                          asdict(tol), figures.miou_vs_reference, figures.max_abs_reference, allowed)
+                          miou=figures.miou_vs_reference, max_abs_reference=figures.max_abs_reference,
+                          allowed_abs_diff=allowed, tolerance=asdict(tol))
 
 
 def compare(reference: Outputs, candidate: Outputs, tolerance: Tolerance = EXACT, name: str = "candidate",

@@ -128,3 +128,26 @@ def test_dla_check_fails_when_no_layer_runs_on_dla(tmp_path, monkeypatch, layers
     monkeypatch.setattr(gpu_check, "agreement_check", lambda *a: pytest.fail("must not get this far"))
     result = gpu_check.dla_check(tmp_path, "64x128", None, (64, 128), "tensorrt", tmp_path / "c")
     assert result.status == status and "no layer runs on DLA core 0" in result.detail
+def test_engine_agreement_goes_through_the_one_comparator(tmp_path):
+    """The run half's verdict, on a CPU: an onnxruntime run as the 'engine' (the same
+    ``_outputs`` runner the check uses) agrees with itself; one frame with other labels fails
+    the per-frame threshold even when the mean would pass."""
+    import numpy as np
+
+    from bisenet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    from .tiny_onnx import tiny_onnx
+
+    frames = gpu_check.check_frames((64, 128), count=4)
+    assert len(frames) == 4
+    with OnnxRuntimeBackend(tiny_onnx(tmp_path / "m.onnx", dynamic=True), device="cpu") as backend:
+        expected = gpu_check._outputs(backend, frames, (64, 128), batch=2)
+        swapped = gpu_check._outputs(backend, [f[..., ::-1] for f in frames], (64, 128), batch=2)
+    assert expected[0].shape == (4, 64, 128) and expected[1].shape[:2] == (4, 4)
+    status, detail, figures = gpu_check.agreement_figures(expected, expected, 99.0)
+    assert status == "PASS" and figures["min_agreement"] == 100.0 and figures["max_abs_diff"] == 0.0
+    got = (expected[0].copy(), None)
+    got[0][1] = np.where(got[0][1] == 0, 1, 0)  # one frame entirely wrong: mean 75 %, min 0 %
+    status, detail, figures = gpu_check.agreement_figures(expected, got, 70.0)
+    assert status == "FAIL" and figures["min_agreement"] == 0.0 and figures["mean_agreement"] == 75.0, detail
+    assert gpu_check.agreement_figures(expected, swapped, 99.0)[0] == "FAIL"  # frames' channels swapped

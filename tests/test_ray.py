@@ -275,3 +275,23 @@ def test_a_signal_under_ray_leaves_rows_for_every_mask_and_the_folder_refuses_an
     assert on_disk <= listed and manifest["model"] == export_model5().name
     other = export_model5(argmax=True)  # refused while any result is there (a folder left empty may take it)
     assert infer([str(other), str(inputs / "images"), "-o", str(out), "-q"]) == (2 if on_disk else 1)
+
+
+def test_a_foreign_onnx_runs_on_ray_with_its_spec_as_it_does_here(inputs, ray_address, tmp_path, capsys):
+    """``--spec`` reaches every actor (issue 23): the same masks as a plain run with it."""
+    from .tiny_onnx import tiny_onnx
+
+    model = tiny_onnx(tmp_path / "foreign.onnx", metadata=False)
+    spec = '{"num_classes": 4, "color_order": "RGB", "mean": [0.2, 0.5, 0.7], "std": [0.3, 0.2, 0.1]}'
+    src = str(inputs / "clip.avi")
+    assert infer([str(model), src, "-o", str(tmp_path / "plain"), "--spec", spec, "-q"]) == 0
+    assert infer([str(model), src, "-o", str(tmp_path / "ray"), "--spec", spec, "-q", "--ray", ray_address,
+                  "--workers", "1"]) == 0
+    assert _pngs(tmp_path / "ray") == _pngs(tmp_path / "plain") and len(_pngs(tmp_path / "ray")) == 10
+    for name in _pngs(tmp_path / "ray"):
+        assert filecmp.cmp(tmp_path / "ray" / name, tmp_path / "plain" / name, shallow=False), name
+    capsys.readouterr()
+    # without it: one line naming --spec, before any cluster is joined
+    assert infer([str(model), src, "-o", str(tmp_path / "none"), "-q", "--ray", ray_address]) != 0
+    err = capsys.readouterr().err
+    assert "carries no ModelSpec" in err and "--spec" in err and len(err.strip().splitlines()) == 1, err

@@ -13,10 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..compare import Comparator
+from ..compare import Comparator, run_labels, run_outputs
 from ..errors import UserError
 from ..runtime import processing
-from ..runtime.segmenter import Segmenter
 from ..runtime.sources import list_images, read_image
 from ..samples import sample_photos
 
@@ -70,12 +69,6 @@ def frame_sets_for(photos: Photos, frame_size: tuple[int, int], batch: int) -> l
     return [[frames[(i * batch + j) % len(frames)] for j in range(batch)] for i in range(count)]
 
 
-def network_outputs(seg: Segmenter, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(labels, logits or None) of one frame at the network resolution (``Segmenter.network_outputs``)."""
-    labels, logits = seg.network_outputs([frame])
-    return labels[0], None if logits is None else logits[0]
-
-
 def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photos: Photos,
                      fidelity: dict[tuple[str, tuple[int, int]], dict[str, Any] | None],
                      truth: list[np.ndarray] | None = None) -> None:
@@ -97,9 +90,9 @@ def measure_fidelity(reference: Any, runners: list, size: tuple[int, int], photo
     label_classes = 2 if reference.spec.is_binary else reference.spec.num_classes
     acc = {c.name: Comparator(label_classes, name=c.name) for c, _ in todo}
     for _, photo in photos:
-        reference_outputs = ref.segmenter.network_outputs([photo])
+        reference_outputs = run_outputs(ref.segmenter, [photo])
         for c, runner in todo:
-            acc[c.name].add(reference_outputs, runner.segmenter.network_outputs([photo]))
+            acc[c.name].add(reference_outputs, run_outputs(runner.segmenter, [photo]))
     for c, _ in todo:
         result = acc[c.name].figures().to_dict()
         result["images"] = len(photos)
@@ -116,6 +109,6 @@ def _ground_truth_miou(runners: list, size: tuple[int, int], photos: Photos, tru
         classes = 2 if c.spec.is_binary else c.spec.num_classes
         cm = np.zeros((classes, classes), dtype=np.int64)
         for (_, photo), label in zip(photos, truth):
-            labels, _ = network_outputs(runner.segmenter, photo)
+            labels = run_labels(runner.segmenter, [photo])[0]
             cm += confusion_matrix(labels, processing.resize_labels(label, labels.shape[:2]), classes)
         fidelity[(c.name, size)] = {**(fidelity.get((c.name, size)) or {}), "miou_vs_labels": miou_from_confusion(cm)}

@@ -2,8 +2,8 @@
 
 Every model runs in onnxruntime on the CPU over the same preprocessed frames. Logits come
 from the network's logits tensor (added as an extra output where the graph ends in ArgMax),
-labels from the model's own output. Figures use ``bisenet_deploy.metrics`` so "agreement" and
-"mIoU" mean the same everywhere in the project.
+labels from the model's own output. Figures come from the one comparator (``compare.py``), so
+"agreement", "mIoU" and "max |diff|" mean the same everywhere in the project.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from ..compare import Tolerance, compare
+from ..compare import Comparator, Tolerance, compare
 from ..metrics import mean_iou
 from ..runtime import processing
 from ..spec import ModelSpec
@@ -62,21 +62,6 @@ class Fidelity:
         return asdict(self)
 
 
-class _Tally:
-    """Running logit differences and collected labels of one candidate."""
-
-    def __init__(self) -> None:
-        self.labels: list[np.ndarray] = []
-        self.max_diff, self.abs_sum, self.count = 0.0, 0.0, 0
-
-    def add(self, labels: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray) -> None:
-        self.labels.append(labels)
-        diff = np.abs(logits - ref_logits)
-        self.max_diff = max(self.max_diff, float(diff.max()))
-        self.abs_sum += float(diff.sum(dtype=np.float64))
-        self.count += diff.size
-
-
 def compare_models(
     reference: onnx.ModelProto,
     candidates: dict[str, onnx.ModelProto],
@@ -86,33 +71,39 @@ def compare_models(
     ground_truth: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict[str, Fidelity], float | None]:
     """Each candidate against ``reference`` on ``frames``: one pass, all models per batch,
-    so only label maps are kept. Also returns the reference's mIoU against ground truth."""
+    each batch streamed into the one comparator (``compare.Comparator``), so no logits are
+    kept (labels only where ground truth asks for them). Also returns the reference's mIoU
+    against ground truth."""
     logits_name = logits_tensor(reference)
     ref_runner = ModelRunner(reference, spec, logits_name)
     runners = {name: ModelRunner(model, spec, logits_name) for name, model in candidates.items()}
-    tallies = {name: _Tally() for name in candidates}
-    ref_labels = []
-    for array, real in calibration_batches(frames, spec, batch):
-        labels, logits = ref_runner.run(array, real)
-        ref_labels.append(labels)
-        for name, runner in runners.items():
-            tallies[name].add(*runner.run(array, real), logits)
-    reference_labels = np.concatenate(ref_labels)
     classes = max(2, spec.num_classes)
+    # the figures, not a verdict: the callers (INT8 fallback, the report) apply their thresholds
+    comparators = {name: Comparator(classes, Tolerance(min_agreement=0.0), name) for name in candidates}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in ["", *candidates]} if ground_truth is not None else {}
+    for array, real in calibration_batches(frames, spec, batch):
+        reference_outputs = ref_runner.run(array, real)
+        if kept:
+            kept[""].append(reference_outputs[0])
+        for name, runner in runners.items():
+            outputs = runner.run(array, real)
+            comparators[name].add(reference_outputs, outputs)
+            if kept:
+                kept[name].append(outputs[0])
     results = {}
-    for name, tally in tallies.items():
-        labels = np.concatenate(tally.labels)
+    for name, comparator in comparators.items():
+        found = comparator.result()
         results[name] = Fidelity(
-            label_agreement=compare((reference_labels, None), (labels, None), Tolerance(min_agreement=0.0), name,
-                                    num_classes=classes).agreement,
-            miou_vs_fp32=mean_iou(labels, reference_labels, classes, ignore_index=None),
-            max_abs_logit_diff=tally.max_diff,
-            mean_abs_logit_diff=tally.abs_sum / max(tally.count, 1),
+            label_agreement=found.agreement,
+            miou_vs_fp32=found.miou,
+            max_abs_logit_diff=found.max_abs_diff,
+            mean_abs_logit_diff=found.mean_abs_diff,
             frames=len(frames),
-            pixels=int(labels.size),
-            miou_vs_ground_truth=None if ground_truth is None else ground_truth_miou(labels, ground_truth, classes),
+            pixels=found.pixels,
+            miou_vs_ground_truth=None if not kept else ground_truth_miou(np.concatenate(kept[name]), ground_truth,
+                                                                        classes),
         )
-    ref_gt = None if ground_truth is None else ground_truth_miou(reference_labels, ground_truth, classes)
+    ref_gt = None if not kept else ground_truth_miou(np.concatenate(kept[""]), ground_truth, classes)
     return results, ref_gt
 
 

@@ -274,23 +274,7 @@ def spec_arg(text: str) -> dict:
 
 
 def spec_for(fields: dict, backend):  # noqa: ANN001, ANN201 - a Backend -> a ModelSpec
-    """The ModelSpec of ``--spec`` for an opened model that carries none: the input size and
-    dynamic axes the user did not give come from the model's input (N, 3, H, W)."""
-    from ..errors import UserError
-    from ..spec import ModelSpec, SpecError
+    """See ``runtime.given_spec.spec_for`` (imported when used: the CLI starts fast)."""
+    from ..runtime.given_spec import spec_for as complete
 
-    fields = dict(fields)
-    shape = list(backend.inputs[0].shape) if backend.inputs else []
-    if len(shape) == 4:
-        fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
-        if "input_size" not in fields:
-            h, w = fixed[2], fixed[3]
-            given = fields.get("input_size")
-            fields["input_size"] = (h or (given or (512, 1024))[0], w or (given or (512, 1024))[1])
-        if "dynamic_axes" not in fields:
-            fields["dynamic_axes"] = tuple(n for n, d in zip(("batch", None, "height", "width"), fixed)
-                                           if n and d is None)
-    try:
-        return ModelSpec.from_dict(fields)
-    except SpecError as exc:
-        raise UserError(f"--spec does not make a valid ModelSpec for '{backend.path}': {exc}") from None
+    return complete(fields, backend)

@@ -49,12 +49,12 @@ class CheckResult:
 
 
 def check_frames(size_hw: tuple[int, int], count: int = 6) -> list[np.ndarray]:
-    """Sample photos (real scenes) topped up with seeded random frames."""
-    from ..export.verify import random_frames
-    from ..samples import sample_photos
+    """Sample photos (real scenes) topped up with seeded random frames (``compare.frame_source``)."""
+    from ..compare import frame_source
 
-    frames = [image for _, image in sample_photos(count)]
-    return frames + random_frames(max(0, count - len(frames)), size_hw, seed=1)
+    photos = [image for _, image in frame_source(size_hw, random=0, samples=count)]
+    return photos + [image for _, image in frame_source(size_hw, random=max(0, count - len(photos)), samples=0,
+                                                        seed=1)]
 
 
 def export_with_engine(out_dir: Path, name: str, size: str, *extra: str) -> tuple[int, str]:
@@ -81,39 +81,55 @@ def write_calibration_images(folder: Path, size_hw: tuple[int, int]) -> Path:
     return folder
 
 
-def _labels(backend: Any, frames: list[np.ndarray], size_hw: tuple[int, int], batch: int = 1) -> np.ndarray:
+def _outputs(backend: Any, frames: list[np.ndarray], size_hw: tuple[int, int], batch: int = 1):  # noqa: ANN202
+    """(labels, logits or None) of ``frames`` at ``size_hw`` in batches of ``batch``: a runner
+    for the comparator at a size of our choosing (a dynamic engine is checked at two)."""
     from ..runtime import processing
 
-    out = []
+    labels, logits = [], []
     for start in range(0, len(frames) - batch + 1, batch):
-        x = processing.preprocess(frames[start : start + batch], backend.spec, size_hw)
-        out.append(processing.labels_from_output(backend.infer(x), backend.spec))
-    return np.concatenate(out)
+        out = backend.infer(processing.preprocess(frames[start : start + batch], backend.spec, size_hw))
+        labels.append(processing.labels_from_output(out, backend.spec))
+        if backend.spec.output_kind == "logits":
+            logits.append(np.asarray(out, dtype=np.float32))
+    return np.concatenate(labels), (np.concatenate(logits) if logits else None)
+
+
+def agreement_figures(expected, got, threshold: float) -> tuple[str, str, dict[str, Any]]:  # noqa: ANN001
+    """Status, detail and figures of an engine's outputs against the reference's, through the
+    one comparator: each frame must keep ``threshold`` % of the reference's labels."""
+    from ..compare import Tolerance, compare
+
+    tolerance = Tolerance(min_agreement=threshold)
+    per_frame = [compare((e, None), (g, None), tolerance, f"frame {i}")
+                 for i, (e, g) in enumerate(zip(expected[0], got[0]))]
+    overall = compare(expected, got, tolerance, "all frames")
+    worst = min(c.agreement for c in per_frame)
+    figures = {"min_agreement": worst, "mean_agreement": float(np.mean([c.agreement for c in per_frame])),
+               "frames": len(per_frame), "miou_vs_reference": overall.miou, "max_abs_diff": overall.max_abs_diff}
+    status = "PASS" if all(c.passed for c in per_frame) else "FAIL"
+    return status, f"min agreement {worst:.3f}% (need >= {threshold}%)", figures
 
 
 def agreement_check(engine: Path, onnx: Path, frames, size_hw, threshold: float, batch: int = 1) -> CheckResult:
     """Label agreement of the engine with onnxruntime FP32 (minimum over frames)."""
-    from ..metrics import label_agreement
     from ..runtime.backends.onnxruntime import OnnxRuntimeBackend
     from ..trt.runner import TensorRTBackend
 
     with OnnxRuntimeBackend(onnx, device="cpu") as ref:
-        expected = _labels(ref, frames, size_hw, batch)
+        expected = _outputs(ref, frames, size_hw, batch)
     with TensorRTBackend(engine) as trt_backend:
-        got = _labels(trt_backend, frames, size_hw, batch)
+        got = _outputs(trt_backend, frames, size_hw, batch)
         computes = []
         for _ in range(20):
-            _labels(trt_backend, frames[:batch], size_hw, batch)
+            _outputs(trt_backend, frames[:batch], size_hw, batch)
             computes.append(trt_backend.last_stage_times["compute"])
         stages = dict(trt_backend.last_stage_times)
-    per_frame = [label_agreement(e, g) for e, g in zip(expected, got)]
-    worst = min(per_frame)
-    figures = {"min_agreement": worst, "mean_agreement": float(np.mean(per_frame)), "frames": len(per_frame),
-               "batch": batch, "size": list(size_hw), "compute_ms_median": 1000 * float(np.median(computes)),
-               "last_stage_ms": {k: 1000 * v for k, v in stages.items()}}
-    status = "PASS" if worst >= threshold else "FAIL"
-    return CheckResult(f"{engine.name} vs onnxruntime fp32 at {batch}x{size_hw[0]}x{size_hw[1]}", status,
-                       f"min agreement {worst:.3f}% (need >= {threshold}%)", figures)
+    status, detail, figures = agreement_figures(expected, got, threshold)
+    figures.update({"batch": batch, "size": list(size_hw), "compute_ms_median": 1000 * float(np.median(computes)),
+                    "last_stage_ms": {k: 1000 * v for k, v in stages.items()}})
+    return CheckResult(f"{engine.name} vs onnxruntime fp32 at {batch}x{size_hw[0]}x{size_hw[1]}", status, detail,
+                       figures)
 
 
 def cuda_graph_check(engine: Path, frames, size_hw) -> CheckResult:

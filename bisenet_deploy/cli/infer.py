@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import Parser, cli_entry, model_arg, set_quiet
+from .common import Parser, cli_entry, model_arg, set_quiet, spec_arg
 
 PROG = "bisenet-infer"
 
@@ -83,6 +83,10 @@ def build_parser() -> Parser:
                    "once and cached, where both are installed)")
     p.add_argument("--device", default="auto", help="backend device: auto, cpu, cuda, tensorrt")
     p.add_argument("--threads", type=_count(0), default=0, help="CPU threads for onnxruntime/torch (0: default)")
+    p.add_argument("--spec", type=spec_arg, metavar="JSON",
+                   help="ModelSpec fields (JSON, or a .json file) for an ONNX model that carries none, e.g. "
+                   "'{\"num_classes\": 2, \"mean\": [0.5, 0.5, 0.5], \"std\": [0.5, 0.5, 0.5]}'; size and dynamic "
+                   "axes default to the model's input")
     g = p.add_argument_group("ROS bags (rosbag2 folders, .mcap/.db3, ROS 1 .bag; pip install 'bisenet-deploy[ros]')")
     g.add_argument("--topic", action="append", metavar="TOPIC",
                    help="camera topic to segment (repeatable; default: auto, every sensor_msgs/Image or "
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
                    legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,
                    overwrite=args.overwrite, backend=args.backend, device=args.device, threads=args.threads, bag=bag,
-                   quiet=args.quiet, live=args.live)
+                   quiet=args.quiet, live=args.live, given_spec=args.spec)
     if args.live:
         from ..jobs.live import run
     elif args.ray is None:

@@ -78,7 +78,7 @@ def run(spec: JobSpec) -> Result:
     from tqdm import tqdm
 
     from ..machine import usable_cpus
-    from ..runtime import Segmenter
+    from ..runtime.given_spec import open_segmenter
     from .cluster import ray_cluster
     from .stages import SegmentActor, decode_stage, write_stage
 
@@ -95,8 +95,10 @@ def run(spec: JobSpec) -> Result:
     if opts.gpus_per_worker:
         options.setdefault("device", "cuda")
     backend, options = _resolve_backend(model, spec.backend, options)
-    with Segmenter(model, backend=backend, backend_options=options) as probe:  # fails here, clearly
+    with open_segmenter(model, spec.given_spec, backend=backend, options=options) as probe:  # fails here, clearly
         model_spec, backend_name = probe.spec, probe.backend.name
+    # a --spec made here (completed from the model's input) travels to every actor as it is
+    given = model_spec.to_dict() if spec.given_spec is not None else None
     job = prepare(spec, checked, model_spec, backend_name, chunk=opts.chunk)
     interrupted, startup = True, 0.0
     try:
@@ -129,6 +131,7 @@ def run(spec: JobSpec) -> Result:
                         num_gpus=opts.gpus_per_worker or None, batch_format="numpy",
                         fn_constructor_kwargs={"files": files, "model_name": model.name, "backend": backend,
                                                "options": options, "network_size": spec.network_size,
+                                               "spec": given,
                                                "keep_images": job.mode != "mask"},
                         ray_remote_args_fn=lambda: {"max_restarts": 0})
                 ds = ds.map_batches(write_stage, batch_format="numpy", num_cpus=0.25,

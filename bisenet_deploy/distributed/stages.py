@@ -32,11 +32,12 @@ class SegmentActor:
     need no copy of the file) with the backend the driver resolved."""
 
     def __init__(self, files: dict[str, bytes], model_name: str, backend: str, options: dict[str, Any],
-                 network_size: bool, keep_images: bool) -> None:
+                 network_size: bool, keep_images: bool, spec: dict[str, Any] | None = None) -> None:
         import ray
 
         from ..fileio import temporary_folder
         from ..runtime import Segmenter
+        from ..spec import ModelSpec
 
         self.folder = None
         if isinstance(files, ray.ObjectRef):  # the artifact's bytes, put in the object store once
@@ -49,7 +50,8 @@ class SegmentActor:
                 (self.folder / name).write_bytes(data)
             model_path = self.folder / model_name
         self.seg = Segmenter(model_path, backend=backend, backend_options=options,
-                             output_size="network" if network_size else "frame")
+                             output_size="network" if network_size else "frame",
+                             spec=None if spec is None else ModelSpec.from_dict(spec))
         self.keep_images = keep_images
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -69,6 +69,7 @@ class JobSpec:
     ray: Any = None
     quiet: bool = False
     live: bool = False  # cameras, streams and videos at their own rate through one streaming runtime (``live``)
+    given_spec: dict | None = None  # ``--spec``: ModelSpec fields for a model that carries none
 
     def check(self):  # noqa: ANN201 - (mode, plan.Plan)
         """Refuse options that would be ignored and unusable inputs or -o (one line each),
@@ -88,6 +89,9 @@ class JobSpec:
         if isinstance(self.model, str) and (self.backend or self.threads or self.device != "auto" or self.ray):
             raise UserError("--backend, --device, --threads and --ray run a model file here; a served model (URL) "
                             "runs on its server: drop them")
+        if isinstance(self.model, str) and self.given_spec is not None:
+            raise UserError("--spec gives a model file without a ModelSpec its own; a served model (URL) has its "
+                            "server's: drop --spec")
         if isinstance(self.model, Path) and not self.model.is_file():
             raise UserError(f"model '{self.model}' not found")
         plan = collect_sources(self.inputs)

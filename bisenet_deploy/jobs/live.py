@@ -66,13 +66,13 @@ def stream_line(label: str, stats: Any) -> str:
 
 
 def run(spec: JobSpec) -> Result:
-    from ..runtime import Segmenter
+    from ..runtime.given_spec import open_segmenter
     from ..runtime.streaming import StreamRuntime
 
     checked = spec.check()  # before the model is opened
     options = {"threads": spec.threads} if spec.threads else {}
-    with Segmenter(spec.model, backend=spec.backend, device=spec.device, backend_options=options,
-                   output_size="network" if spec.network_size else "frame") as seg:
+    with open_segmenter(spec.model, spec.given_spec, backend=spec.backend, options={**options, "device": spec.device},
+                        output_size="network" if spec.network_size else "frame") as seg:
         job = prepare(spec, checked, seg.spec, seg.backend.name)
         items = {item.source: item for item in job.items}  # one per source: cameras/streams/videos
         interrupted, runtime = True, None

@@ -19,18 +19,13 @@ from .job import JobSpec, Result, prepare
 def run(spec: JobSpec) -> Result:
     from tqdm import tqdm
 
-    from ..runtime import Segmenter
+    from ..runtime.given_spec import open_segmenter
 
     checked = spec.check()  # before the model is opened
     options = {"threads": spec.threads} if spec.threads else {}
-    confidence = bool(spec.bag and spec.bag.confidence)
-    model = spec.model
-    if confidence:  # class scores leave the backend: no in-graph argmax (OpenVINO's host form)
-        from ..runtime.confidence import open_scoring
-
-        model = open_scoring(spec.model, spec.backend, device=spec.device, **options)
-    with Segmenter(model, backend=spec.backend, device=spec.device, backend_options=options,
-                   output_size="network" if spec.network_size else "frame") as seg:
+    confidence = bool(spec.bag and spec.bag.confidence)  # class scores must leave the backend
+    with open_segmenter(spec.model, spec.given_spec, backend=spec.backend, options={**options, "device": spec.device},
+                        output_size="network" if spec.network_size else "frame", scores=confidence) as seg:
         if confidence and seg.spec.output_kind != "logits":
             raise UserError(f"--confidence needs class scores, but '{spec.model}' computes labels in its graph "
                             "(exported with --argmax): export it without --argmax")

@@ -187,7 +187,9 @@ def manifest_for(spec,  # noqa: ANN001 - a JobSpec
                        confidence=bool(bag and bag.confidence))
     return {"model": spec.model.name if local else str(spec.model),
             "model_sha256": sha256_file(spec.model) if local else str(spec.model),
-            "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options}}
+            "network_size": spec.network_size, "num_classes": num_classes, "modes": {mode: options},
+            # a --spec is part of the model: another one is another model's results
+            "given_spec": json.loads(json.dumps(spec.given_spec, sort_keys=True)) if spec.given_spec else None}
 
 
 def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bool:
@@ -199,11 +201,13 @@ def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bo
         earlier = None
     differ: list[str] = []
     if isinstance(earlier, dict) and any(p.name != MANIFEST for p in out.iterdir()):  # else: killed before any output
-        differ = [k for k in ("model_sha256", "network_size") if earlier.get(k) != manifest[k]]
+        differ = [k for k in ("model_sha256", "given_spec", "network_size") if earlier.get(k) != manifest[k]]
         mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
         differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
         if differ and not overwrite:
+            given = earlier.get("given_spec")
             what = {"model_sha256": f"model {earlier.get('model')}",
+                    "given_spec": f"--spec '{json.dumps(given, sort_keys=True)}'" if given else "no --spec",
                     "network_size": "--network-size" if earlier.get("network_size") else "frame-size masks"}
             raise UserError(f"'{out}' holds results of another run ({', '.join(what.get(k, k) for k in differ)}); "
                             "add --overwrite to replace them, or choose another -o")

@@ -25,7 +25,8 @@ from ..fileio import sha256_file
 from ..spec import ModelSpec
 from . import unpickling
 from .families import Family, refine_params
-from .matching import match_family
+from .frameworks import ema_note, foreign_network, left_out_note, split_container
+from .matching import match_family, summarize_keys
 from .unpickling import ForeignObject, RefusedGlobal, foreign_items
 
 #: Keys under which training code commonly nests the state_dict, in order of preference.
@@ -277,10 +278,24 @@ def load_checkpoint(path: str | Path, arch: str | None = None, trust: bool = Fal
         notes.append(f"ignored pickled objects of foreign classes: {', '.join(sorted(set(foreign)))}")
     sd, where = find_state_dict(obj)
     notes.append(f"weights found in {where} ({len(sd)} tensors)")
+    ema = ema_note(obj, where)
+    if ema:
+        notes.append(ema)
     sd, stripped = strip_prefixes(sd)
+    sd, container, left = split_container(sd, CONTAINER_PREFIXES)
+    if container:  # a training wrapper saved whole: its network under model./net., a loss or an EMA copy beside
+        sd, more = strip_prefixes(sd)
+        stripped += [container, *more]
+        notes.append(left_out_note(container, left, summarize_keys(left, 3)))
     if stripped:
         notes.append(f"stripped key prefixes {', '.join(repr(p) for p in stripped)}")
-    fit = match_family(sd, arch)
+    try:
+        fit = match_family(sd, arch)
+    except CheckpointError:
+        elsewhere = foreign_network(obj, sd) if arch is None else None
+        if elsewhere:
+            raise CheckpointError(f"'{path.name}' is {elsewhere}") from None
+        raise
     fit.params = refine_params(fit.family, fit.params, dict(options or {}), path, fit.reasons)
     notes.append(f"architecture {fit.family.name}: " + "; ".join(fit.reasons))
 
