@@ -119,11 +119,11 @@ def test_engine_from_onnx_with_build_options(trt, tmp_path, capsys):
 def test_parser_error_names_the_node_and_keeps_existing_engine(trt, tmp_path, capsys):
     onnx = unsupported_op_onnx(tmp_path / "odd.onnx")
     engine = tmp_path / "odd.engine"
-    engine.write_bytes(b"keep me")
+    engine.write_bytes(b"ftrt keep me")  # an earlier engine (header tag)
     code, _, err = run_cli(capsys, onnx, "--engine", "-o", engine, "--tensorrt", flavour(trt), "-q")
     line = one_line_error(code, err)
     assert "cannot parse" in line and "'fancy_1'" in line and "FancyOp" in line
-    assert engine.read_bytes() == b"keep me" and not sidecar_path(engine).exists()
+    assert engine.read_bytes() == b"ftrt keep me" and not sidecar_path(engine).exists()
 
 
 @pytest.mark.parametrize("content", [b"\x00\x01garbage" * 40, b""], ids=["garbage", "empty"])

@@ -28,15 +28,16 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ArtifactError, ExportError, UserError
-from ..fileio import atomic_output, check_output_path, write_bytes_atomic, write_text_atomic
+from ..fileio import atomic_output, write_bytes_atomic, write_text_atomic
 from ..versions import tool_versions
 from . import compat
+from .artifacts import check_build_outputs, check_timing_cache_path, layers_path_for
 from .cuda_buffers import cuda_versions, gpu_info, gpu_problem
 from .features import typing_plan
 from .loading import flavour, load_tensorrt, logger_for, version_of
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
 from .profiles import Shape, fmt, profile_for
-from .sidecar import EngineSidecar, sidecar_path
+from .sidecar import EngineSidecar
 
 Log = Callable[[str], None]
 
@@ -109,10 +110,6 @@ def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     return onnx_path.with_name(stem + ".engine")
 
 
-def layers_path_for(engine_path: Path) -> Path:
-    return engine_path.with_name(engine_path.name + ".layers.json")
-
-
 def _timing_cache_path(option: str | Path | None, trt: ModuleType, gpu: dict[str, Any] | None) -> Path | None:
     """The cache file: a named one, or (``auto``) one per TensorRT and GPU model in the user's
     cache folder, so that builds leave no file next to their outputs; None: no cache."""
@@ -159,9 +156,7 @@ def build_engine(
     """Build ``onnx_path`` into an engine; write engine, sidecar (and layer report) atomically."""
     facts = read_onnx_facts(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else engine_path_for(facts.path, facts.precision)
-    check_output_path(engine_path)
-    if engine_path.resolve() == facts.path.resolve():
-        raise UserError(f"engine output '{engine_path}' would overwrite the ONNX model")
+    check_build_outputs(facts.path, engine_path)
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
     if options.allow_tf32 and facts.precision != "fp32":
@@ -291,21 +286,6 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     return build, targets, profile
 
 
-#: files a timing cache must never replace (models, engines, sidecars, checkpoints)
-_ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".json", ".pth", ".pt", ".safetensors")
-
-
-def _refuse_cache_over_artifact(cache_path: Path, onnx_path: Path, engine_path: Path) -> None:
-    """A named --timing-cache is written after the build: it must not be the input, an output
-    of this build, or an existing model/engine/sidecar (the cache would replace it)."""
-    own = {p.resolve() for p in (onnx_path, engine_path, sidecar_path(engine_path), layers_path_for(engine_path))}
-    if cache_path.resolve() in own or (cache_path.exists() and cache_path.suffix.lower() in _ARTIFACT_SUFFIXES):
-        raise UserError(f"--timing-cache '{cache_path}' would overwrite a model, engine or sidecar; "
-                        "name a separate file, e.g. build.timing-cache")
-    if cache_path.exists() and not cache_path.is_file():
-        raise UserError(f"--timing-cache '{cache_path}' is not a file")
-
-
 def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str],
                          onnx_path: Path, gpu: dict[str, Any] | None = None):
     """(cache file or None, its record for the sidecar)."""
@@ -314,7 +294,7 @@ def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt,
         return None, {}
     given = str(options.timing_cache) != "auto"
     if given:
-        _refuse_cache_over_artifact(cache_path, onnx_path, engine_path)
+        check_timing_cache_path(cache_path, onnx_path, engine_path)
     cache_read = cache_path.read_bytes() if cache_path.is_file() else b""
     cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
     if given and cache_read and not accepted and effective:
