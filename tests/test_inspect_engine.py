@@ -74,3 +74,27 @@ def test_empty_or_foreign_files_are_refused(tmp_path, capsys, content, message):
     assert inspect([str(engine)]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("bisenet-inspect: error: ") and message in lines[0]
+
+
+def test_rebuild_hint_of_a_corrupt_engine_names_only_an_onnx_that_exists_and_the_file_inspected(tmp_path, capsys):
+    """The sidecar's rebuild command, as the hint of inspect, infer, bench and Segmenter: no
+    command with an ONNX that is not there, and ``-o`` the engine looked at (also renamed)."""
+    from bisenet_deploy.trt.sidecar import rebuild_hint
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    engine = folder / "demo.fp32.engine"
+    engine.write_bytes(HEADER + bytes(64))
+    EngineSidecar(engine_sha256="0" * 64, spec=None, precision="fp32", tensorrt={"package": "tensorrt"},
+                  onnx={"path": "demo.onnx"},
+                  rebuild_command="bisenet-export demo.onnx --engine -o demo.fp32.engine").write(engine)
+    renamed = folder / "renamed.engine"
+    engine.rename(renamed)
+    (folder / "demo.fp32.engine.json").rename(folder / "renamed.engine.json")
+    assert inspect([str(renamed)]) == 1
+    out = capsys.readouterr().out
+    assert f"export {folder / 'demo.onnx'} from its checkpoint first" in out
+    assert f"then cd {folder} && bisenet-export demo.onnx --engine -o renamed.engine" in out
+    side = EngineSidecar.read(renamed)
+    (folder / "demo.onnx").write_bytes(b"onnx")
+    assert rebuild_hint(renamed, side) == f"cd {folder} && bisenet-export demo.onnx --engine -o renamed.engine"
