@@ -355,7 +355,10 @@ def test_fp32_builds_clear_tf32_unless_asked(version):
     trt = api(version)
     assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32") is False
     assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32", allow_tf32=True) is True
-    assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp16") is True  # TensorRT's default kept
+    # The FP32 layers of an fp16/int8 engine stay FP32 too (the builder adds no precision).
+    for precision in ("fp16", "int8", "mixed"):
+        assert compat.set_fp32_math(trt, _FlagConfig(trt), precision) is False
+        assert compat.set_fp32_math(trt, _FlagConfig(trt), precision, allow_tf32=True) is True
     older = api(version, drop={"BuilderFlag": ("TF32",)})
     assert compat.set_fp32_math(older, _FlagConfig(older), "fp32") is None
     assert "clear_flag" in SURFACES[version]["IBuilderConfig"]

@@ -54,7 +54,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    f"(default: in the cache folder, per TensorRT version and GPU){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
     g.add_argument("--tf32", action="store_true",
-                   help=f"let an fp32 engine compute in TF32 on Ampere+ (faster, 10-bit mantissa; default: FP32){_SAID}")
+                   help="let FP32 math run in TF32 on Ampere+: all of an fp32 engine, the FP32 layers of an "
+                   f"fp16/int8 one (faster, 10-bit mantissa; default: FP32){_SAID}")
     g.add_argument("--dla", type=nonnegative_int, metavar="CORE",
                    help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",

@@ -57,8 +57,8 @@ class EngineOptions:
         dla_core: build for this DLA core (Jetson) with GPU fallback.
         compute_capabilities: TensorRT-RTX target GPUs, e.g. ``("8.6", "8.9")``.
         layer_report: save the engine inspector's JSON (needs a GPU to load the engine).
-        allow_tf32: let an fp32 engine compute in TF32 on Ampere+ (TensorRT's default; off
-            here so that "fp32" means FP32 math).
+        allow_tf32: let FP32 math (an fp32 engine, the FP32 layers of the others) run in
+            TF32 on Ampere+ (TensorRT's default; off here so that FP32 means FP32 math).
         tensorrt: ``auto``, ``tensorrt`` or ``tensorrt_rtx`` (ignored when ``trt`` is passed).
         progress: show a tqdm bar on stderr.
         verbose: print TensorRT's own log.
@@ -159,9 +159,6 @@ def build_engine(
     check_build_outputs(facts.path, engine_path)
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
-    if options.allow_tf32 and facts.precision != "fp32":
-        raise UserError(f"--tf32 applies to fp32 engines; '{facts.path.name}' is {facts.precision} "
-                        "(its FP32 layers keep TensorRT's default, TF32 on)")
     trt = trt if trt is not None else load_tensorrt(options.tensorrt)
     logger = logger_for(trt, options.verbose)
     logger.clear()
