@@ -177,7 +177,7 @@ def build_engine(
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
     config = builder.create_builder_config()
     build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log, plan)
-    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path, gpu)
+    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path, gpu, log)
 
     from tqdm import tqdm
 
@@ -196,11 +196,11 @@ def build_engine(
         log(f"  TensorRT warning: {warning[:300]}")
     if cache_path is not None:
         data = compat.timing_cache_bytes(config) or b""
-        if not cache_info["effective"] and str(options.timing_cache) == "auto":
-            data = b""  # a cache TensorRT ignores (TensorRT-RTX) is not worth a file nobody asked for
         if data:
             write_bytes_atomic(cache_path, data)
-        build["timing_cache"] = {**cache_info, "saved_bytes": len(data)}
+        cache_info = {**cache_info, "saved_bytes": len(data)}
+    if cache_info:
+        build["timing_cache"] = cache_info
     del parser, network, config, builder, monitor
 
     sidecar = EngineSidecar(
@@ -284,30 +284,41 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
 
 
 def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str],
-                         onnx_path: Path, gpu: dict[str, Any] | None = None):
-    """(cache file or None, its record for the sidecar)."""
+                         onnx_path: Path, gpu: dict[str, Any] | None = None, log: Log = lambda msg: None):
+    """(cache file to write after the build, or None; its record for the sidecar).
+
+    Where the cache does nothing (TensorRT-RTX documents it as a no-op) nothing is read,
+    checked or written, and a cache the user named gets one line saying it is ignored. Where
+    it works, a named file must be a timing cache of this TensorRT and GPU (or absent, in an
+    existing folder): anything else is refused before the build, never replaced after it.
+    """
     cache_path = _timing_cache_path(options.timing_cache, trt, gpu)
     if cache_path is None:
         return None, {}
     given = str(options.timing_cache) != "auto"
+    shown = _relative(cache_path, engine_path) if given else str(cache_path)
+    probe, _, effective = compat.attach_timing_cache(config, b"")
+    if probe is None:
+        notes.append("this TensorRT has no timing cache")
+        return None, {}
+    if not effective:
+        if given:
+            log(f"note: --timing-cache '{cache_path}' ignored: {flavour(trt)} has no timing cache "
+                "(nothing read or written)")
+        return None, {"path": shown, "loaded_bytes": 0, "accepted": False, "effective": False, "saved_bytes": 0}
     if given:
         check_timing_cache_path(cache_path, onnx_path, engine_path)
     cache_read = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
-    if given and cache_read and not accepted and effective:
+    accepted = False
+    if cache_read:
+        _, accepted, _ = compat.attach_timing_cache(config, cache_read)
+    if given and cache_read and not accepted:
         # A file the user named that this TensorRT does not read as its cache is never replaced.
         raise UserError(f"--timing-cache '{cache_path}' is not a timing cache of this TensorRT and GPU; "
                         "remove it or name another file")
-    if cache is None:
-        notes.append("this TensorRT has no timing cache")
-        return None, {}
     if cache_read and not accepted:
         notes.append(f"timing cache {cache_path.name} is from another GPU or TensorRT; starting a new one")
-    if not effective and given:
-        notes.append("this TensorRT ignores timing caches (TensorRT-RTX); the file is kept for the record")
-    record = {"path": _relative(cache_path, engine_path) if given else str(cache_path),
-              "loaded_bytes": len(cache_read), "accepted": accepted, "effective": effective}
-    return cache_path, record
+    return cache_path, {"path": shown, "loaded_bytes": len(cache_read), "accepted": accepted, "effective": True}
 
 
 def _build_gpu(trt: ModuleType, log: Log) -> dict[str, Any] | None:
