@@ -205,26 +205,11 @@ def _onnx_runners(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-#: every serialized engine seen starts with a 4-byte tag ending in "trt" (TensorRT "ftrt",
-#: TensorRT-RTX "vtrt")
-_ENGINE_TAG = b"trt"
-
-
-def _engine_file_problem(path: Path) -> str | None:
-    """Why ``path`` is not a TensorRT engine at all (empty, or not a serialized engine)."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not head:
-        return f"'{path}' is empty (0 bytes): not a TensorRT engine"
-    if len(head) < 4 or head[1:4] != _ENGINE_TAG:
-        return f"'{path}' is not a TensorRT engine (it does not start with TensorRT's engine header)"
-    return None
-
-
 def _inspect_engine(path: Path, sha256: str) -> dict[str, Any]:
+    from .trt.artifacts import engine_file_problem, sidecar_mismatch
     from .trt.sidecar import EngineSidecar, compatibility_problem, rebuild_hint, sidecar_path
 
-    problem = _engine_file_problem(path)
+    problem = engine_file_problem(path)  # the check infer, bench and serve repo make
     if problem:
         raise ArtifactError(problem)
     sidecar = EngineSidecar.read(path)
@@ -248,12 +233,12 @@ def _inspect_engine(path: Path, sha256: str) -> dict[str, Any]:
         "rebuild_command": sidecar.rebuild_command,
         "rebuild": rebuild_hint(path, sidecar),  # from where the user stands, as errors show it
         "versions": sidecar.tool_versions,
-        "matches_sidecar": sidecar.engine_sha256 in ("", sha256),
     }
-    if not info["matches_sidecar"]:
+    mismatch = sidecar_mismatch(path, sidecar, sha256)
+    info["matches_sidecar"] = mismatch is None
+    if mismatch:
         # Truncated, corrupted or replaced since it was built: nothing the sidecar says holds.
-        info["problem"] = (f"the engine does not match its sidecar '{sidecar_path(path).name}' (sha256 differs): "
-                           f"corrupt, truncated or replaced since it was built; rebuild: {rebuild_hint(path, sidecar)}")
+        info["problem"] = mismatch
         info["runs_here"] = [{"backend": "tensorrt", "ok": False, "detail": "the engine does not match its sidecar"}]
         return info
     package = sidecar.tensorrt.get("package", "tensorrt")

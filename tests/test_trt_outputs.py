@@ -60,3 +60,21 @@ def test_another_models_engine_is_not_replaced(tmp_path):
     with pytest.raises(UserError, match="is the engine of another model"):
         build_engine(onnx, engine, QUIET)
     assert engine.read_bytes() == b"ftrt" + bytes(64)
+
+
+def test_messages_say_what_is_wrong_with_a_path(tmp_path, capsys):
+    """A folder or a pipe is named as such, never 'not found' or 'no sidecar'."""
+    import os
+
+    from bisenet_deploy.cli.inspect import main as inspect
+
+    (tmp_path / "d.onnx").mkdir()
+    os.mkfifo(tmp_path / "ff.onnx")
+    assert "'" + str(tmp_path / "d.onnx") + "' is a folder" in _one_line(capsys, [tmp_path / "d.onnx", "--engine"])
+    assert "is not a regular file" in _one_line(capsys, [tmp_path / "ff.onnx", "--engine"])
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ftrt" + bytes(64))
+    (tmp_path / "m.engine.json").mkdir()
+    assert inspect([str(engine)]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "engine sidecar" in lines[0] and "is a folder" in lines[0], lines

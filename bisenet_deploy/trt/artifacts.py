@@ -87,10 +87,7 @@ def checked_engine(path: str | Path, require_sidecar: bool = True) -> EngineSide
     if problem:
         raise ArtifactError(problem)
     side = sidecar_path(path)
-    if side.exists() and not side.is_file():
-        raise ArtifactError(f"engine sidecar '{side}' is a folder, not a file; "
-                            f"rebuild the engine: {rebuild_hint(path, None)}")
-    sidecar = EngineSidecar.read(path)
+    sidecar = EngineSidecar.read(path)  # a folder where the sidecar belongs: one line from read
     if sidecar is None:
         if require_sidecar:
             raise ArtifactError(f"engine '{path}' has no sidecar '{side.name}' (ModelSpec and build record); copy it "

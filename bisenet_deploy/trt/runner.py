@@ -130,8 +130,11 @@ class TensorRTBackend(Backend):
         super().__init__(path)
         self._closed = True  # until everything below exists
         device = _device_index(device)
-        if not self.path.is_file():
-            raise ArtifactError(f"engine '{self.path}' not found")
+        from .artifacts import what_is_wrong_with
+
+        problem = what_is_wrong_with(self.path, "engine")  # a folder is not "not found"
+        if problem:
+            raise ArtifactError(problem)
         sidecar = EngineSidecar.read(self.path)
         data = self.path.read_bytes()
         if sidecar is None:

@@ -123,6 +123,9 @@ class EngineSidecar:
         """The sidecar next to ``engine_path``; None when there is none."""
         path = sidecar_path(engine_path)
         if not path.is_file():
+            if path.exists():  # a folder or a pipe where the sidecar belongs is not "no sidecar"
+                kind = "a folder" if path.is_dir() else "not a regular file"
+                raise ArtifactError(f"engine sidecar '{path}' is {kind}; it must be the JSON file the build wrote")
             return None
         try:
             data = json.loads(path.read_text())
