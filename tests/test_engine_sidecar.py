@@ -142,7 +142,7 @@ def test_modified_engine_is_refused(built, tmp_path):
     engine = _copy(built, tmp_path)
     with open(engine, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(ArtifactError, match="describes a different engine"):
+    with pytest.raises(ArtifactError, match="does not match its sidecar"):
         open_backend(engine)
 
 
