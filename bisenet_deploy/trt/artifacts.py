@@ -105,7 +105,7 @@ def check_build_outputs(onnx_path: Path, engine_path: Path) -> None:
     absent or an engine; its sidecar absent or a sidecar; the layer report absent or a file."""
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise UserError(f"engine output '{engine_path}' must end in .engine or .plan "
-                        f"(e.g. {engine_path.with_suffix('.engine').name})")
+                        "(the name says what the file is; sidecar and layer report are named after it)")
     check_output_path(engine_path)
     if engine_path.resolve() == onnx_path.resolve():
         raise UserError(f"engine output '{engine_path}' would overwrite the ONNX model")
