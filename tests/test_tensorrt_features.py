@@ -203,8 +203,10 @@ def test_strongly_typed_versions_set_nothing(version):
 UNCHECKED_CALLS = {
     "Runtime": ("deserialize_cuda_engine", "DLA_core", "num_DLA_cores"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
-                    "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector"),
-    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"),
+                    "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector",
+                    "num_optimization_profiles"),
+    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3",
+                          "set_optimization_profile_async"),  # trt/streams.py: one profile per stream
     "IBuilderConfig": ("set_flag", "get_flag", "clear_flag", "add_optimization_profile", "create_timing_cache",
                        "set_timing_cache", "get_timing_cache", "set_memory_pool_limit", "builder_optimization_level",
                        "profiling_verbosity", "DLA_core", "default_device_type"),
