@@ -205,26 +205,11 @@ def _onnx_runners(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-#: every serialized engine seen starts with a 4-byte tag ending in "trt" (TensorRT "ftrt",
-#: TensorRT-RTX "vtrt")
-_ENGINE_TAG = b"trt"
-
-
-def _engine_file_problem(path: Path) -> str | None:
-    """Why ``path`` is not a TensorRT engine at all (empty, or not a serialized engine)."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not head:
-        return f"'{path}' is empty (0 bytes): not a TensorRT engine"
-    if len(head) < 4 or head[1:4] != _ENGINE_TAG:
-        return f"'{path}' is not a TensorRT engine (it does not start with TensorRT's engine header)"
-    return None
-
-
 def _inspect_engine(path: Path, sha256: str) -> dict[str, Any]:
+    from .trt.artifacts import engine_file_problem, sidecar_mismatch
     from .trt.sidecar import EngineSidecar, compatibility_problem, rebuild_hint, sidecar_path
 
-    problem = _engine_file_problem(path)
+    problem = engine_file_problem(path)  # the check infer, bench and serve repo make
     if problem:
         raise ArtifactError(problem)
     sidecar = EngineSidecar.read(path)
@@ -246,13 +231,14 @@ def _inspect_engine(path: Path, sha256: str) -> dict[str, Any]:
         "built_at": sidecar.built_at,
         "build_seconds": sidecar.build_seconds,
         "rebuild_command": sidecar.rebuild_command,
+        "rebuild": rebuild_hint(path, sidecar),  # from where the user stands, as errors show it
         "versions": sidecar.tool_versions,
-        "matches_sidecar": sidecar.engine_sha256 in ("", sha256),
     }
-    if not info["matches_sidecar"]:
+    mismatch = sidecar_mismatch(path, sidecar, sha256)
+    info["matches_sidecar"] = mismatch is None
+    if mismatch:
         # Truncated, corrupted or replaced since it was built: nothing the sidecar says holds.
-        info["problem"] = (f"the engine does not match its sidecar '{sidecar_path(path).name}' (sha256 differs): "
-                           f"corrupt, truncated or replaced since it was built; rebuild: {rebuild_hint(path, sidecar)}")
+        info["problem"] = mismatch
         info["runs_here"] = [{"backend": "tensorrt", "ok": False, "detail": "the engine does not match its sidecar"}]
         return info
     package = sidecar.tensorrt.get("package", "tensorrt")
@@ -290,6 +276,47 @@ def _inspect_checkpoint(path: Path) -> dict[str, Any]:
         "runs_here": [{"backend": "torch", "ok": True, "detail": f"torch {torch.__version__}"},
                       {"backend": "onnxruntime", "ok": False, "detail": f"export first: bisenet-export {path}"}],
     }
+
+
+def _built_for(info: dict[str, Any]) -> str:
+    """The GPU of the build, or the compute capabilities an ahead-of-time build targets."""
+    gpu = info.get("built_for_gpu") or {}
+    if gpu.get("name"):
+        cc = f", compute capability {gpu['compute_capability']}" if gpu.get("compute_capability") else ""
+        return f"{gpu['name']}{cc}"
+    targets = info.get("target_compute_capabilities") or []
+    if targets:
+        return f"compute capabilities {', '.join(targets)} (ahead of time, no GPU)"
+    return "its default compute capabilities (ahead of time, no GPU)"
+
+
+def _build_lines(build: dict[str, Any], rebuild: str | None) -> list[str]:
+    """The sidecar's build record, as --json has it, in a few lines."""
+    lines = []
+    profile, shape = build.get("profile"), (build.get("input") or {}).get("shape")
+    if isinstance(profile, dict):
+        lines.append(f"  profile    {profile.get('min')} .. {profile.get('max')} (opt {profile.get('opt')})")
+    elif shape:
+        lines.append(f"  profile    fixed input {shape}")
+    facts = []
+    if "tf32" in build:
+        facts.append({True: "TF32 on", False: "TF32 off", None: "no TF32 flag"}.get(build["tf32"], f"tf32 {build['tf32']}"))
+    if build.get("optimization_level") is not None:
+        facts.append(f"opt-level {build['optimization_level']}")
+    if build.get("workspace_mb") is not None:
+        facts.append(f"workspace {build['workspace_mb']} MB")
+    if build.get("dla_core") is not None:
+        facts.append(f"DLA core {build['dla_core']}")
+    if "strongly_typed" in build:
+        facts.append("strongly typed" if build["strongly_typed"] else "weakly typed")
+    cache = build.get("timing_cache")
+    if isinstance(cache, dict):
+        facts.append("timing cache " + ("used" if cache.get("effective") else "ignored by this TensorRT"))
+    if facts:
+        lines.append("  options    " + ", ".join(facts))
+    if rebuild:
+        lines.append(f"  rebuild    {rebuild}")
+    return lines
 
 
 def format_inspection(info: dict[str, Any]) -> str:
@@ -331,9 +358,9 @@ def format_inspection(info: dict[str, Any]) -> str:
     if info["kind"] == "engine":
         trt = info.get("tensorrt")
         if trt:  # no sidecar: nothing is known about the build, and the problem line says so
-            gpu = (info.get("built_for_gpu") or {}).get("name") or "no GPU (ahead of time)"
-            lines.append(f"  built      {trt.get('package', '?')} {trt.get('version', '?')} for {gpu}, "
+            lines.append(f"  built      {trt.get('package', '?')} {trt.get('version', '?')} for {_built_for(info)}, "
                          f"{info.get('built_at') or 'date unknown'}")
+            lines += _build_lines(info.get("build") or {}, info.get("rebuild") or info.get("rebuild_command"))
         if info.get("problem"):
             lines.append(f"  problem    {info['problem']}")
     fidelity = info.get("fidelity")

@@ -15,19 +15,36 @@
 # Without a usable GPU nothing runs: the report says why (verdict "NOT RUN: ...") and the exit
 # status is 2. Exit 0: every path passed; 1: something failed.
 #
-# usage: scripts/gpu_check.sh [OUT_DIR] [extra gpu_check options, e.g. --size 128x256]
+# usage: scripts/gpu_check.sh [OUT_DIR] [--size HxW] [--tensorrt auto|tensorrt|tensorrt_rtx]
+#                             [--forms F,...] [--precisions P,...]
+#   OUT_DIR defaults to ./gpu_check; the options go to bisenet_deploy.cli.gpu_check.
 # Needs: pip install -e '.[test,gpu]' plus TensorRT (JetPack ships it; pip install tensorrt).
 set -uo pipefail
+usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
+fail() { echo "gpu_check.sh: error: $*" >&2; exit 2; }
+out_arg="" passed=()
+while (($#)); do
+    case $1 in
+        -h|--help) usage; exit 0 ;;
+        --size|--tensorrt|--forms|--precisions)
+            (($# >= 2)) || fail "$1 needs a value (see --help)"
+            passed+=("$1" "$2"); shift 2 ;;
+        --size=*|--tensorrt=*|--forms=*|--precisions=*) passed+=("$1"); shift ;;
+        -*) fail "unknown option '$1' (see --help)" ;;
+        *) [[ -z $out_arg ]] || fail "one output folder, got '$out_arg' and '$1'"
+           out_arg=$1; shift ;;
+    esac
+done
 # OUT_DIR is relative to where the user ran the script, not to the checkout.
-OUT=$(realpath -m -- "${1:-gpu_check}")
-shift || true
+OUT=$(realpath -m -- "${out_arg:-gpu_check}")
+# One line, not mkdir's message and a traceback from the report writer, when it cannot be made.
+mkdir -p -- "$OUT" 2>/dev/null && [[ -w $OUT ]] || fail "cannot create or write the output folder '$OUT'"
 cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-mkdir -p "$OUT"
 rm -f "$OUT/checks.json" "$OUT/pytest.xml" "$OUT/gpu_check_report.json"
 
 # Without a usable GPU there is nothing to check: say so in one line (with the fix, e.g. the
@@ -40,6 +57,6 @@ if [[ -n "$problem" ]]; then
     exit 2
 fi
 start=$SECONDS
-"$PYTHON" -m bisenet_deploy.cli.gpu_check --out "$OUT" "$@"
+"$PYTHON" -m bisenet_deploy.cli.gpu_check --out "$OUT" "${passed[@]}"
 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m "gpu or tensorrt" --junitxml="$OUT/pytest.xml" tests/
 "$PYTHON" scripts/gpu_check_report.py "$OUT" --seconds $((SECONDS - start))

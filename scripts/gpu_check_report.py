@@ -72,11 +72,14 @@ def environment() -> dict[str, Any]:
 
 
 def _write(out: Path, report: dict[str, Any]) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     target = out / "gpu_check_report.json"
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(target)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        tmp.replace(target)
+    except OSError as exc:  # one line, not a traceback: the folder is the user's to fix
+        sys.exit(f"gpu_check_report: error: cannot write {target}: {exc.strerror or exc}")
     return target
 
 

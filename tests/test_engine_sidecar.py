@@ -100,13 +100,15 @@ def test_gpu_identity_tells_jetson_modules_apart():
     assert "names no build GPU" in compatibility_problem(sidecar(gpu=None), "tensorrt", "10.3.0", GPU_A)
 
 
-def test_mismatch_error_is_one_line_with_the_rebuild_command(tmp_path):
+def test_mismatch_error_is_one_line_with_the_rebuild_command(tmp_path, monkeypatch):
     s = sidecar()
+    (tmp_path / "m.int8.onnx").write_bytes(b"onnx")  # the hint names an ONNX only where it exists
     problem = "it was built with tensorrt 10.3.0, this machine has tensorrt 10.7.0"
     err = mismatch_error(tmp_path / "m.int8.engine", s, problem)
     text = str(err)
     assert "\n" not in text and isinstance(err, UserError)
     assert f"Rebuild it here: cd {tmp_path} && bisenet-export m.int8.onnx --engine -o m.int8.engine" in text
+    monkeypatch.chdir(tmp_path)
     assert rebuild_hint("m.int8.engine", s) == s.rebuild_command
 
 
@@ -140,7 +142,7 @@ def test_modified_engine_is_refused(built, tmp_path):
     engine = _copy(built, tmp_path)
     with open(engine, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(ArtifactError, match="describes a different engine"):
+    with pytest.raises(ArtifactError, match="does not match its sidecar"):
         open_backend(engine)
 
 

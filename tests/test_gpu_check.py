@@ -128,6 +128,8 @@ def test_dla_check_fails_when_no_layer_runs_on_dla(tmp_path, monkeypatch, layers
     monkeypatch.setattr(gpu_check, "agreement_check", lambda *a: pytest.fail("must not get this far"))
     result = gpu_check.dla_check(tmp_path, "64x128", None, (64, 128), "tensorrt", tmp_path / "c")
     assert result.status == status and "no layer runs on DLA core 0" in result.detail
+
+
 def test_engine_agreement_goes_through_the_one_comparator(tmp_path):
     """The run half's verdict, on a CPU: an onnxruntime run as the 'engine' (the same
     ``_outputs`` runner the check uses) agrees with itself; one frame with other labels fails
@@ -151,3 +153,25 @@ def test_engine_agreement_goes_through_the_one_comparator(tmp_path):
     status, detail, figures = gpu_check.agreement_figures(expected, got, 70.0)
     assert status == "FAIL" and figures["min_agreement"] == 0.0 and figures["mean_agreement"] == 75.0, detail
     assert gpu_check.agreement_figures(expected, swapped, 99.0)[0] == "FAIL"  # frames' channels swapped
+
+
+def test_script_options_help_unknown_and_an_output_it_cannot_make(tmp_path):
+    """--help prints the usage (and creates nothing), an unknown option or an output folder
+    that cannot be made is one line and exit 2: all decided before anything runs."""
+    import subprocess
+
+    def run(*args):
+        return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    shown = run("--help")
+    assert shown.returncode == 0 and "usage: scripts/gpu_check.sh [OUT_DIR]" in shown.stdout
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("x")
+    for args, message in ((["--bogus"], "unknown option '--bogus'"), (["afile/out"], "cannot create or write"),
+                          (["--size"], "--size needs a value")):
+        done = run(*args)
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("gpu_check.sh: error: "), done.stderr
+        assert message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

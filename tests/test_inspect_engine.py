@@ -74,3 +74,63 @@ def test_empty_or_foreign_files_are_refused(tmp_path, capsys, content, message):
     assert inspect([str(engine)]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("bisenet-inspect: error: ") and message in lines[0]
+
+
+def test_rebuild_hint_of_a_corrupt_engine_names_only_an_onnx_that_exists_and_the_file_inspected(tmp_path, capsys):
+    """The sidecar's rebuild command, as the hint of inspect, infer, bench and Segmenter: no
+    command with an ONNX that is not there, and ``-o`` the engine looked at (also renamed)."""
+    from bisenet_deploy.trt.sidecar import rebuild_hint
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    engine = folder / "demo.fp32.engine"
+    engine.write_bytes(HEADER + bytes(64))
+    EngineSidecar(engine_sha256="0" * 64, spec=None, precision="fp32", tensorrt={"package": "tensorrt"},
+                  onnx={"path": "demo.onnx"},
+                  rebuild_command="bisenet-export demo.onnx --engine -o demo.fp32.engine").write(engine)
+    renamed = folder / "renamed.engine"
+    engine.rename(renamed)
+    (folder / "demo.fp32.engine.json").rename(folder / "renamed.engine.json")
+    assert inspect([str(renamed)]) == 1
+    out = capsys.readouterr().out
+    assert f"export {folder / 'demo.onnx'} from its checkpoint first" in out
+    assert f"then cd {folder} && bisenet-export demo.onnx --engine -o renamed.engine" in out
+    side = EngineSidecar.read(renamed)
+    (folder / "demo.onnx").write_bytes(b"onnx")
+    assert rebuild_hint(renamed, side) == f"cd {folder} && bisenet-export demo.onnx --engine -o renamed.engine"
+
+
+def test_human_output_has_the_build_record(tmp_path, capsys):
+    """The facts --json has: profile, targets, TF32, opt-level, the rebuild command."""
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(b"vtrt" + bytes(64))
+    (tmp_path / "m.fp16.onnx").write_bytes(b"onnx")
+    EngineSidecar(engine_sha256=sha256_file(engine), spec=ModelSpec(num_classes=5, input_size=(64, 128)),
+                  precision="fp16", tensorrt={"package": "tensorrt_rtx", "version": "1.7"},
+                  target_compute_capabilities=["8.6", "8.9"], onnx={"path": "m.fp16.onnx"},
+                  build={"profile": {"min": "1x3x32x64", "opt": "1x3x64x128", "max": "4x3x128x256"}, "tf32": False,
+                         "optimization_level": 2, "portable_across_gpus": True},
+                  rebuild_command="bisenet-export m.fp16.onnx --engine -o m.fp16.engine --opt-level 2").write(engine)
+    inspect([str(engine)])
+    out = capsys.readouterr().out
+    assert "for compute capabilities 8.6, 8.9 (ahead of time" in out and "no GPU (ahead of time)" not in out
+    assert "profile    1x3x32x64 .. 4x3x128x256 (opt 1x3x64x128)" in out
+    assert "TF32 off" in out and "opt-level 2" in out
+    assert f"rebuild    cd {tmp_path} && bisenet-export m.fp16.onnx --engine -o m.fp16.engine --opt-level 2" in out
+
+
+def test_several_files_each_get_their_result(tmp_path, capsys):
+    """One bad file among several: the others are still described, its error is one line,
+    and the exit status says something failed."""
+    good = _engine_with_sidecar(tmp_path / "a.fp16.engine")
+    bad = tmp_path / "bad.engine"
+    bad.write_bytes(b"")
+    other = _engine_with_sidecar(tmp_path / "c.fp16.engine")
+    assert inspect([str(good), str(bad), str(other)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{good}: engine" in out and f"{other}: engine" in out
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bad.engine' is empty" in lines[0]
+    assert inspect([str(good), str(bad), "--json"]) == 2
+    infos = json.loads(capsys.readouterr().out)
+    assert infos[0]["kind"] == "engine" and "is empty" in infos[1]["error"]

@@ -155,7 +155,7 @@ def test_every_config_parses_back_through_the_protobuf(repo, tmp_path, export_mo
     assert (repo / "bisenet" / "1" / "model.py").is_file() and (repo / "bisenet_onnx" / "1" / "model.onnx").is_file()
 
     engine = tmp_path / "m.fp16.engine"
-    engine.write_bytes(b"plan bytes")
+    engine.write_bytes(b"ftrt plan bytes")
     EngineSidecar(engine_sha256=sha256_file(engine), spec=ModelSpec(num_classes=5, input_size=TINY), precision="fp16",
                   tensorrt={"package": "tensorrt", "version": "10.3"}).write(engine)
     trt_repo = write_repository(engine, tmp_path / "trt", RepoOptions(native=True, gpu=True))

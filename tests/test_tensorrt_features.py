@@ -203,8 +203,10 @@ def test_strongly_typed_versions_set_nothing(version):
 UNCHECKED_CALLS = {
     "Runtime": ("deserialize_cuda_engine", "DLA_core", "num_DLA_cores"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
-                    "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector"),
-    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3"),
+                    "get_tensor_profile_shape", "create_execution_context", "create_engine_inspector",
+                    "num_optimization_profiles"),
+    "IExecutionContext": ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3",
+                          "set_optimization_profile_async"),  # trt/streams.py: one profile per stream
     "IBuilderConfig": ("set_flag", "get_flag", "clear_flag", "add_optimization_profile", "create_timing_cache",
                        "set_timing_cache", "get_timing_cache", "set_memory_pool_limit", "builder_optimization_level",
                        "profiling_verbosity", "DLA_core", "default_device_type"),
@@ -355,7 +357,10 @@ def test_fp32_builds_clear_tf32_unless_asked(version):
     trt = api(version)
     assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32") is False
     assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp32", allow_tf32=True) is True
-    assert compat.set_fp32_math(trt, _FlagConfig(trt), "fp16") is True  # TensorRT's default kept
+    # The FP32 layers of an fp16/int8 engine stay FP32 too (the builder adds no precision).
+    for precision in ("fp16", "int8", "mixed"):
+        assert compat.set_fp32_math(trt, _FlagConfig(trt), precision) is False
+        assert compat.set_fp32_math(trt, _FlagConfig(trt), precision, allow_tf32=True) is True
     older = api(version, drop={"BuilderFlag": ("TF32",)})
     assert compat.set_fp32_math(older, _FlagConfig(older), "fp32") is None
     assert "clear_flag" in SURFACES[version]["IBuilderConfig"]

@@ -54,7 +54,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    f"(default: in the cache folder, per TensorRT version and GPU){_SAID}")
     g.add_argument("--no-timing-cache", action="store_true", help=f"build without a timing cache{_SAID}")
     g.add_argument("--tf32", action="store_true",
-                   help=f"let an fp32 engine compute in TF32 on Ampere+ (faster, 10-bit mantissa; default: FP32){_SAID}")
+                   help="let FP32 math run in TF32 on Ampere+: all of an fp32 engine, the FP32 layers of an "
+                   f"fp16/int8 one (faster, 10-bit mantissa; default: FP32){_SAID}")
     g.add_argument("--dla", type=nonnegative_int, metavar="CORE",
                    help=f"run on this DLA core (Jetson), GPU fallback for the rest{_SAID}")
     g.add_argument("--compute-capability", type=_cc_list, default=(), metavar="8.6,8.9",
@@ -76,8 +77,14 @@ def _cc_list(text: str) -> tuple[str, ...]:
 _ENGINE_ONLY = ("min_shape", "opt_shape", "max_shape", "workspace", "opt_level", "timing_cache", "dla")
 
 
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    if args.timing_cache is not None and args.no_timing_cache:
+        raise UserError("--timing-cache and --no-timing-cache conflict; give one of them")
+
+
 def check_engine_args(args: argparse.Namespace) -> None:
     """Engine options need --engine; with it, fail before a long export when TensorRT is missing."""
+    _refuse_conflicts(args)
     if not args.engine:
         given = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
         flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability", "tf32")
@@ -96,6 +103,7 @@ def build_engines_from_args(
     """Build an engine for each ONNX model with the options given on the command line."""
     from ..trt.builder import EngineOptions, build_engines
 
+    _refuse_conflicts(args)  # also where no export ran check_engine_args first (an .onnx input)
     options = EngineOptions(
         min_shape=args.min_shape,
         opt_shape=args.opt_shape,

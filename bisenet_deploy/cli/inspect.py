@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UserError
 from .common import Parser, cli_entry
 
 PROG = "bisenet-inspect"
@@ -31,11 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..inspection import format_inspection, inspect_artifact
 
-    infos = [inspect_artifact(path) for path in args.artifacts]
+    if len(args.artifacts) == 1:  # one file: its error is the run's one line
+        infos = [inspect_artifact(args.artifacts[0])]
+    else:  # several: one bad file must not hide the others
+        infos = []
+        for path in args.artifacts:
+            try:
+                infos.append(inspect_artifact(path))
+            except UserError as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+                infos.append({"path": str(path), "error": str(exc)})
     if args.json:
         print(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2, default=str))
     else:
-        sys.stdout.write("\n".join(format_inspection(i) for i in infos))
+        sys.stdout.write("\n".join(format_inspection(i) for i in infos if "error" not in i))
+    if any("error" in i for i in infos):
+        return UserError.exit_code
     # Described either way; the status says whether every file can run (a 2-input graph cannot).
     return 1 if any(i.get("problem") for i in infos) else 0
 

@@ -56,8 +56,15 @@ def check_options(path: Path, options: RepoOptions) -> str:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"'{path}' is not an artifact: give an .onnx, .engine/.plan or .pth file")
-    if not path.is_file():
-        raise UserError(f"artifact '{path}' not found")
+    from ..trt.artifacts import checked_engine, what_is_wrong_with
+
+    problem = what_is_wrong_with(path, "artifact")
+    if problem:
+        raise UserError(problem)
+    if kind == "tensorrt":
+        # The same check inspect, infer, bench and Segmenter make: an empty, foreign or
+        # truncated engine (sha256 differs from its sidecar) is refused, never packaged.
+        checked_engine(path)
     if options.backend == "triton":
         raise UserError("--backend triton is a client of a server; the served model runs the artifact itself "
                         f"(leave --backend out, or give {', '.join(RUNS)})")
@@ -126,8 +133,9 @@ def write_repository(artifact: str | Path, output: str | Path, options: RepoOpti
     backend, kind = _artifact(artifact, options)
     if kind == "tensorrt":
         sidecar = EngineSidecar.read(artifact)
-        if sidecar is None or sidecar.spec is None:
-            raise UserError(f"engine '{artifact}' has no sidecar with a ModelSpec ({sidecar_path(artifact).name})")
+        if sidecar is None or sidecar.spec is None:  # checked_engine refused a missing sidecar
+            raise UserError(f"engine '{artifact}': its sidecar {sidecar_path(artifact).name} holds no ModelSpec "
+                            "(the ONNX it was built from carried none); rebuild from an ONNX exported by bisenet-export")
         spec = sidecar.spec
     else:
         try:

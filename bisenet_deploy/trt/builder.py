@@ -28,15 +28,16 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ArtifactError, ExportError, UserError
-from ..fileio import atomic_output, check_output_path, write_bytes_atomic, write_text_atomic
+from ..fileio import atomic_output, write_bytes_atomic, write_text_atomic
 from ..versions import tool_versions
 from . import compat
+from .artifacts import check_build_outputs, check_timing_cache_path, layers_path_for
 from .cuda_buffers import cuda_versions, gpu_info, gpu_problem
 from .features import typing_plan
 from .loading import flavour, load_tensorrt, logger_for, version_of
 from .onnx_facts import PRECISIONS, OnnxFacts, read_onnx_facts
 from .profiles import Shape, fmt, profile_for
-from .sidecar import EngineSidecar, sidecar_path
+from .sidecar import EngineSidecar
 
 Log = Callable[[str], None]
 
@@ -56,8 +57,8 @@ class EngineOptions:
         dla_core: build for this DLA core (Jetson) with GPU fallback.
         compute_capabilities: TensorRT-RTX target GPUs, e.g. ``("8.6", "8.9")``.
         layer_report: save the engine inspector's JSON (needs a GPU to load the engine).
-        allow_tf32: let an fp32 engine compute in TF32 on Ampere+ (TensorRT's default; off
-            here so that "fp32" means FP32 math).
+        allow_tf32: let FP32 math (an fp32 engine, the FP32 layers of the others) run in
+            TF32 on Ampere+ (TensorRT's default; off here so that FP32 means FP32 math).
         tensorrt: ``auto``, ``tensorrt`` or ``tensorrt_rtx`` (ignored when ``trt`` is passed).
         progress: show a tqdm bar on stderr.
         verbose: print TensorRT's own log.
@@ -109,10 +110,6 @@ def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     return onnx_path.with_name(stem + ".engine")
 
 
-def layers_path_for(engine_path: Path) -> Path:
-    return engine_path.with_name(engine_path.name + ".layers.json")
-
-
 def _timing_cache_path(option: str | Path | None, trt: ModuleType, gpu: dict[str, Any] | None) -> Path | None:
     """The cache file: a named one, or (``auto``) one per TensorRT and GPU model in the user's
     cache folder, so that builds leave no file next to their outputs; None: no cache."""
@@ -159,14 +156,9 @@ def build_engine(
     """Build ``onnx_path`` into an engine; write engine, sidecar (and layer report) atomically."""
     facts = read_onnx_facts(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else engine_path_for(facts.path, facts.precision)
-    check_output_path(engine_path)
-    if engine_path.resolve() == facts.path.resolve():
-        raise UserError(f"engine output '{engine_path}' would overwrite the ONNX model")
+    check_build_outputs(facts.path, engine_path)
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise UserError(f"--opt-level must be 0..5, got {options.optimization_level}")
-    if options.allow_tf32 and facts.precision != "fp32":
-        raise UserError(f"--tf32 applies to fp32 engines; '{facts.path.name}' is {facts.precision} "
-                        "(its FP32 layers keep TensorRT's default, TF32 on)")
     trt = trt if trt is not None else load_tensorrt(options.tensorrt)
     logger = logger_for(trt, options.verbose)
     logger.clear()
@@ -185,7 +177,7 @@ def build_engine(
         raise ArtifactError(f"'{facts.path}' has {network.num_inputs} inputs; a segmentation model needs one")
     config = builder.create_builder_config()
     build, targets, profile = _configure(trt, builder, network, config, facts, options, notes, log, plan)
-    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path, gpu)
+    cache_path, cache_info = _attach_timing_cache(config, options, engine_path, trt, notes, facts.path, gpu, log)
 
     from tqdm import tqdm
 
@@ -204,11 +196,11 @@ def build_engine(
         log(f"  TensorRT warning: {warning[:300]}")
     if cache_path is not None:
         data = compat.timing_cache_bytes(config) or b""
-        if not cache_info["effective"] and str(options.timing_cache) == "auto":
-            data = b""  # a cache TensorRT ignores (TensorRT-RTX) is not worth a file nobody asked for
         if data:
             write_bytes_atomic(cache_path, data)
-        build["timing_cache"] = {**cache_info, "saved_bytes": len(data)}
+        cache_info = {**cache_info, "saved_bytes": len(data)}
+    if cache_info:
+        build["timing_cache"] = cache_info
     del parser, network, config, builder, monitor
 
     sidecar = EngineSidecar(
@@ -291,46 +283,42 @@ def _configure(trt, builder, network, config, facts: OnnxFacts, options: EngineO
     return build, targets, profile
 
 
-#: files a timing cache must never replace (models, engines, sidecars, checkpoints)
-_ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".json", ".pth", ".pt", ".safetensors")
-
-
-def _refuse_cache_over_artifact(cache_path: Path, onnx_path: Path, engine_path: Path) -> None:
-    """A named --timing-cache is written after the build: it must not be the input, an output
-    of this build, or an existing model/engine/sidecar (the cache would replace it)."""
-    own = {p.resolve() for p in (onnx_path, engine_path, sidecar_path(engine_path), layers_path_for(engine_path))}
-    if cache_path.resolve() in own or (cache_path.exists() and cache_path.suffix.lower() in _ARTIFACT_SUFFIXES):
-        raise UserError(f"--timing-cache '{cache_path}' would overwrite a model, engine or sidecar; "
-                        "name a separate file, e.g. build.timing-cache")
-    if cache_path.exists() and not cache_path.is_file():
-        raise UserError(f"--timing-cache '{cache_path}' is not a file")
-
-
 def _attach_timing_cache(config, options: EngineOptions, engine_path: Path, trt, notes: list[str],
-                         onnx_path: Path, gpu: dict[str, Any] | None = None):
-    """(cache file or None, its record for the sidecar)."""
+                         onnx_path: Path, gpu: dict[str, Any] | None = None, log: Log = lambda msg: None):
+    """(cache file to write after the build, or None; its record for the sidecar).
+
+    Where the cache does nothing (TensorRT-RTX documents it as a no-op) nothing is read,
+    checked or written, and a cache the user named gets one line saying it is ignored. Where
+    it works, a named file must be a timing cache of this TensorRT and GPU (or absent, in an
+    existing folder): anything else is refused before the build, never replaced after it.
+    """
     cache_path = _timing_cache_path(options.timing_cache, trt, gpu)
     if cache_path is None:
         return None, {}
     given = str(options.timing_cache) != "auto"
+    shown = _relative(cache_path, engine_path) if given else str(cache_path)
+    probe, _, effective = compat.attach_timing_cache(config, b"")
+    if probe is None:
+        notes.append("this TensorRT has no timing cache")
+        return None, {}
+    if not effective:
+        if given:
+            log(f"note: --timing-cache '{cache_path}' ignored: {flavour(trt)} has no timing cache "
+                "(nothing read or written)")
+        return None, {"path": shown, "loaded_bytes": 0, "accepted": False, "effective": False, "saved_bytes": 0}
     if given:
-        _refuse_cache_over_artifact(cache_path, onnx_path, engine_path)
+        check_timing_cache_path(cache_path, onnx_path, engine_path)
     cache_read = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache, accepted, effective = compat.attach_timing_cache(config, cache_read)
-    if given and cache_read and not accepted and effective:
+    accepted = False
+    if cache_read:
+        _, accepted, _ = compat.attach_timing_cache(config, cache_read)
+    if given and cache_read and not accepted:
         # A file the user named that this TensorRT does not read as its cache is never replaced.
         raise UserError(f"--timing-cache '{cache_path}' is not a timing cache of this TensorRT and GPU; "
                         "remove it or name another file")
-    if cache is None:
-        notes.append("this TensorRT has no timing cache")
-        return None, {}
     if cache_read and not accepted:
         notes.append(f"timing cache {cache_path.name} is from another GPU or TensorRT; starting a new one")
-    if not effective and given:
-        notes.append("this TensorRT ignores timing caches (TensorRT-RTX); the file is kept for the record")
-    record = {"path": _relative(cache_path, engine_path) if given else str(cache_path),
-              "loaded_bytes": len(cache_read), "accepted": accepted, "effective": effective}
-    return cache_path, record
+    return cache_path, {"path": shown, "loaded_bytes": len(cache_read), "accepted": accepted, "effective": True}
 
 
 def _build_gpu(trt: ModuleType, log: Log) -> dict[str, Any] | None:

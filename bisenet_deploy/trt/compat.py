@@ -73,8 +73,8 @@ def apply_typing(trt: ModuleType, network: Any, config: Any, plan: TypingPlan, p
 
 
 def set_fp32_math(trt: ModuleType, config: Any, precision: str, allow_tf32: bool = False) -> bool | None:
-    """Clear TF32 for an fp32 build (``features.clears_tf32``); whether TF32 is on in the
-    build (None where this TensorRT has no TF32 flag), for the sidecar."""
+    """Clear TF32 unless asked (``features.clears_tf32``); whether TF32 is on in the build
+    (None where this TensorRT has no TF32 flag), for the sidecar."""
     if not hasattr(trt.BuilderFlag, "TF32"):
         return None
     if clears_tf32(trt, precision, allow_tf32):

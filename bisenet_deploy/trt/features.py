@@ -89,15 +89,18 @@ def typing_plan(trt: Any, precision: str) -> TypingPlan:
 
 
 def clears_tf32(trt: Any, precision: str, allow_tf32: bool = False) -> bool:
-    """Whether to clear ``BuilderFlag.TF32`` for this build.
+    """Whether to clear ``BuilderFlag.TF32`` for this build (``precision`` is the engine's).
 
     TF32 is on by default in every TensorRT that has the flag (8.6, 10.x, 11.x, RTX): on
     Ampere and later, FP32 convolutions and matrix products then run with a 10-bit mantissa.
-    An ``fp32`` engine must compute in FP32, as its name and the ONNX say, so the flag is
-    cleared unless the user opts in (``--tf32``). FP16/INT8 engines keep TensorRT's default:
-    their FP32 layers are range protection, and TF32 keeps FP32's range.
+    The builder never adds precision on its own, so the flag is cleared for every precision
+    unless the user opts in (``--tf32``): an ``fp32`` engine computes in FP32 as its name and
+    the ONNX say, and the FP32 layers of an fp16/int8/mixed engine (the precision step's
+    overflow protection, ``--fp16-keep``) stay FP32 as the ONNX records them. ``--tf32``
+    applies to the FP32 math of any engine, so several precisions built at once take it alike.
     """
-    return precision == "fp32" and not allow_tf32 and hasattr(trt.BuilderFlag, "TF32")
+    del precision  # the same rule for every precision: FP32 layers exist in all of them
+    return not allow_tf32 and hasattr(trt.BuilderFlag, "TF32")
 
 
 def layer_precision_api(trt: Any) -> bool:

@@ -51,8 +51,11 @@ def read_onnx_facts(path: str | Path) -> OnnxFacts:
     except ImportError:
         raise UserError("reading ONNX models needs the onnx package: pip install 'bisenet-deploy[export]'") from None
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"ONNX model '{path}' not found")
+    from .artifacts import what_is_wrong_with
+
+    problem = what_is_wrong_with(path, "ONNX model")  # a folder or a pipe is not "not found"
+    if problem:
+        raise ArtifactError(problem)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends

@@ -130,8 +130,11 @@ class TensorRTBackend(Backend):
         super().__init__(path)
         self._closed = True  # until everything below exists
         device = _device_index(device)
-        if not self.path.is_file():
-            raise ArtifactError(f"engine '{self.path}' not found")
+        from .artifacts import sidecar_mismatch, what_is_wrong_with
+
+        problem = what_is_wrong_with(self.path, "engine")  # a folder is not "not found"
+        if problem:
+            raise ArtifactError(problem)
         sidecar = EngineSidecar.read(self.path)
         data = self.path.read_bytes()
         if sidecar is None:
@@ -142,11 +145,8 @@ class TensorRTBackend(Backend):
                 )
             warnings.warn(f"{self.path.name}: no sidecar, running without a ModelSpec or compatibility checks",
                           stacklevel=2)
-        elif sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != sidecar.engine_sha256:
-            raise ArtifactError(
-                f"sidecar '{sidecar_path(self.path).name}' describes a different engine than '{self.path}' "
-                f"(replaced or modified since it was built); rebuild: {rebuild_hint(self.path, sidecar)}"
-            )
+        elif (mismatch := sidecar_mismatch(self.path, sidecar, hashlib.sha256(data).hexdigest())) is not None:
+            raise ArtifactError(f"engine '{self.path}': {mismatch}")  # the words inspect and serve repo use
         self.sidecar = sidecar
         self.trt = trt = load_tensorrt(sidecar.tensorrt.get("package", "tensorrt") if sidecar else "auto")
         if sidecar is not None and check_compatibility:  # the version needs no GPU: check it first

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,9 @@ class EngineSidecar:
         """The sidecar next to ``engine_path``; None when there is none."""
         path = sidecar_path(engine_path)
         if not path.is_file():
+            if path.exists():  # a folder or a pipe where the sidecar belongs is not "no sidecar"
+                kind = "a folder" if path.is_dir() else "not a regular file"
+                raise ArtifactError(f"engine sidecar '{path}' is {kind}; it must be the JSON file the build wrote")
             return None
         try:
             data = json.loads(path.read_text())
@@ -217,20 +221,37 @@ def onnx_candidates(engine_path: str | Path) -> list[Path]:
 def rebuild_hint(engine_path: str | Path, sidecar: EngineSidecar | None) -> str:
     """The command that rebuilds ``engine_path``, run from where the user stands.
 
-    Without a sidecar, the command names an ONNX only when one exists next to the engine;
-    otherwise it says which ONNX to export first (no command with a file that is not there).
+    Whether from the sidecar's record or guessed without one, the command names an ONNX only
+    when that file exists (otherwise it says which ONNX to export first: no command with a
+    file that is not there), and ``-o`` is the file being looked at, also after a rename.
     """
     engine_path = Path(engine_path)
     if sidecar is None or not sidecar.rebuild_command:
         candidates = onnx_candidates(engine_path)
         onnx = next((c for c in candidates if c.is_file()), None)
-        if onnx is None:
-            return (f"export {shlex.quote(str(candidates[0]))} from its checkpoint first (bisenet-export model.pth "
-                    f"-o {shlex.quote(str(candidates[0]))}), then bisenet-export {shlex.quote(str(candidates[0]))} "
-                    f"--engine -o {shlex.quote(str(engine_path))}")
-        return f"bisenet-export {shlex.quote(str(onnx))} --engine -o {shlex.quote(str(engine_path))}"
-    folder = str(engine_path.parent)
-    return sidecar.rebuild_command if folder in ("", ".") else f"cd {shlex.quote(folder)} && {sidecar.rebuild_command}"
+        command = f"bisenet-export {shlex.quote(str(onnx or candidates[0]))} --engine -o {shlex.quote(str(engine_path))}"
+        return command if onnx is not None else _export_first(candidates[0], command)
+    folder = engine_path.parent
+    try:
+        args = shlex.split(sidecar.rebuild_command)
+    except ValueError:  # a hand-edited record: show it as it is
+        args = []
+    if "-o" in args[:-1]:
+        args[args.index("-o") + 1] = engine_path.name
+    command = shlex.join(args) if args else sidecar.rebuild_command
+    if str(folder) not in ("", "."):
+        command = f"cd {shlex.quote(str(folder))} && {command}"
+    recorded = sidecar.onnx.get("path") if isinstance(sidecar.onnx, dict) else None
+    recorded = recorded or (args[1] if len(args) > 1 and args[0] == "bisenet-export" else None)
+    if recorded is None:
+        return command
+    onnx = Path(os.path.normpath(folder / recorded))
+    return command if onnx.is_file() else _export_first(onnx, command)
+
+
+def _export_first(onnx: Path, command: str) -> str:
+    quoted = shlex.quote(str(onnx))
+    return f"export {quoted} from its checkpoint first (bisenet-export model.pth -o {quoted}), then {command}"
 
 
 def mismatch_error(engine_path: str | Path, sidecar: EngineSidecar, problem: str) -> ArtifactError:
