@@ -33,6 +33,8 @@ from ..runtime.streaming.records import Captured, LatestFrameSlot, StreamStats
 MAX_DROP = 0.05
 #: rate searches: fewest frames a trial offers (a drop rate from 8 frames says little)
 MIN_FRAMES = 20
+#: the overload probe of a rate search offers this many frames per second in all
+PROBE_FPS = 1000.0
 #: rate searches: trials after the unthrottled probe
 SEARCH_STEPS = 5
 DRAIN_SECONDS = 3.0
@@ -233,7 +235,7 @@ def peak_rates(seg: Segmenter, modes: list[str], n: int, config: RateConfig,
     Each trial offers at least ``MIN_FRAMES`` frames (longer than ``seconds`` at low rates)."""
     searches = {}
     for mode in modes:
-        probe = trial(seg, mode, n, 1000.0 / n, config)  # far beyond any CPU here: the capacity
+        probe = trial(seg, mode, n, PROBE_FPS / n, config)  # far beyond any CPU here: the capacity
         trials.append(probe)
         searches[mode] = _Search(n, probe)
     for _ in range(config.search_steps):
