@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate", metavar="HZ|max",
                    help="frames per second per camera, or max: the highest rate with < 5 %% drops (default: max)")
     g.add_argument("--seconds", type=float, metavar="S",
-                   help="seconds per measurement (default: 5; --rate max trials last for at least 20 frames)")
+                   help="seconds per measurement (default: 5; --rate max trials last for at least 40 frames)")
     g.add_argument("--pipeline-mode", metavar="LIST", default="throughput",
                    help="streaming runtime modes, one row each: throughput (OpenVINO THROUGHPUT hint, concurrent "
                    "requests), latency (one request at a time, host stages overlapped)")
