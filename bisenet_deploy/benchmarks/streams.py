@@ -199,18 +199,19 @@ def trial(seg: Segmenter, mode: str, n: int, rate: float, config: RateConfig, mi
 
 
 class _Search:
-    """One way's peak-rate search: an overloaded probe bounds what it delivers at all; then
-    trials step down by 15 % until one passes, and bisect between the best pass and the
-    lowest failure."""
+    """One way's peak-rate search: an overloaded probe bounds what it delivers at all; a trial
+    that drops too much starts the next one at 90 % of what it delivered (what the way kept
+    up with, not what it was offered), and once one passes the search bisects between the
+    best pass and the lowest failure."""
 
     def __init__(self, n: int, probe: dict[str, Any]) -> None:
         self.n = n
-        self.low, self.high = 0.0, max(probe["delivered_fps"] / n * 1.15, 0.05)
+        self.low, self.high = 0.0, max(probe["delivered_fps"] / n / 0.9, 0.05)
         self.best: dict[str, Any] | None = None
         self.lowest: dict[str, Any] | None = None
 
     def next_rate(self) -> float:
-        return round((self.low + self.high) / 2 if self.best is not None else self.high * 0.85, 3)
+        return round((self.low + self.high) / 2 if self.best is not None else self.high * 0.9, 3)
 
     def record(self, row: dict[str, Any]) -> None:
         if row["drop_rate"] < MAX_DROP:
@@ -218,7 +219,8 @@ class _Search:
             if self.best is None or row["rate_hz"] > self.best["rate_hz"]:
                 self.best = row
         else:
-            self.high = row["rate_hz"]
+            kept_up = row["delivered_fps"] / self.n
+            self.high = row["rate_hz"] if self.best is not None else max(min(row["rate_hz"], kept_up), 0.01)
             if self.lowest is None or row["rate_hz"] < self.lowest["rate_hz"]:
                 self.lowest = row
 
