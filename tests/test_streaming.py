@@ -213,3 +213,24 @@ def test_rate_options_are_checked_with_one_line(tiny, capsys, extra, message):
     assert main([str(tiny), *extra]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bisenet-bench: error: ") and message in err[0]
+
+
+def test_a_video_file_source_gives_every_frame_in_order(tiny, tmp_path):
+    import cv2
+
+    from bisenet_deploy.runtime.sources import video_frames
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50, (96, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV cannot write MJPG video")
+    for f in frames(6):
+        writer.write(np.ascontiguousarray(cv2.resize(f, (96, 48))))
+    writer.release()
+    decoded = list(video_frames(str(path)))
+    seg = Segmenter(tiny, backend="onnxruntime")
+    with StreamRuntime(seg) as rt:
+        sid = rt.add_source(path, rate="native", lossless=True)  # 50 FPS, as a camera would
+        out = collect(rt)
+    assert [r.index for r in out[sid]] == list(range(len(decoded))) and len(decoded) == 6
+    assert all(np.array_equal(r.mask, seg(decoded[r.index])) for r in out[sid])

@@ -62,16 +62,18 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
 
 def write_plot(result: dict[str, Any], path: str | Path) -> Path:
     """p50 (solid) and p99 (dashed) latency against the total offered FPS, one colour per
-    backend x way x N, every trial of the run (the rate search's included)."""
+    backend x way x N, every trial of the run (the rate search's steps included, not its probes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .streams import PROBE_FPS
+
     series: dict[str, list[tuple[float, float, float]]] = {}
     for t in result["trials"]:
-        if t["latency_ms"]["p50"] is None:
-            continue
+        if t["latency_ms"]["p50"] is None or abs(t["rate_hz"] * t["streams"] - PROBE_FPS) < 1e-6:
+            continue  # the rate search's overload probes would squash the axis
         mode = t["mode"] if t["mode"] == "sync" else f"pipeline/{t.get('pipeline_mode')}"
         key = f"{t['backend']} {mode} x{t['streams']}"
         series.setdefault(key, []).append((t["offered_fps"], t["latency_ms"]["p50"], t["latency_ms"]["p99"]))

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--streams", metavar="LIST", help="numbers of synthetic cameras, comma-separated, e.g. 1,2,4")
     g.add_argument("--rate", metavar="HZ|max",
                    help="frames per second per camera, or max: the highest rate with < 5 %% drops (default: max)")
-    g.add_argument("--seconds", type=float, metavar="S", help="seconds per measurement (default: 5)")
+    g.add_argument("--seconds", type=float, metavar="S",
+                   help="seconds per measurement (default: 5; --rate max trials last for at least 40 frames)")
     g.add_argument("--pipeline-mode", metavar="LIST", default="throughput",
                    help="streaming runtime modes, one row each: throughput (OpenVINO THROUGHPUT hint, concurrent "
                    "requests), latency (one request at a time, host stages overlapped)")

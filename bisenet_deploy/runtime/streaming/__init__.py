@@ -23,7 +23,7 @@ Public API (stable): ``StreamRuntime(model | Segmenter, *, mode, parallel, max_b
 batch_wait_ms, workers, result_queue, on_result, depth, backend, backend_options, **spec)``;
 ``add_source(source, stream_id=None, *, rate=None, lossless=False) -> id``;
 ``add_push(stream_id=None, *, lossless=False) -> id``; ``push(id, frame, stamp=None)``;
-``end(id)``; ``start()``; ``results(timeout=None)``; ``get(timeout=None)``; ``finished()``;
+``end(id)``; ``start()``; ``results(timeout=None)``; ``get(timeout=None)``; ``finished()``; ``idle()``;
 ``stats() -> {id: StreamStats}``; ``errors`` (list of str); ``close(timeout=5.0) -> [threads left]``;
 context manager. Records: ``StreamResult`` and ``StreamStats`` (``records.py``).
 
