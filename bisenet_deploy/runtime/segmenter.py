@@ -136,7 +136,8 @@ class Segmenter:
         return masks
 
     def logits(self, frame: np.ndarray) -> np.ndarray:
-        """Raw class scores (C x h x w float32) at the network resolution for one frame."""
+        """Raw class scores (C x h x w float32) at the network resolution for one frame (a
+        low-resolution export's upsampled by its head's rule, as a full-size export's)."""
         self.backend.ensure_open()
         scores = self.backend if self.spec.output_kind == "logits" else self.backend.logits_backend()
         if scores is None:
@@ -151,7 +152,7 @@ class Segmenter:
         else:
             with self._lock:
                 output = scores.infer(batch)
-        return output[0].astype(np.float32, copy=False)
+        return processing.scores_from_output(output[:1], self.spec)[0]
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
         """Binary models: foreground probability (H x W float32, sigmoid of the logit);

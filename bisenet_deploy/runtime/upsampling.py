@@ -43,22 +43,14 @@ def source_index(in_n: int, out_n: int, rule: Upsample) -> tuple[np.ndarray, np.
     return i0, i1, w0, w1
 
 
-def _low_labels(scores: np.ndarray, threshold: float | None) -> np.ndarray:
-    from .processing import argmax_channels
-
-    if threshold is not None:
-        return (scores[0] > threshold).astype(np.uint8)
-    return argmax_channels(scores[None])[0]
-
-
-def upsampled_labels(scores: np.ndarray, out_hw: Sequence[int], rule: Upsample,
+def upsampled_labels(scores: np.ndarray, low: np.ndarray, out_hw: Sequence[int], rule: Upsample,
                      threshold: float | None = None) -> np.ndarray:
-    """(C, h, w) low-resolution scores -> (H, W) labels of their bilinear upsample.
+    """(C, h, w) low-resolution scores and their (h, w) labels (argmax, or the threshold)
+    -> (H, W) labels of the scores' bilinear upsample.
 
     ``threshold``: binary heads (C == 1), label 1 where the upsampled logit exceeds it.
     """
     c, h, w = scores.shape
-    low = _low_labels(scores, threshold)
     y0, _, hy0, hy1 = source_index(h, int(out_hw[0]), rule)
     x0, _, wx0, wx1 = source_index(w, int(out_hw[1]), rule)
     labels = np.take(np.take(low, x0, axis=1), y0, axis=0)  # the fill: each pixel takes its top-left neighbour's label
