@@ -61,8 +61,8 @@ def upsampled_labels(scores: np.ndarray, low: np.ndarray, out_hw: Sequence[int],
         return labels
     ci, cj = np.nonzero(mixed)
     flat = scores.reshape(c, h * w)  # corners gathered as (C, cells): no transpose of the map
-    corners = [flat[:, ci * w + cj], flat[:, ci * w + across[cj]],
-               flat[:, down[ci] * w + cj], flat[:, down[ci] * w + across[cj]]]
+    corners = [np.take(flat, i, axis=1) for i in (ci * w + cj, ci * w + across[cj],
+                                                   down[ci] * w + cj, down[ci] * w + across[cj])]
     geometry = (_runs(y0, h), _runs(x0, w), hy0, hy1, wx0, wx1)
     if threshold is not None or c <= 2:
         _fill_cells(labels, corners, ci, cj, geometry, threshold, None)
@@ -95,38 +95,31 @@ def _runs(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _fill_cells(labels: np.ndarray, corners: list[np.ndarray], ci: np.ndarray, cj: np.ndarray,
                 geometry: tuple, threshold: float | None, classes: np.ndarray | None) -> None:
-    """Interpolate the cells' (C, cells) corner scores over their output pixels (PyTorch's
+    """Interpolate the cells' (K, cells) corner scores over their output pixels (PyTorch's
     order: the horizontal pass per output column, then the vertical per output row) and
     write the labels; ``classes``: (2, cells) class ids of two score rows (None: all)."""
     (row_start, row_count), (col_start, col_count), hy0, hy1, wx0, wx1 = geometry
     width = labels.shape[1]
-    # cells -> units (cell, output column), the cells with most output rows first, so that
-    # the units still active at row offset k are a prefix (slices, not gathers)
-    order = np.argsort(-row_count[ci], kind="stable")
-    ci, cj = ci[order], cj[order]
+    # cells -> units (cell, output column): the horizontal pass, once per unit
     per_cell = col_count[cj]
-    unit_cell = np.repeat(order, per_cell)  # index into the caller's (unsorted) corners
-    first = np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
-    cols = np.repeat(col_start[cj], per_cell) + np.arange(len(unit_cell)) - first
-    unit_rows = np.repeat(row_count[ci], per_cell)
-    where = np.repeat(row_start[ci], per_cell) * width + cols  # flat index of each unit's first pixel
-    unit_y = np.repeat(row_start[ci], per_cell)
+    unit_cell = np.repeat(np.arange(len(cj)), per_cell)
+    cols = np.repeat(col_start[cj] - (np.cumsum(per_cell) - per_cell), per_cell) + np.arange(len(unit_cell))
     wa, wb = wx0[cols], wx1[cols]
-    planes = [(wa * corners[0][m, unit_cell] + wb * corners[1][m, unit_cell],
-               wa * corners[2][m, unit_cell] + wb * corners[3][m, unit_cell]) for m in range(len(corners[0]))]
-    out = labels.reshape(-1)
-    active = np.bincount(unit_rows, minlength=int(unit_rows.max(initial=0)) + 1)[::-1].cumsum()[::-1]
-    for k in range(len(active) - 1):
-        n = int(active[k + 1])  # units with more than k output rows
-        a, b = hy0[unit_y[:n] + k], hy1[unit_y[:n] + k]
-        values = [a * top[:n] + b * bottom[:n] for top, bottom in planes]
-        if threshold is not None:
-            chosen = values[0] > threshold
-        elif classes is not None:
-            chosen = np.where(values[1] > values[0], classes[1, unit_cell[:n]], classes[0, unit_cell[:n]])
-        else:
-            chosen = np.argmax(np.stack(values), axis=0)  # first maximum: the lowest class on ties
-        out[where[:n] + k * width] = chosen
+    top = wa * np.take(corners[0], unit_cell, axis=1) + wb * np.take(corners[1], unit_cell, axis=1)
+    bottom = wa * np.take(corners[2], unit_cell, axis=1) + wb * np.take(corners[3], unit_cell, axis=1)
+    # units -> pixels (unit, output row): the vertical pass, once per pixel
+    per_unit = row_count[ci][unit_cell]
+    pixel_unit = np.repeat(np.arange(len(unit_cell)), per_unit)
+    ys = np.repeat(row_start[ci][unit_cell] - (np.cumsum(per_unit) - per_unit), per_unit) + np.arange(len(pixel_unit))
+    values = hy0[ys] * np.take(top, pixel_unit, axis=1) + hy1[ys] * np.take(bottom, pixel_unit, axis=1)
+    if threshold is not None:
+        chosen = values[0] > threshold
+    elif classes is not None:
+        pick = np.take(classes, unit_cell[pixel_unit], axis=1)
+        chosen = np.where(values[1] > values[0], pick[1], pick[0])
+    else:
+        chosen = np.argmax(values, axis=0)  # first maximum: the lowest class on ties
+    labels.reshape(-1)[ys * width + cols[pixel_unit]] = chosen
 
 
 def upsampled_scores(scores: np.ndarray, out_hw: Sequence[int], rule: Upsample) -> np.ndarray:
