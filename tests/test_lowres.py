@@ -244,3 +244,14 @@ def test_low_resolution_output_is_one_64th_of_the_scores(exports):
         a, b = low.infer(x), full.infer(x)
     assert a.shape[-2:] == (TINY[0] // 8, TINY[1] // 8) and b.shape[-2:] == TINY
     assert b.nbytes == 64 * a.nbytes
+
+
+def test_full_size_flag_is_an_export_option_and_refused_for_an_onnx_input(tmp_path, capsys):
+    from bisenet_deploy.cli import export as cli
+
+    assert cli.build_parser().parse_args(["m.pth", "--full-size-output"]).full_size_output
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"")
+    code = cli.main([str(onnx_file), "--full-size-output", "--precision", "fp16"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--full-size-output" in err and "\n" not in err
