@@ -6,8 +6,9 @@ explicit keyword arguments override single spec fields.
 
 Pipeline per call, each stage public so the benchmark can time it separately:
 ``preprocess`` (validate, resize, normalize unless fused in the graph) -> ``infer`` (the
-backend) -> ``postprocess`` (labels unless argmax is in the graph; nearest-neighbour upscale
-of the labels to the frame size).
+backend) -> ``postprocess`` (labels unless argmax is in the graph: for a low-resolution export,
+those of its head's full-size upsample, exactly; nearest-neighbour upscale of the labels to
+the frame size).
 
 Thread safety: a Segmenter may be shared between threads. Backends that allow concurrent
 runs (onnxruntime) run concurrently; the others (TensorRT's one execution context, torch on
