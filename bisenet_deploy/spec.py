@@ -31,6 +31,71 @@ class SpecError(ValueError):
     """A ModelSpec that is inconsistent or cannot be parsed."""
 
 
+_UPSAMPLE_TARGETS = ("input", "factor")
+_UPSAMPLE_COORDINATES = ("sizes", "factor")
+_UPSAMPLE_THEN = ("", "log_softmax")
+_UPSAMPLE_SCORES = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class Upsample:
+    """How the network's head turns its low-resolution scores into full-size ones, recorded
+    when the artifact ends before that step (``bisenet-export`` default), so any consumer
+    reproduces the family's full-resolution result exactly.
+
+    Attributes:
+        mode: ``bilinear`` (every supported head).
+        align_corners: PyTorch's ``align_corners`` of the head's ``F.interpolate``.
+        target: ``input`` (resized to the network input's H x W) or ``factor`` (to the
+            low-resolution size times ``factor``: TorchSeg's head).
+        coordinates: the source-coordinate scale: ``sizes`` (in / out, as ``F.interpolate``
+            with ``size=``) or ``factor`` (1 / factor, as with ``scale_factor=``).
+        factor: the head's nominal upsampling factor (the output stride, e.g. 8).
+        then: what the head applies after the upsample that changes the values (not the
+            labels): ``log_softmax`` or nothing. A 1x1 convolution after the upsample is
+            moved before it in the export (bilinear weights sum to 1, so they commute).
+        scores: what the low-resolution output holds: ``logits`` or ``probabilities``
+            (TorchSeg's speed heads interpolate ``exp(log_softmax)``).
+    """
+
+    mode: str = "bilinear"
+    align_corners: bool = False
+    target: str = "input"
+    coordinates: str = "sizes"
+    factor: int = 8
+    then: str = ""
+    scores: str = "logits"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "align_corners", bool(self.align_corners))
+        object.__setattr__(self, "factor", int(self.factor))
+        if self.mode != "bilinear":
+            raise SpecError(f"upsample mode must be 'bilinear', got {self.mode!r}")
+        for name, allowed in (("target", _UPSAMPLE_TARGETS), ("coordinates", _UPSAMPLE_COORDINATES),
+                              ("then", _UPSAMPLE_THEN), ("scores", _UPSAMPLE_SCORES)):
+            if getattr(self, name) not in allowed:
+                raise SpecError(f"upsample {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.factor < 1:
+            raise SpecError(f"upsample factor must be >= 1, got {self.factor}")
+
+    def output_size(self, low_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Full-resolution (H, W) of a ``low_hw`` score map computed from an ``input_hw`` input."""
+        if self.target == "input":
+            return int(input_hw[0]), int(input_hw[1])
+        return int(low_hw[0]) * self.factor, int(low_hw[1]) * self.factor
+
+    @classmethod
+    def from_value(cls, value: Any) -> Upsample | None:
+        if value is None or isinstance(value, Upsample):
+            return value
+        if not isinstance(value, dict):
+            raise SpecError(f"upsample must be an object, got {type(value).__name__}")
+        unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SpecError(f"unknown upsample fields {sorted(unknown)}")
+        return cls(**value)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Description of a segmentation model's interface and provenance.
@@ -57,7 +122,12 @@ class ModelSpec:
         binary_threshold: logit threshold for ``num_classes == 1``.
         size_divisor: input sides must be multiples of this (1: any size works).
         output_stride: the output is this many times smaller than the input (1: the
-            output has the input's H x W; 8: e.g. TorchSeg's ``.speed`` heads kept native).
+            output has the input's H x W; 8: e.g. TorchSeg's ``.speed`` heads kept native,
+            or a low-resolution export).
+        upsample: how the family's head upsamples its low-resolution scores (``Upsample``),
+            set when the artifact's output stops before that step; None: the output is
+            final (full size, or native scores whose labels are upscaled by nearest
+            neighbour). Specs written before this field load with None, as before.
         checkpoint_sha256: hash of the source checkpoint (empty when unknown).
         extra: free-form provenance (detection notes, training metadata); JSON values only.
     """
@@ -79,6 +149,7 @@ class ModelSpec:
     binary_threshold: float = 0.0
     size_divisor: int = 1
     output_stride: int = 1
+    upsample: Upsample | None = None
     checkpoint_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -89,6 +160,7 @@ class ModelSpec:
         object.__setattr__(self, "dynamic_axes", tuple(self.dynamic_axes))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "upsample", Upsample.from_value(self.upsample))
         self.validate()
 
     def validate(self) -> None:
@@ -118,6 +190,8 @@ class ModelSpec:
             raise SpecError(f"size_divisor must be >= 1, got {self.size_divisor}")
         if self.output_stride < 1:
             raise SpecError(f"output_stride must be >= 1, got {self.output_stride}")
+        if self.upsample is not None and self.output_kind != "logits":
+            raise SpecError("an upsample rule needs class scores out (output_kind 'logits'), not in-graph labels")
 
     @property
     def is_binary(self) -> bool:
@@ -135,7 +209,7 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(self)  # a nested Upsample becomes a plain dict
         for key in ("class_names", "input_size", "dynamic_axes", "mean", "std"):
             d[key] = list(d[key])
         return d

@@ -45,8 +45,9 @@ def test_reduced_precision_models_agree_with_onnxruntime(precision_models, photo
     pairs, backend = _outputs(precision_models["fixed"][precision], [f for _, f in photos[:3]])
     assert backend.precision == precision
     # the feature-fusion convolution reads a Concat: compiled split (openvino_concat.py)
-    assert [n for n in backend.split_convs if "feature_fusion" in n] == \
-        (["/model/feature_fusion_module/conv_block/conv_block.0/Conv/WithoutBiases"] if precision == "int8" else [])
+    # (a low-resolution export calls model.low_resolution: its nodes have no "/model" scope)
+    assert [n.removeprefix("/model") for n in backend.split_convs if "feature_fusion" in n] == \
+        (["/feature_fusion_module/conv_block/conv_block.0/Conv/WithoutBiases"] if precision == "int8" else [])
     for a, b in pairs:
         assert (a.argmax(1) == b.argmax(1)).mean() >= 0.98
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > (0.999 if precision == "fp16" else 0.95)
@@ -70,12 +71,16 @@ def test_fused_argmax_dynamic_model_at_other_sizes_and_batches(precision_models,
 
 def test_in_graph_prepost_gives_the_labels_host_prepost_gives(export_model5, photos):
     frames = [f for _, f in photos[:3]]
-    graph = Segmenter(export_model5(), backend="openvino")
-    host = Segmenter(export_model5(), backend="openvino", backend_options={"prepost": "host"})
+    # the compiled TopK: a full-size artifact's
+    graph = Segmenter(export_model5(full_size_output=True), backend="openvino")
+    host = Segmenter(export_model5(full_size_output=True), backend="openvino", backend_options={"prepost": "host"})
     assert graph.backend.prepost == "graph" and graph.spec.input_layout == "NHWC_UINT8"
     assert graph.spec.output_kind == "labels" and graph.backend.artifact_spec.output_kind == "logits"
-    for a, b in zip(graph.predict_batch(frames), host.predict_batch(frames)):
-        assert a.shape == b.shape and (a == b).mean() >= 0.999
+    # a low-resolution artifact (the default): compiled preprocessing, the host's exact label stage
+    low = Segmenter(export_model5(), backend="openvino")
+    assert low.backend.prepost == "graph" and low.spec.output_kind == "logits" and low.spec.upsample is not None
+    for a, b, c in zip(graph.predict_batch(frames), host.predict_batch(frames), low.predict_batch(frames)):
+        assert a.shape == b.shape == c.shape and (a == b).mean() >= 0.999 and (a == c).mean() >= 0.999
     with pytest.raises(ArtifactError, match="compiled mean into its graph"):
         Segmenter(export_model5(), backend="openvino", mean=(0.5, 0.5, 0.5))
     # auto never hands a caller who overrides the normalization a graph with it compiled in
@@ -464,8 +469,8 @@ def test_scores_from_a_logits_file_on_openvinos_in_graph_argmax(export_model5, p
     """The compiled TopK is the backend's choice: logits and probabilities still work, equal
     to onnxruntime's; an --argmax file refuses them in one line."""
     frame = photos[0][1]
-    ov_seg = Segmenter(export_model5(dynamic=("height", "width")), backend="openvino")
-    ort_seg = Segmenter(export_model5(dynamic=("height", "width")), backend="onnxruntime")
+    ov_seg = Segmenter(export_model5(dynamic=("height", "width"), full_size_output=True), backend="openvino")
+    ort_seg = Segmenter(export_model5(dynamic=("height", "width")), backend="onnxruntime")  # low-res, upsampled
     assert ov_seg.spec.output_kind == "labels"  # what the compiled graph returns
     assert np.abs(ov_seg.logits(frame) - ort_seg.logits(frame)).max() < 1e-3
     assert np.abs(ov_seg.probabilities(frame) - ort_seg.probabilities(frame)).max() < 1e-4

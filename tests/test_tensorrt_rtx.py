@@ -35,3 +35,19 @@ def test_tensorrt_rtx_rejects_an_asymmetric_zero_point(precision_models, tmp_pat
     onnx.save(model, str(path))
     with pytest.raises(BuildError, match="zero point"):
         build_with_tensorrt_rtx(path)
+
+
+def test_dynamic_low_resolution_onnx_builds_with_tensorrt_rtx(model5, tmp_path):
+    """The default export (scores at 1/8, their own dynamic output sides) with fused
+    preprocessing and every axis dynamic: the ``fixed`` models above cover the fixed
+    low-resolution form in each precision."""
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.spec import ModelSpec
+
+    from .conftest import TINY
+
+    path = tmp_path / "low.onnx"
+    result = export_onnx(model5, ModelSpec(num_classes=5, input_size=TINY), path,
+                         ExportOptions(size=TINY, dynamic=("batch", "height", "width"), fuse_preprocess=True))
+    assert result.spec.upsample is not None and result.spec.output_stride == 8
+    assert build_with_tensorrt_rtx(path) > 1_000_000

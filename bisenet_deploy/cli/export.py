@@ -32,6 +32,7 @@ examples:
   bisenet-export model.pth -o out/seg.onnx --size 720x1280
   bisenet-export model.pth --dynamic batch,height,width
   bisenet-export model.pth --argmax --fuse-preprocess   # uint8 BGR frames in, int32 labels out
+  bisenet-export model.pth --full-size-output   # scores at the input size (default: at 1/8, labels exact)
   bisenet-export --demo                          # built-in demo model, no checkpoint needed
   bisenet-export their.pth --arch bisenet_v1 --trust-checkpoint
   bisenet-export 79999_iter.pth                  # face-parsing.PyTorch, detected from the weights
@@ -88,7 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="axes left dynamic, comma-separated: batch,height,width",
     )
     g.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (TensorRT 8.6 / JetPack 6.0 parse <= 17)")
-    g.add_argument("--argmax", action="store_true", help="compute int32 labels in the graph (output 'labels')")
+    g.add_argument("--argmax", action="store_true",
+                   help="compute int32 labels in the graph (output 'labels'; the graph keeps its full-size head)")
+    g.add_argument("--full-size-output", action="store_true",
+                   help="keep the head's upsampling in the graph: class scores at the input size (default: at the "
+                        "network's output stride, 1/8, with the upsampling rule in the ModelSpec; 64x fewer score bytes, "
+                        "same labels through bisenet-deploy's runtime)")
     g.add_argument(
         "--fuse-preprocess",
         action="store_true",
@@ -123,6 +129,7 @@ def _log(quiet: bool):
 
 #: Options that shape the export of a checkpoint (dest -> flag); an ONNX input ignores them.
 _EXPORT_ONLY = {"size": "--size", "dynamic": "--dynamic", "batch": "--batch", "opset": "--opset", "argmax": "--argmax",
+                "full_size_output": "--full-size-output",
                 "fuse_preprocess": "--fuse-preprocess", "frame_order": "--frame-order", "no_simplify": "--no-simplify",
                 "no_verify": "--no-verify", "verify_images": "--verify-images", "atol": "--atol", "rtol": "--rtol",
                 "min_agreement": "--min-agreement", "arch": "--arch", "trust_checkpoint": "--trust-checkpoint",
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         fuse_preprocess=args.fuse_preprocess,
         frame_color_order=args.frame_order,
         simplify=not args.no_simplify,
+        full_size_output=args.full_size_output,
     )
     tolerance = Tolerance(abs=args.atol, rel=args.rtol, min_agreement=args.min_agreement)
     outcome = export_loaded(

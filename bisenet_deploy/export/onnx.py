@@ -10,6 +10,14 @@ Optional graph extensions (``DeployWrapper``):
   normalization and layout itself (the host only resizes).
 * ``argmax``: the graph ends in ArgMax (or a threshold for binary models) and returns int32
   labels (N, H, W), so a robot never copies C float maps off the GPU.
+
+Low-resolution outputs (the default): every supported head computes class scores at 1/8 of
+the input and upsamples them bilinearly; the graph ends before that upsample (64x fewer
+score bytes per frame, and no full-size Resize) and the ModelSpec records the head's rule
+(``spec.upsample``), from which the runtime's exact label stage (``runtime/upsampling.py``)
+gives the labels of the full-size result. ``full_size_output`` keeps the family's own
+graph (for consumers outside this toolkit); ``argmax`` implies it, since in-graph labels
+must be full size and a Resize + ArgMax is what the full graph computes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ExportError
-from ..spec import METADATA_KEY, PRECISION_KEY, VERSIONS_KEY, ModelSpec
+from ..spec import METADATA_KEY, PRECISION_KEY, VERSIONS_KEY, ModelSpec, Upsample
 from ..versions import tool_versions
 from .metadata import opset_of, read_metadata, set_metadata  # noqa: F401 - re-exported
 
@@ -44,6 +52,7 @@ class DeployWrapper(nn.Module):
     def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
         self.model = model
+        self.low_resolution = spec.upsample is not None
         self.fuse_preprocess = spec.input_layout == "NHWC_UINT8"
         self.argmax = spec.output_kind == "labels"
         self.binary = spec.is_binary
@@ -65,7 +74,7 @@ class DeployWrapper(nn.Module):
             if self.swap:
                 x = torch.index_select(x, 3, self.channels)
             x = x.permute(0, 3, 1, 2) * self.a + self.b
-        logits = self.model(x)
+        logits = self.model.low_resolution(x) if self.low_resolution else self.model(x)
         if not self.argmax:
             return logits
         if self.binary:
@@ -86,6 +95,9 @@ class ExportOptions:
         fuse_preprocess: take uint8 NHWC frames in ``frame_color_order``.
         frame_color_order: channel order of the frames a fused graph takes.
         simplify: run onnxslim after export.
+        full_size_output: keep the head's upsample in the graph (scores at the input size)
+            instead of ending at the network's output stride (the default, where the
+            family records its upsampling rule; ``argmax`` implies full size).
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -96,8 +108,14 @@ class ExportOptions:
     fuse_preprocess: bool = False
     frame_color_order: str = "BGR"
     simplify: bool = True
+    full_size_output: bool = False
 
-    def artifact_spec(self, spec: ModelSpec) -> ModelSpec:
+    def artifact_spec(self, spec: ModelSpec, rule: Upsample | None = None) -> ModelSpec:
+        """The spec of the exported artifact; ``rule``: the model's ``upsample_rule`` (None:
+        the family has no bilinear head to stop before)."""
+        low = rule is not None and not self.full_size_output and not self.argmax
+        if low:
+            spec = spec.replace(upsample=rule, output_stride=spec.output_stride * rule.factor)
         return spec.replace(
             input_size=tuple(self.size),
             dynamic_axes=tuple(self.dynamic),
@@ -129,9 +147,11 @@ def _dynamic_axes(spec: ModelSpec) -> dict[str, dict[int, str]] | None:
     out_axes = {"batch": 0, "height": 1 if spec.output_kind == "labels" else 2}
     out_axes["width"] = out_axes["height"] + 1
     out_name = LABELS_NAME if spec.output_kind == "labels" else LOGITS_NAME
+    # a low-resolution output's sides are not the input's: their own symbols
+    out_dim = {a: (f"{a}_out" if spec.upsample is not None and a != "batch" else a) for a in spec.dynamic_axes}
     return {
         INPUT_NAME: {in_axes[a]: a for a in spec.dynamic_axes},
-        out_name: {out_axes[a]: a for a in spec.dynamic_axes},
+        out_name: {out_axes[a]: out_dim[a] for a in spec.dynamic_axes},
     }
 
 
@@ -147,7 +167,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | Path, options: 
         raise ExportError(f"opset {options.opset} is not supported; use 11..{_MAX_OPSET} (17 for TensorRT 8.6)")
     if options.fuse_preprocess and options.frame_color_order not in ("BGR", "RGB"):
         raise ExportError(f"frame color order must be BGR or RGB, got {options.frame_color_order!r}")
-    art_spec = options.artifact_spec(spec)
+    art_spec = options.artifact_spec(spec, getattr(model, "upsample_rule", None))
     wrapper = DeployWrapper(model, art_spec).eval()
     dummy = example_input(art_spec, options.batch)
     out_name = LABELS_NAME if art_spec.output_kind == "labels" else LOGITS_NAME

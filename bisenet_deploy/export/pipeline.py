@@ -50,6 +50,11 @@ def export_loaded(
         result = export_onnx(loaded.model, loaded.spec, tmp, options)
         for note in result.notes:
             log(f"  {note}")
+        rule = result.spec.upsample
+        if rule is not None:
+            log(f"  class scores at 1/{result.spec.output_stride} of the input; the head's bilinear upsample "
+                f"(align_corners={rule.align_corners}) is in the ModelSpec and the runtime's labels are the full "
+                "upsample's (--full-size-output keeps it in the graph)")
         notes += result.notes
         report = None
         report_file = None

@@ -122,10 +122,14 @@ def verify_onnx(
                 if out.shape[0] != batch or tuple(out.shape[-2:]) != expected_hw:
                     failures.append(f"{names}: output shape {out.shape} for input {batch}x{size_hw}")
                     continue
-                cand_logits = out if spec.output_kind == "logits" else None
+                # A low-resolution artifact is judged by what the runtime makes of it: its full-size
+                # labels (the exact label stage) and upsampled scores, against the PyTorch
+                # model's own full head, so a wrong label stage or rule fails here.
+                cand_logits = processing.scores_from_output(out, spec, size_hw) if spec.output_kind == "logits" else None
+                ref_spec = spec.replace(output_kind="logits", upsample=None)
                 result = compare.compare(
-                    (processing.labels_from_output(ref, spec.replace(output_kind="logits")), ref),
-                    (processing.labels_from_output(out, spec), cand_logits),
+                    (processing.labels_from_output(ref, ref_spec), ref),
+                    (processing.labels_from_output(out, spec, size_hw), cand_logits),
                     compare.Tolerance(min_agreement=tolerance.min_agreement, max_abs=tolerance.abs, rel=tolerance.rel),
                     name=f"{names} at {size_hw[0]}x{size_hw[1]}", num_classes=label_classes)
                 case = {"input": names, "batch": batch, "size": list(size_hw),

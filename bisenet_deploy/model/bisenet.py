@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
+from ..spec import Upsample
+
 #: Context-path backbones: constructor and the channels of layer3 (1/16) and layer4 (1/32)
 #: (Xception-39: its stages 2 and 3).
 BACKBONES: dict[str, tuple] = {
@@ -199,8 +201,14 @@ class BiSeNet(nn.Module):
         self.aux_conv_16x = nn.Conv2d(c16, num_classes, kernel_size=1)
         self.aux_conv_32x = nn.Conv2d(c32, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    #: the head's upsample of its 1/8 scores (``final_conv`` moved before it: they commute)
+    upsample_rule = Upsample(align_corners=True, target="input", factor=8)
+
+    def low_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval scores before the head's upsample (``upsample_rule``), 1/8 of the input."""
+        return self.final_conv(self._features(x)[0])
+
+    def _features(self, x: torch.Tensor):
         spatial = self.spatial_path(x)
         down_16x, down_32x, tail = self.context_path(x)
         down_16x = self.attention_refinement_module_16x(down_16x)
@@ -209,6 +217,11 @@ class BiSeNet(nn.Module):
         down_16x = _upsample(down_16x, sp_size)
         down_32x = _upsample(down_32x, sp_size)
         fused = self.feature_fusion_module(spatial, torch.cat([down_16x, down_32x], dim=1))
+        return fused, down_16x, down_32x
+
+    def forward(self, x: torch.Tensor):
+        size = x.shape[-2:]
+        fused, down_16x, down_32x = self._features(x)
         logits = self.final_conv(_upsample(fused, size))
         if not self.training:
             return logits

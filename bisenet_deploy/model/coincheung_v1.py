@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..spec import Upsample
 from .datasets import CITYSCAPES_CLASSES, coincheung_dataset
 from .families import Family, LayoutError, StateDict, drop_prefixed, register, require, resnet_name
 from .resnet_trunk import ResNetTrunk
@@ -143,6 +144,14 @@ class OutputHead(nn.Module):
         self.conv = ConvBNReLU(cin, mid, 3)
         self.conv_out = nn.Conv2d(mid, out, 1, bias=head != "legacy")
 
+    @property
+    def upsample_rule(self) -> Upsample | None:
+        """The bilinear upsample after ``conv_out``; None for PixelShuffle, which is no
+        interpolation of class scores (its 64 x C channels are learned sub-pixels)."""
+        if self.head == "pixelshuffle":
+            return None
+        return Upsample(align_corners=self.head == "legacy", target="input", factor=self.up_factor)
+
     def forward(self, x: torch.Tensor, size) -> torch.Tensor:
         x = self.conv_out(self.conv(x))
         if self.head == "pixelshuffle":
@@ -166,11 +175,22 @@ class CoinCheungBiSeNetV1(nn.Module):
         self.ffm = FeatureFusion(256, 256, fusion)
         self.conv_out = OutputHead(256, 256, num_classes, head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
         feat8, context8 = self.cp(x)
         # face-parsing.PyTorch feeds the ResNet's 1/8 features where a spatial path would be.
         spatial = self.sp(x) if hasattr(self, "sp") else feat8
-        return self.conv_out(self.ffm(spatial, context8), x.shape[-2:])
+        return self.ffm(spatial, context8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self._fused(x), x.shape[-2:])
+
+    @property
+    def upsample_rule(self) -> Upsample | None:
+        return self.conv_out.upsample_rule
+
+    def low_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval scores before the head's upsample (``upsample_rule``), 1/8 of the input."""
+        return self.conv_out.conv_out(self.conv_out.conv(self._fused(x)))
 
 
 # --- family ---------------------------------------------------------------------------------

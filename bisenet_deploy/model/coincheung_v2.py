@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..spec import Upsample
 from .coincheung_v1 import ConvBNReLU, coincheung_spec, dataset_reason, global_mean
 from .families import Family, LayoutError, StateDict, drop_prefixed, register, require
 
@@ -151,6 +152,13 @@ class SegmentHead(nn.Module):
         else:
             self.conv_out = nn.Conv2d(mid, num_classes, 1)
 
+    @property
+    def upsample_rule(self) -> Upsample | None:
+        """The bilinear upsample after ``conv_out``; None for PixelShuffle (learned sub-pixels)."""
+        if self.head == "pixelshuffle":
+            return None
+        return Upsample(align_corners=self.head == "legacy", target="input", factor=self.up_factor)
+
     def forward(self, x: torch.Tensor, size) -> torch.Tensor:
         x = self.conv_out(self.conv(x))  # dropout is the identity in eval
         if self.head == "pixelshuffle":
@@ -172,6 +180,14 @@ class CoinCheungBiSeNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.bga(self.detail(x), self.segment(x)), x.shape[-2:])
+
+    @property
+    def upsample_rule(self) -> Upsample | None:
+        return self.head.upsample_rule
+
+    def low_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval scores before the head's upsample (``upsample_rule``), 1/8 of the input."""
+        return self.head.conv_out(self.head.conv(self.bga(self.detail(x), self.segment(x))))
 
 
 # --- family ---------------------------------------------------------------------------------

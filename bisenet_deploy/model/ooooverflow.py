@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import IMAGENET_MEAN, IMAGENET_STD
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, Upsample
 from .datasets import CAMVID_11_CLASSES, CAMVID_12_CLASSES, CAMVID_32_CLASSES
 from .families import Family, LayoutError, StateDict, drop_prefixed, register, require, resnet_name
 from .resnet_trunk import RESNETS, ResNetTrunk
@@ -118,15 +118,24 @@ class OoooverflowBiSeNet(nn.Module):
         self.feature_fusion_module = FeatureFusion(num_classes, SPATIAL_CHANNELS + c16 + c32, conv_bias, ffm_conv2)
         self.conv = nn.Conv2d(num_classes, num_classes, kernel_size=1)
 
+    #: the x8 upsample of the fused scores; the final 1x1 ``conv`` after it is moved before
+    #: it in a low-resolution export (bilinear weights sum to 1: they commute)
+    upsample_rule = Upsample(align_corners=False, target="input", factor=8)
+
+    def low_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self._fused(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(_bilinear(self._fused(x), x.shape[-2:]))
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
         spatial = self.saptial_path(x)
         _, feat16, feat32 = self.context_path(x)
         cx1 = self.attention_refinement_module1(feat16)
         cx2 = self.attention_refinement_module2(feat32) * _tail(feat32)
         size = spatial.shape[-2:]
         context = torch.cat((_bilinear(cx1, size), _bilinear(cx2, size)), dim=1)
-        fused = self.feature_fusion_module(spatial, context)
-        return self.conv(_bilinear(fused, x.shape[-2:]))
+        return self.feature_fusion_module(spatial, context)
 
 
 # --- family ---------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ..spec import IMAGENET_MEAN, IMAGENET_STD
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, Upsample
 from .datasets import CITYSCAPES_CLASSES
 from .families import Family, LayoutError, StateDict, count_blocks, drop_prefixed, register, require
 from .xception import ConvBnRelu, Xception39
@@ -201,14 +201,33 @@ class TorchSegBiSeNet(nn.Module):
         sp = self.spatial_path
         return sp.conv_1x1(sp.conv_3x3_2(sp.conv_3x3_1(sp.conv_7x7(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def upsample_rule(self) -> Upsample | None:
+        """Full configurations: ``heads.2`` resizes its logits to 8x their size
+        (``align_corners=True``), then ``log_softmax``. ``.speed``: eval.py resizes the
+        probabilities to the input (half-pixel). Native speed heads have no upsample."""
+        if self.speed:
+            return None if self.native else Upsample(align_corners=False, target="input", factor=8,
+                                                     scores="probabilities")
+        return Upsample(align_corners=True, target="factor", factor=8, then="log_softmax")
+
+    def low_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head interpolates, at 1/8: logits, or a speed head's probabilities."""
+        head = self.heads[2]
+        scores = head.conv_1x1(head.conv_3x3(self._fused(x)))
+        return F.log_softmax(scores, dim=1).exp() if self.speed else scores  # as forward computes it
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
         spatial = self._spatial(x)
         blocks = list(reversed(self.context_path(x)))
         last = _up(self.global_context(blocks[0]), blocks[0])
         for i, (arm, refine) in enumerate(zip(self.arms, self.refines)):
             fm = arm(blocks[i]) + last
             last = refine(_up(fm, blocks[i + 1]))
-        scores = F.log_softmax(self.heads[2](self.ffm(spatial, last)), dim=1)
+        return self.ffm(spatial, last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = F.log_softmax(self.heads[2](self._fused(x)), dim=1)
         if not self.speed or self.native:
             return scores
         # eval.py: exp(score), then cv2.resize(INTER_LINEAR) of the score map to the image

@@ -35,7 +35,8 @@ def padded(frames: list[np.ndarray], batch: int | None) -> list[np.ndarray]:
 def network_outputs(backend: Backend, spec: ModelSpec, frames: Sequence[np.ndarray],
                     infer=None) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: ANN001 - a callable
     """(labels N x h x w, logits N x C x h x w or None where the output is labels) of
-    ``frames`` at the network resolution; ``infer``: the call to use (Segmenter's lock)."""
+    ``frames`` at the network resolution (a low-resolution export's upsampled by its
+    head's rule, so every artifact form compares alike); ``infer``: the call to use."""
     infer = infer or backend.infer
     frames = list(frames)
     step = fixed_batch(backend) or len(frames)
@@ -45,7 +46,7 @@ def network_outputs(backend: Backend, spec: ModelSpec, frames: Sequence[np.ndarr
         output = infer(processing.preprocess(padded(chunk, fixed_batch(backend)), spec))[: len(chunk)]
         labels.append(processing.labels_from_output(output, spec))
         if spec.output_kind == "logits":
-            logits.append(np.asarray(output, dtype=np.float32))
+            logits.append(processing.scores_from_output(output, spec))  # full size, whatever the export
     return np.concatenate(labels), (np.concatenate(logits) if logits else None)
 
 

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
 from ..spec import ModelSpec  # noqa: E402
+from .upsampling import upsampled_labels, upsampled_scores  # noqa: E402
 
 # OpenCV's warnings for a camera it cannot open ("can't open camera by index") precede our
 # own one-line error; errors still show.
@@ -150,16 +151,36 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
     return labels
 
 
-def labels_from_output(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Network output (logits or in-graph labels) -> (N, H, W) integer label maps."""
+def labels_from_output(output: np.ndarray, spec: ModelSpec, input_hw: Sequence[int] | None = None) -> np.ndarray:
+    """Network output (logits or in-graph labels) -> (N, H, W) integer label maps.
+
+    A low-resolution export (``spec.upsample``) gets the labels of its head's full-size
+    result (``upsampling.upsampled_labels``: exact, without upsampling every class);
+    ``input_hw``: the network input size the output came from (default: the spec's).
+    """
     if spec.output_kind == "labels":
         labels = output.reshape((output.shape[0],) + output.shape[-2:])
         return labels.astype(np.uint8, copy=False) if spec.num_classes <= 256 else labels
     if output.ndim != 4:
         raise InputError(f"expected logits of shape (N, C, H, W), got {output.shape}")
-    if spec.is_binary:
-        return (output[:, 0] > spec.binary_threshold).astype(np.uint8)
-    return argmax_channels(output)
+    low = (output[:, 0] > spec.binary_threshold).astype(np.uint8) if spec.is_binary else argmax_channels(output)
+    if spec.upsample is None:
+        return low
+    size = spec.upsample.output_size(output.shape[-2:], input_hw or spec.input_size)
+    threshold = spec.binary_threshold if spec.is_binary else None
+    scores = output.astype(np.float32, copy=False)
+    return np.stack([upsampled_labels(scores[i], low[i], size, spec.upsample, threshold) for i in range(len(output))])
+
+
+def scores_from_output(output: np.ndarray, spec: ModelSpec, input_hw: Sequence[int] | None = None) -> np.ndarray:
+    """Network output -> float32 class scores at the network's full resolution: a
+    low-resolution export's are upsampled by its head's rule (then e.g. log-softmax), so
+    they are what a full-size export returns."""
+    output = np.asarray(output, dtype=np.float32)
+    if spec.upsample is None or output.ndim != 4:
+        return output
+    size = spec.upsample.output_size(output.shape[-2:], input_hw or spec.input_size)
+    return upsampled_scores(output, size, spec.upsample)
 
 
 def resize_labels(labels: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:

@@ -6,8 +6,9 @@ explicit keyword arguments override single spec fields.
 
 Pipeline per call, each stage public so the benchmark can time it separately:
 ``preprocess`` (validate, resize, normalize unless fused in the graph) -> ``infer`` (the
-backend) -> ``postprocess`` (labels unless argmax is in the graph; nearest-neighbour upscale
-of the labels to the frame size).
+backend) -> ``postprocess`` (labels unless argmax is in the graph: for a low-resolution export,
+those of its head's full-size upsample, exactly; nearest-neighbour upscale of the labels to
+the frame size).
 
 Thread safety: a Segmenter may be shared between threads. Backends that allow concurrent
 runs (onnxruntime) run concurrently; the others (TensorRT's one execution context, torch on
@@ -155,7 +156,8 @@ class Segmenter:
         return masks, confidences
 
     def logits(self, frame: np.ndarray) -> np.ndarray:
-        """Raw class scores (C x h x w float32) at the network resolution for one frame."""
+        """Raw class scores (C x h x w float32) at the network resolution for one frame (a
+        low-resolution export's upsampled by its head's rule, as a full-size export's)."""
         self.backend.ensure_open()
         scores = self.backend if self.spec.output_kind == "logits" else self.backend.logits_backend()
         if scores is None:
@@ -170,7 +172,7 @@ class Segmenter:
         else:
             with self._lock:
                 output = scores.infer(batch)
-        return output[0].astype(np.float32, copy=False)
+        return processing.scores_from_output(output[:1], self.spec)[0]
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
         """Binary models: foreground probability (H x W float32, sigmoid of the logit);

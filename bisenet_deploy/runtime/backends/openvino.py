@@ -274,7 +274,9 @@ def _graph_prepost(ov: Any, model: Any, spec: ModelSpec, argmax: bool = True) ->
     # normalized = (pixel * scale - mean) / std = (pixel - mean / scale) / (std / scale)
     steps.mean([m / spec.scale for m in spec.mean]).scale([s / spec.scale for s in spec.std])
     out_kind = spec.output_kind
-    if argmax and spec.output_kind == "logits" and not spec.is_binary:
+    # A low-resolution export's labels need its head's upsample first: the host's exact
+    # label stage does that (see runtime/upsampling.py); a TopK here would give 1/8 labels.
+    if argmax and spec.output_kind == "logits" and not spec.is_binary and spec.upsample is None:
         import openvino.opset13 as ops
 
         k = ops.constant(np.int64(1))

@@ -97,7 +97,7 @@ class TritonBackend(Backend):
         except SpecError as exc:
             raise ArtifactError(f"model '{self.model}' carries an unreadable ModelSpec: {exc}") from None
         self.served_spec = served
-        self.spec = served.replace(input_layout="NHWC_UINT8", frame_color_order="BGR", output_kind="labels",
+        self.spec = served.replace(input_layout="NHWC_UINT8", frame_color_order="BGR", output_kind="labels", upsample=None,
                                    dynamic_axes=("batch", "height", "width"))
         self.device = f"{self.scheme}://{self.address}"
         self.precision = served.extra.get("precision", "served")

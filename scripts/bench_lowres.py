@@ -1,0 +1,116 @@
+"""Post stage and OpenVINO forms: low-resolution export (default) vs --full-size-output.
+
+    PYTHONPATH=. python scripts/bench_lowres.py [--rounds 9] [--openvino] [--out DIR]
+
+1. Post stage (host labels from the network output, ``processing.labels_from_output``) on
+   real network outputs: a 19-class BiSeNetV1 in CoinCheung's layout at 1024x2048 (seeded
+   random weights: speed only) and the trained demo model at 512x512 (7 classes), on the
+   packaged sample photos: today's argmax over the full-size scores vs the exact label stage
+   on the 1/8 scores. Interleaved rounds, one run, medians; labels compared.
+2. ``--openvino``: end to end through Segmenter (OpenVINO, in-graph preprocessing) for the
+   full-size artifact (in-graph TopK, today's default) and the low-resolution one (host exact
+   label stage), interleaved, at both sizes.
+Prints one line per measurement and the score bytes per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _models():
+    from bisenet_deploy.model.coincheung_v1 import CoinCheungBiSeNetV1
+    from bisenet_deploy.model.demo import demo_model
+
+    torch.manual_seed(0)
+    cityscapes = CoinCheungBiSeNetV1(19).eval()
+    from bisenet_deploy.model.coincheung_v1 import coincheung_spec
+    from bisenet_deploy.spec import ModelSpec
+
+    spec = ModelSpec(arch="coincheung_v1", **{**coincheung_spec(19, 32), "input_size": (1024, 2048)})
+    demo = demo_model()
+    return [("coincheung_v1 19 classes (random weights) 1024x2048", cityscapes, spec),
+            ("demo 7 classes (trained) 512x512", demo.model, demo.spec.replace(input_size=(512, 512)))]
+
+
+def _median_ms(values: list[float]) -> float:
+    return float(np.median(values) * 1e3)
+
+
+def post_stage(rounds: int) -> None:
+    from bisenet_deploy.runtime import processing
+    from bisenet_deploy.samples import sample_photos
+
+    photos = sample_photos(limit=1)
+    photo = photos[0][1] if photos else None
+    for name, model, spec in _models():
+        rule = model.upsample_rule
+        low_spec = spec.replace(upsample=rule, output_stride=8)
+        frame = photo if photo is not None else (np.random.default_rng(0).random((*spec.input_size, 3)) * 255).astype(np.uint8)
+        x = torch.from_numpy(processing.preprocess([frame], spec))
+        with torch.no_grad():
+            low = model.low_resolution(x).numpy()
+        full = F.interpolate(torch.from_numpy(low), size=spec.input_size, mode="bilinear",
+                             align_corners=rule.align_corners).numpy()
+        before, after = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            ref = processing.labels_from_output(full, spec)
+            t1 = time.perf_counter()
+            got = processing.labels_from_output(low, low_spec)
+            t2 = time.perf_counter()
+            before.append(t1 - t0)
+            after.append(t2 - t1)
+        top = np.sort(full, axis=1)
+        ties = (top[:, -1] - top[:, -2]) <= 1e-5 * max(1.0, float(np.abs(full).max()))
+        differ = int(((got != ref) & ~ties).sum())
+        print(f"post {name}: full-size argmax {_median_ms(before):.2f} ms, exact low-res stage "
+              f"{_median_ms(after):.2f} ms (ratio {np.median(after) / np.median(before):.3f}); "
+              f"labels differing outside float ties: {differ}; score bytes per frame {full.nbytes:,} -> {low.nbytes:,}")
+
+
+def openvino_forms(rounds: int, folder: Path) -> None:
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.runtime import Segmenter
+
+    for name, model, spec in _models():
+        paths = {}
+        for form, full in (("full-size + in-graph TopK", True), ("low-res + host exact labels", False)):
+            paths[form] = folder / f"{spec.input_size[0]}-{int(full)}.onnx"
+            export_onnx(model, spec, paths[form], ExportOptions(size=spec.input_size, full_size_output=full))
+        frame = (np.random.default_rng(0).random((*spec.input_size, 3)) * 255).astype(np.uint8)
+        segs = {form: Segmenter(path, backend="openvino") for form, path in paths.items()}
+        times: dict[str, list[float]] = {form: [] for form in segs}
+        masks = {form: seg(frame) for form, seg in segs.items()}  # warm up
+        for _ in range(rounds):
+            for form, seg in segs.items():
+                t0 = time.perf_counter()
+                seg(frame)
+                times[form].append(time.perf_counter() - t0)
+        same = float((masks[next(iter(masks))] == masks[list(masks)[1]]).mean() * 100)
+        print(f"openvino {name}: " + ", ".join(f"{form} {_median_ms(t):.1f} ms" for form, t in times.items())
+              + f"; mask agreement {same:.3f}%")
+        for seg in segs.values():
+            seg.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--openvino", action="store_true")
+    args = p.parse_args()
+    post_stage(args.rounds)
+    if args.openvino:
+        with tempfile.TemporaryDirectory() as tmp:
+            openvino_forms(max(3, args.rounds // 2), Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
