@@ -255,3 +255,23 @@ def test_full_size_flag_is_an_export_option_and_refused_for_an_onnx_input(tmp_pa
     code = cli.main([str(onnx_file), "--full-size-output", "--precision", "fp16"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "--full-size-output" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("scores", ["logits", "probabilities"])
+def test_confidence_is_the_top_probability_of_the_upsampled_scores(scores):
+    """Nav2's confidence image from a low-resolution output: the winning class's probability
+    of the full-size scores (softmax does not commute with interpolation, so upsampling the
+    low-resolution confidence would be wrong near class boundaries)."""
+    from bisenet_deploy.runtime.confidence import top_probability
+
+    rng = np.random.default_rng(3)
+    low = _smooth(rng, 2, 4, 8, 12, 2)
+    if scores == "probabilities":
+        low = torch.softmax(torch.from_numpy(low), 1).numpy()
+    rule = Upsample(align_corners=False, scores=scores)
+    spec = ModelSpec(num_classes=4, input_size=(64, 96), upsample=rule, output_stride=8)
+    full = _torch_up(low, (64, 96), rule)
+    expected = full.max(1) if scores == "probabilities" else torch.softmax(torch.from_numpy(full), 1).numpy().max(1)
+    got = top_probability(low, spec)
+    assert got.shape == (2, 64, 96)
+    np.testing.assert_allclose(got, expected, atol=2e-6)

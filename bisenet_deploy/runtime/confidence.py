@@ -6,8 +6,10 @@ class's softmax probability (binary models: the sigmoid of the winning side, ``p
 label is 1 and ``1 - p`` where it is 0) scaled to 0-255. It is computed from the scores the
 backend already returned for the labels, so the network runs once per frame.
 
-The scores are taken at the backend's output resolution and the confidence resized
-(bilinear) to the mask's size: cheap, and exact wherever the output is already mask-sized.
+The scores are those the labels come from at the network resolution: a low-resolution
+export's are first upsampled by its head's rule (``processing.scores_from_output``), because
+the softmax of interpolated logits is not the interpolation of their softmax. The network-size
+confidence is then resized (bilinear) to the mask's size, as the labels are (nearest).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def top_probability(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
         raise ArtifactError("a confidence image needs class scores, but this model returns labels (exported with "
                             "--argmax, or OpenVINO's in-graph postprocessing): use a logits model or host "
                             "postprocessing")
-    scores = output.astype(np.float32, copy=False)
+    scores = processing.scores_from_output(output, spec)
+    if spec.upsample is not None and spec.upsample.scores == "probabilities":
+        return scores.max(axis=1)  # the head interpolates probabilities (TorchSeg's speed heads)
     if spec.is_binary:
         p = processing.sigmoid(scores[:, 0])
         return np.where(scores[:, 0] > spec.binary_threshold, p, 1.0 - p).astype(np.float32)

@@ -179,7 +179,9 @@ class Segmenter:
         multi-class models: softmax (C x H x W). At the frame resolution unless
         ``output_size="network"``."""
         logits = self.logits(frame)
-        if self.spec.is_binary:
+        if self.spec.upsample is not None and self.spec.upsample.scores == "probabilities":
+            prob = logits  # the head interpolates probabilities (TorchSeg's speed heads): already them
+        elif self.spec.is_binary:
             prob = processing.sigmoid(logits[0])
         else:
             shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
