@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +27,36 @@ _DYNAMIC_AXES = ("batch", "height", "width")
 _INPUT_LAYOUTS = ("NCHW", "NHWC_UINT8")
 _OUTPUT_KINDS = ("logits", "labels")
 _COLOR_ORDERS = ("RGB", "BGR")
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class SpecError(ValueError):
     """A ModelSpec that is inconsistent or cannot be parsed."""
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as an int, or a SpecError naming the field: JSON ``"4"``, ``4.5`` and
+    ``true`` are not class counts (bool is an int subclass, so it is refused by name)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SpecError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a finite float, or a SpecError naming the field: NaN or infinite
+    normalization turns every mask into garbage without any error downstream."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpecError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise SpecError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _sequence(name: str, value: Any) -> tuple:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+        raise SpecError(f"{name} must be a list, got {value!r}")
+    return tuple(value)
 
 
 _UPSAMPLE_TARGETS = ("input", "factor")
@@ -154,12 +182,21 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        # Normalize sequences so specs built from JSON lists compare equal to literals.
-        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
-        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
-        object.__setattr__(self, "dynamic_axes", tuple(self.dynamic_axes))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        # Normalize sequences so specs built from JSON lists compare equal to literals; a value
+        # of the wrong type (a user's --spec) is one SpecError naming its field, not a TypeError.
+        names = _sequence("class_names", self.class_names)
+        if not all(isinstance(n, str) for n in names):
+            raise SpecError(f"class_names must be strings, got {list(names)!r}")
+        object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "input_size",
+                           tuple(_integer("input_size", v) for v in _sequence("input_size", self.input_size)))
+        object.__setattr__(self, "dynamic_axes", _sequence("dynamic_axes", self.dynamic_axes))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(_finite(name, v) for v in _sequence(name, getattr(self, name))))
+        for name in ("scale", "binary_threshold"):
+            object.__setattr__(self, name, _finite(name, getattr(self, name)))
+        for name in ("num_classes", "size_divisor", "output_stride"):
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
         object.__setattr__(self, "upsample", Upsample.from_value(self.upsample))
         self.validate()
 
@@ -182,6 +219,13 @@ class ModelSpec:
             raise SpecError("mean and std need three values each")
         if any(s == 0 for s in self.std):
             raise SpecError("std values must be non-zero")
+        if self.scale <= 0:
+            raise SpecError(f"scale must be > 0, got {self.scale}")
+        # Preprocessing computes pixel * scale / std - mean / std in float32: a std so small
+        # (1e-300) that this overflows float32 is as unusable as zero.
+        for m, s in zip(self.mean, self.std):
+            if max(abs(255 * self.scale / s), abs(m / s)) * 2 > _FLOAT32_MAX:
+                raise SpecError(f"std {s!r} is too small: the normalized pixels overflow float32")
         if self.input_layout not in _INPUT_LAYOUTS:
             raise SpecError(f"input_layout must be one of {_INPUT_LAYOUTS}, got {self.input_layout!r}")
         if self.output_kind not in _OUTPUT_KINDS:

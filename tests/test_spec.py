@@ -66,3 +66,45 @@ def test_malformed_json_is_a_spec_error():
         ModelSpec.from_json("{not json")
     with pytest.raises(SpecError):
         ModelSpec.from_json("[1, 2]")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mean": (float("nan"), 0.5, 0.5)}, "mean must be a finite"),
+        ({"std": (float("inf"), 1.0, 1.0)}, "std must be a finite"),
+        ({"std": (1e-300, 1.0, 1.0)}, "std .* too small"),
+        ({"scale": 0.0}, "scale must be > 0"),
+        ({"scale": -1 / 255}, "scale must be > 0"),
+        ({"scale": float("inf")}, "scale must be a finite"),
+        ({"binary_threshold": float("nan")}, "binary_threshold must be a finite"),
+        ({"mean": ("0.5", 0.5, 0.5)}, "mean must be a number"),
+        ({"num_classes": "4"}, "num_classes must be an integer"),
+        ({"num_classes": True}, "num_classes must be an integer"),
+        ({"num_classes": 4.5}, "num_classes must be an integer"),
+        ({"output_stride": 8.0}, "output_stride must be an integer"),
+        ({"input_size": (64.5, 128)}, "input_size must be an integer"),
+        ({"num_classes": 4, "class_names": [1, 2, 3, 4]}, "class_names must be strings"),
+        ({"class_names": "abc"}, "class_names must be a list"),
+    ],
+)
+def test_values_of_the_wrong_type_or_not_finite_are_one_spec_error(changes, message):
+    """A user's --spec with NaN, Infinity, a non-positive scale or a string count is refused
+    naming the field (it used to write garbage masks or leak a TypeError)."""
+    with pytest.raises(SpecError, match=message):
+        ModelSpec(**changes)
+
+
+def test_json_nan_and_infinity_are_refused():
+    with pytest.raises(SpecError, match="std must be a finite"):
+        ModelSpec.from_json('{"num_classes": 4, "std": [NaN, 1, 1]}')
+    with pytest.raises(SpecError, match="mean must be a finite"):
+        ModelSpec.from_json('{"num_classes": 4, "mean": [Infinity, 1, 1]}')
+
+
+def test_numpy_scalars_still_make_a_spec():
+    np = pytest.importorskip("numpy")
+    spec = ModelSpec(num_classes=np.int64(3), mean=np.float32([0.5, 0.5, 0.5]).tolist(),
+                     input_size=(np.int64(64), 128), scale=np.float64(1 / 255))
+    assert spec.num_classes == 3 and type(spec.num_classes) is int
+    assert ModelSpec.from_json(spec.to_json()) == spec
