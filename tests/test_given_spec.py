@@ -100,6 +100,17 @@ def test_bad_specs_are_one_line(foreign, tmp_path, capsys, text, why):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("stride", [8, 2])
+def test_an_output_stride_the_model_does_not_have_is_refused(foreign, tmp_path, capsys, stride):
+    """The tiny model's output has its input's size: a --spec claiming stride 8 is one line."""
+    model, image, _ = foreign
+    assert infer([str(model), str(image), "-o", str(tmp_path / "out"), "-q", "--backend", "onnxruntime",
+                  "--spec", json.dumps({**FIELDS, "output_stride": stride})]) != 0
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"output_stride {stride}" in line, line
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
 def test_another_spec_into_the_same_folder_is_refused_like_another_model(foreign, tmp_path, capsys):
     model, image, _ = foreign
     out = tmp_path / "out"

@@ -87,4 +87,19 @@ def spec_mismatch(backend: Backend, spec: ModelSpec) -> str | None:
                     f"class{'es' if spec.num_classes != 1 else ''}")
     elif not np.issubdtype(out.dtype, np.integer) or len(out.shape) not in (3, 4):
         return f"the spec says in-graph labels (N x H x W integers), the model returns {out}"
-    return None
+    return _stride_mismatch(fixed_hw, out.shape[-2:], spec)
+
+
+def _stride_mismatch(input_hw, output_hw, spec: ModelSpec) -> str | None:  # noqa: ANN001 - shapes
+    """Where the graph fixes both sizes, a spec that claims a stride > 1 needs an output of
+    the input / output_stride (the network's ceil or floor rounding): a ``--spec`` claiming a
+    stride the model does not have is refused, not recorded. Stride 1 is not checked: it is
+    the default of a spec that says nothing about the output size, and the runtime upscales
+    whatever size the labels come in (a foreign native low-resolution model runs so)."""
+    stride = spec.output_stride
+    if stride == 1 or not all(isinstance(d, int) for d in (*input_hw, *output_hw)):
+        return None
+    if all(o in (i // stride, -(-i // stride)) for i, o in zip(input_hw, output_hw)):
+        return None
+    return (f"the model's output is {output_hw[0]}x{output_hw[1]} for a {input_hw[0]}x{input_hw[1]} input, "
+            f"not 1/{stride} of it as the spec's output_stride {stride} says")
