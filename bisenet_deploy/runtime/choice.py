@@ -164,10 +164,11 @@ def _read_cache() -> dict[str, Any]:
         return {}
 
 
-def _write_cache(key: str, record: dict[str, Any]) -> None:
+def _write_cache(key: str, record: dict[str, Any]) -> bool:
+    """Store the choice; False where it could not be (no writable cache folder)."""
     path = _cache_path()
     if path is None:
-        return
+        return False
     data = _read_cache()
     data[key] = record
     if len(data) > 200:  # keep the newest 200
@@ -175,7 +176,8 @@ def _write_cache(key: str, record: dict[str, Any]) -> None:
     try:
         write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     except (OSError, UserError):
-        pass  # a read-only home: the choice is simply made again next time
+        return False  # a read-only home: the choice is simply made again next time
+    return True
 
 
 def _open(path: Path, candidate: str, options: dict[str, Any]) -> Backend:
@@ -339,13 +341,14 @@ def choose(path: str | Path, options: dict[str, Any], use_cache: bool = True, gr
               "refused": {k: c.why for k, c in checks.items() if not c.passed},
               "failed": {k: str(v) for k, v in failed.items()},
               "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "artifact": str(path)}
-    if key:
-        _write_cache(key, record)
+    # the probe line says what happened: a run without a writable cache folder probes again
+    stored = "cached for next time" if key and _write_cache(key, record) else (
+        "not cached (no writable cache folder)" if key else "not cached")
     chosen = opened[winner]
     chosen.choice = {**record, "cached": False}
     faith = "; labels as the file's exact arithmetic: " + ", ".join(f"{k} {v:.2f}%" for k, v in agreement.items())
-    log.info("backend auto: %s (%s%s; probed for %.1f s, cached for next time)", winner,
-             _summary(record["medians_ms"]), faith, spent)
+    log.info("backend auto: %s (%s%s; probed for %.1f s, %s)", winner,
+             _summary(record["medians_ms"]), faith, spent, stored)
     for name, why in record["refused"].items():
         log.info("backend auto: %s not chosen: %s", name, why)
     return chosen
