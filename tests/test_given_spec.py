@@ -79,6 +79,25 @@ def test_spec_is_refused_for_a_model_that_carries_one(tmp_path, capsys):
     assert "carries its own ModelSpec" in _one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("own_spec", [True, False])
+def test_the_spec_refusal_comes_before_any_backend_opens(tmp_path, capsys, monkeypatch, own_spec):
+    """Decided from the ONNX metadata: no backend opened, no `auto` probe line, the refusal is
+    the only line (it came after ~2 s of probing and the probe's line)."""
+    from bisenet_deploy.runtime import choice
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("a backend was opened before the refusal")
+
+    monkeypatch.setattr(choice, "open_model", no_open)
+    model = tiny_onnx(tmp_path / "m.onnx", metadata=own_spec)
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    args = [str(model), str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
+    assert infer([*args, "--spec", '{"num_classes": 4}'] if own_spec else args) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ("carries its own ModelSpec" if own_spec else "carries no ModelSpec") in err
+
+
 @pytest.mark.parametrize("text, why", [
     ('{"num_classes": 4', "not valid JSON"),
     ('{"num_class": 4}', "unknown ModelSpec field(s) num_class"),

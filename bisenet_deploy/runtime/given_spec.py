@@ -32,6 +32,32 @@ def spec_for(fields: dict, backend) -> ModelSpec:  # noqa: ANN001 - an opened Ba
         raise UserError(f"--spec does not make a valid ModelSpec for '{backend.path}': {exc}") from None
 
 
+def _carries_spec(model: Path | str) -> bool | None:
+    """Whether a local ONNX file carries a ModelSpec, from its metadata alone (no session,
+    no probe), or None where that cannot be told so cheaply (engines, URLs, unreadable files:
+    opening them gives their own error)."""
+    from ..errors import ArtifactError
+    from ..spec import METADATA_KEY
+    from .onnx_metadata import read_onnx_metadata
+
+    path = Path(str(model))
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return None
+    try:
+        return METADATA_KEY in read_onnx_metadata(path)
+    except ArtifactError:
+        return None
+
+
+def _refusal(name: str, carries: bool, fields: dict | None) -> str | None:
+    if fields is None and not carries:
+        return (f"'{name}' carries no ModelSpec (not exported by bisenet-export?); give its classes "
+                "and normalization with --spec '{\"num_classes\": N, \"mean\": [...], \"std\": [...]}'")
+    if fields is not None and carries:
+        return f"'{name}' carries its own ModelSpec; --spec is for models without one"
+    return None
+
+
 def open_segmenter(model: Path | str, fields: dict | None, backend: str | None = None,
                    options: dict[str, Any] | None = None, output_size: str = "frame",
                    scores: bool = False):  # noqa: ANN201
@@ -42,6 +68,11 @@ def open_segmenter(model: Path | str, fields: dict | None, backend: str | None =
     from .choice import open_model
     from .segmenter import Segmenter
 
+    # decided from the file's metadata before any backend opens or `auto` probes, so the
+    # refusal is the only line a user sees (and comes at once)
+    carries = _carries_spec(model)
+    if carries is not None and (why := _refusal(Path(str(model)).name, carries, fields)):
+        raise UserError(why)
     options = dict(options or {})
     options.setdefault("device", "auto")
     if scores and backend == "openvino":
@@ -50,13 +81,11 @@ def open_segmenter(model: Path | str, fields: dict | None, backend: str | None =
     opened = open_model(model, backend, graph_prepost=fields is None and not scores, **options)
     try:
         name = Path(str(opened.path)).name
+        why = _refusal(name, opened.spec is not None, fields)
+        if why:
+            raise UserError(why)
         if fields is None:
-            if opened.spec is None:
-                raise UserError(f"'{name}' carries no ModelSpec (not exported by bisenet-export?); give its classes "
-                                "and normalization with --spec '{\"num_classes\": N, \"mean\": [...], \"std\": [...]}'")
             return Segmenter(opened, output_size=output_size)
-        if opened.spec is not None:
-            raise UserError(f"'{name}' carries its own ModelSpec; --spec is for models without one")
         return Segmenter(opened, spec=spec_for(fields, opened), output_size=output_size)
     except BaseException:
         opened.close()
