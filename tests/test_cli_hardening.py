@@ -171,8 +171,13 @@ def test_bench_says_an_artifact_error_once_and_takes_a_spec(tmp_path, capsys):
     model = tiny_onnx(tmp_path / "foreign.onnx", metadata=False)
     assert bench.main([str(model), "--iterations", "1", "--warmup", "1"]) != 0
     err = capsys.readouterr().err
-    assert err.count("carries no ModelSpec") == 2, err  # the skip line once, the final error once
+    assert err.count("carries no ModelSpec") == 1, err  # nothing runs: only the final error line says it
     assert "--spec" in err
+    good = tiny_onnx(tmp_path / "good.onnx")
+    assert bench.main([str(good), str(model), "--backend", "onnxruntime", "--iterations", "1", "--warmup", "1",
+                       "--no-reference", "--json", str(tmp_path / "both.json")]) == 1  # one of two did not run
+    err = capsys.readouterr().err
+    assert err.count("skipped foreign.onnx: 'foreign.onnx' carries no ModelSpec") == 1, err
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"num_classes": 4, "color_order": "BGR", "mean": [0.5, 0.5, 0.5],
                                 "std": [0.25, 0.25, 0.25]}))

@@ -181,6 +181,9 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
     artifacts = [c for p in config.artifacts
                  for c in cs.artifact_contestants(p, backends, config.ov_hints, config.ov_prepost)]
     broken: set[Path] = set()  # artifacts whose file itself cannot run (no spec, ...)
+    # An artifact's own error is said once: as a "skipped" line where something else runs,
+    # or only as the final "nothing to benchmark" error line where nothing does.
+    deferred: list[cs.Contestant] = []
     opened = []
     for c in artifacts:
         if c.path in broken:  # the same file on another backend: the same error, one row, said once
@@ -189,10 +192,12 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
         log(f"opening {c.path} as {c.label()}")
         cs.open_contestant(c, config.device, threads, spec=config.spec)
         if c.error:
-            log(f"  skipped: {c.error}")
             if c.facts.get("artifact_error") and c.path is not None:
                 broken.add(c.path)
                 c.name = c.path.name  # the row stands for the file, not one backend
+                deferred.append(c)
+            else:
+                log(f"  skipped: {c.error}")
     artifacts = opened
     if config.no_reference:
         loaded, ckpt_path, load_bytes, notes = None, None, None, ["--no-reference: no PyTorch model loaded"]
@@ -216,6 +221,9 @@ def _contestants(config: BenchConfig, threads: int, log: Log) -> tuple[list[cs.C
         cs.open_contestant(c, config.device, threads)
         if c.error:
             log(f"  skipped: {c.error}")
+    if any(c.backend is not None for c in (*opened, *rows)) or (reference is not None and reference.backend is None):
+        for c in deferred:
+            log(f"  skipped {c.path.name}: {c.error}")
     if reference is not None and reference.backend is None:
         raise UserError(f"the PyTorch reference cannot run here: {reference.error}")
     if reference is None:
