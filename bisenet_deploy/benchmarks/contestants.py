@@ -269,8 +269,10 @@ def _open(c: Contestant, device: str, threads: int) -> Backend:
 
 
 def _ort_providers() -> list[str]:
+    from ..runtime.library_imports import import_onnxruntime
+
     try:
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
     except ImportError:
         return []  # the backend itself then says how to install it
     return onnxruntime.get_available_providers()

@@ -106,8 +106,10 @@ def _has_gpu_provider(device: str) -> bool:
     """device="auto" with onnxruntime-gpu and a GPU: onnxruntime on the GPU, no CPU probe."""
     if str(device).lower() != "auto":
         return False
+    from .library_imports import import_onnxruntime
+
     try:
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
     except ImportError:
         return False
     return any(p in onnxruntime.get_available_providers() for p in ("CUDAExecutionProvider",

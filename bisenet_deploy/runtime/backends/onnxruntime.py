@@ -42,8 +42,10 @@ _OPT_LEVELS = {
 
 
 def _import_ort():
+    from ..library_imports import import_onnxruntime
+
     try:
-        import onnxruntime
+        onnxruntime = import_onnxruntime()
     except ImportError:
         raise UserError("onnxruntime is not installed: pip install 'bisenet-deploy[ort]'") from None
     return onnxruntime

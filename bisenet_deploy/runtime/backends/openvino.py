@@ -54,8 +54,10 @@ PREPOST = ("graph", "host")
 
 
 def import_openvino():  # noqa: ANN201 - the module
+    from ..library_imports import import_openvino as _import
+
     try:
-        import openvino
+        openvino = _import()
     except ImportError:
         raise UserError("openvino is not installed: pip install 'bisenet-deploy[openvino]'") from None
     return openvino
