@@ -319,6 +319,18 @@ def _build_lines(build: dict[str, Any], rebuild: str | None) -> list[str]:
     return lines
 
 
+def _upsample_text(spec: dict[str, Any]) -> str:
+    """A low-resolution artifact's scores and the rule the runtime applies to them."""
+    rule = spec.get("upsample")
+    if not rule:
+        return ""
+    stride = spec.get("output_stride") or rule.get("factor")
+    what = "probabilities" if rule.get("scores") == "probabilities" else "scores"
+    then = f", then {rule['then']}" if rule.get("then") else ""
+    return (f", {what} at 1/{stride} of the input, upsampled at run time (bilinear, align_corners="
+            f"{rule.get('align_corners')}, to the {rule.get('target')} size{then}; exact labels)")
+
+
 def format_inspection(info: dict[str, Any]) -> str:
     """The inspection as text for people."""
     lines = [f"{info['path']}: {info['kind']}, {info['file_mb']} MB, sha256 {info['sha256'][:16]}..."]
@@ -332,7 +344,7 @@ def format_inspection(info: dict[str, Any]) -> str:
             f"  input      {h}x{w}{dyn}, {spec['input_layout']}, {spec['color_order']} "
             f"mean {tuple(round(v, 3) for v in spec['mean'])} std {tuple(round(v, 3) for v in spec['std'])}",
             f"  output     {spec['output_kind']}" + (f", sides multiple of {spec['size_divisor']}"
-                                                      if spec["size_divisor"] > 1 else ""),
+                                                      if spec["size_divisor"] > 1 else "") + _upsample_text(spec),
         ]
         if spec.get("checkpoint_sha256"):
             lines.append(f"  source     checkpoint sha256 {spec['checkpoint_sha256'][:16]}...")

@@ -21,7 +21,7 @@
 # default 5) keep the cell to about 15-20 minutes there, exports included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 ITERATIONS=${CITY_ITERATIONS:-5}
 SIZE=${CITY_SIZE:-1024x2048}   # another size only to check the script quickly
 THREADS=${THREADS:-2}

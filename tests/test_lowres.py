@@ -275,3 +275,21 @@ def test_confidence_is_the_top_probability_of_the_upsampled_scores(scores):
     got = top_probability(low, spec)
     assert got.shape == (2, 64, 96)
     np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_inspect_says_the_scores_are_low_resolution_and_how_they_are_upsampled(exports):
+    from bisenet_deploy.inspection import format_inspection, inspect_artifact
+
+    low = format_inspection(inspect_artifact(exports["low"]))
+    full = format_inspection(inspect_artifact(exports["full"]))
+    assert "at 1/8 of the input, upsampled at run time (bilinear, align_corners=" in low
+    assert "upsampled at run time" not in full
+
+
+def test_native_resolution_and_full_size_output_contradict_each_other(tmp_path, capsys):
+    from bisenet_deploy.cli import export as cli
+
+    code = cli.main(["ckpt.pth", "--native-resolution", "--full-size-output", "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--native-resolution" in err and "--full-size-output" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give a checkpoint path or --demo (one of them)")
     if args.batch < 1:
         raise UserError("--batch must be >= 1")
+    if args.native_resolution and args.full_size_output:
+        raise UserError("--native-resolution exports the head's own 1/8 output; --full-size-output asks for the "
+                        "upsampled one: give one of them")
     if args.verify_images is not None and not args.verify_images.is_dir():
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
     reduced = reduced_precisions(args)
