@@ -76,8 +76,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, log: Any) -> 
     if not models[0].is_file():
         raise UserError(f"'{models[0]}' does not exist")
     from ..benchmarks import streams_report
-    from ..fileio import check_output_path
+    from ..fileio import check_output_files, check_output_path
 
+    check_output_files({"--json": args.json, "--markdown": args.markdown, "--plot": args.plot},
+                       [models[0], args.images])  # never write over the model, an image or another output
     for path in (args.json, args.markdown, args.plot):
         if path is not None:
             check_output_path(path)

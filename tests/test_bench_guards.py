@@ -1,0 +1,37 @@
+"""bisenet-bench's refusals before any work: outputs that are inputs or each other (both modes),
+and the rate options (--seconds, --pipeline-mode, --streams) checked with one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from bisenet_deploy.cli.bench import main
+from tests.tiny_onnx import tiny_onnx
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_onnx(tmp_path_factory.mktemp("guards") / "m.onnx", dynamic=True)
+
+
+def _refused(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bisenet-bench: error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("streams", [[], ["--streams", "1", "--rate", "5", "--seconds", "0.2"]])
+def test_outputs_never_replace_an_input_or_each_other(model, tmp_path, capsys, streams):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "0001.png").write_bytes(b"png")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(model)
+    before = model.read_bytes()
+    base = [str(model), "--backend", "onnxruntime", "-q", *streams]
+    _refused(capsys, base + ["--json", str(model)], "is the input")
+    _refused(capsys, base + ["--plot", str(link)], "is the input")  # through a link
+    _refused(capsys, base + ["--images", str(images), "--plot", str(images / "0001.png")], "input folder")
+    _refused(capsys, base + ["--json", str(tmp_path / "r"), "--markdown", str(tmp_path / "." / "r")], "is also --json")
+    assert model.read_bytes() == before and (images / "0001.png").read_bytes() == b"png"
+    assert not (tmp_path / "r").exists()
