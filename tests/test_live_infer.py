@@ -67,3 +67,20 @@ def test_live_refuses_what_it_cannot_read_live(export_model5, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_after_kill_9_leaves_no_mask_without_its_row(export_model5, tmp_path, capsys):
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(6)], fps=30)
+    out = tmp_path / "out"
+    argv = [str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime", "-q"]
+    assert infer(argv) == 0
+    for name in ("summary.csv", "summary.parquet"):  # killed with SIGKILL: masks, manifest, no summary
+        (out / name).unlink(missing_ok=True)
+    orphan = out / "front" / "000050.png"  # a frame the rerun does not segment again (dropped, or past the end)
+    orphan.write_bytes((out / "front" / sorted(p.name for p in (out / "front").glob("*.png"))[0]).read_bytes())
+    assert infer(argv) == 0
+    capsys.readouterr()
+    listed = {r["output"] for r in csv.DictReader(open(out / "summary.csv"))}
+    assert {f"front/{p.name}" for p in (out / "front").glob("*.png")} <= listed
+    assert not orphan.exists()

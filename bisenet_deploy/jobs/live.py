@@ -15,6 +15,7 @@ run after the summary (a camera's video is kept, as in a plain run).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,9 @@ import numpy as np
 from ..errors import InputError
 from .frames import Item, todo_row, written
 from .job import JobSpec, Result, prepare
+
+#: a mask's name in a stream's folder (``frames.frame_output``)
+_MASK_NAME = re.compile(r"\d{6}\.png")
 
 
 def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], float | None, Any]:
@@ -108,10 +112,26 @@ def run(spec: JobSpec) -> Result:
                 for index in item.keep:
                     if index not in delivered[source] and (source, index) in job.previous:
                         job.keep(source, index)
+            _drop_rowless(job, items.values())
             result = job.finish(interrupted)
     if runtime is not None and runtime.errors:
         print(f"bisenet-infer: {runtime.errors[0]}", file=sys.stderr)
     return result
+
+
+def _drop_rowless(job: Any, items: Any) -> None:
+    """Masks in a stream's folder that no row lists go: a run killed with SIGKILL wrote masks but
+    never its summary, and a live rerun drops other frames than it did, so unlike a plain rerun
+    it does not write over every one of them. The job's rule: an output is kept only with its
+    row (every mask on disk is in the summary); earlier rows' masks are listed and stay."""
+    listed = {r.get("output") for r in job.summary.rows.values()} | {r.get("output") for r in job.previous.values()}
+    for item in items:
+        folder = job.out / item.output
+        if item.frames_dir or not folder.is_dir():
+            continue  # a video output (overlay, background): assembled from its own rows
+        for path in folder.glob("*.png"):
+            if _MASK_NAME.fullmatch(path.name) and f"{item.output}/{path.name}" not in listed:
+                path.unlink(missing_ok=True)
 
 
 def _released(frames: Iterator[np.ndarray], release: Any) -> Iterator[np.ndarray]:
