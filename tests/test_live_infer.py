@@ -84,3 +84,16 @@ def test_a_rerun_after_kill_9_leaves_no_mask_without_its_row(export_model5, tmp_
     listed = {r["output"] for r in csv.DictReader(open(out / "summary.csv"))}
     assert {f"front/{p.name}" for p in (out / "front").glob("*.png")} <= listed
     assert not orphan.exists()
+
+
+def test_a_truncated_video_is_a_failed_input_live_as_in_a_plain_run(export_model5, tmp_path, capsys):
+    from .test_streaming_ends import truncated_avi
+
+    video, declared, readable = truncated_avi(tmp_path / "trunc.avi")
+    out = tmp_path / "out"
+    assert infer([str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime",
+                  "-q"]) == 1
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and f"declares {declared} frames but only {readable}" in failed[0]["error"]

@@ -34,7 +34,7 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
     """(frames, pace in frames per second or None, release) of a video, camera or stream."""
     import cv2
 
-    from ..runtime.sources import open_video
+    from ..runtime.sources import open_video, truncated
 
     target: Any = int(item.path) if item.kind == "camera" and item.path.isdigit() else item.path
     cap = open_video(target)
@@ -49,6 +49,9 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
             if not ok:
                 if count == 0:
                     raise InputError(f"no frames could be read from {item.kind} {item.source}")
+                why = truncated(item.declared, count, max_frames) if item.kind == "video" else None
+                if why:  # as a plain run says it: that stream's failure
+                    raise InputError(why)
                 return
             count += 1
             yield frame
