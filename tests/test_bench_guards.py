@@ -35,3 +35,41 @@ def test_outputs_never_replace_an_input_or_each_other(model, tmp_path, capsys, s
     _refused(capsys, base + ["--json", str(tmp_path / "r"), "--markdown", str(tmp_path / "." / "r")], "is also --json")
     assert model.read_bytes() == before and (images / "0001.png").read_bytes() == b"png"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("mode", ["sync", "latency", "warm-up"])
+def test_an_interrupted_trial_leaves_no_thread_inside_the_backend(model, mode, monkeypatch):
+    """SIGTERM/Ctrl-C (raised in the main thread) during a trial: every worker is stopped and
+    joined before the exception leaves, so none runs native inference while the process exits
+    (that aborted with 'terminate called without an active exception')."""
+    import threading
+
+    import numpy as np
+
+    from bisenet_deploy.benchmarks import streams
+    from bisenet_deploy.runtime import Segmenter
+
+    def interrupted(n, rate_hz, seconds, frames, sink):
+        for tick in range(3):
+            for cam in range(n):
+                sink(cam, tick, frames[0], 0.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(streams, "drive_cameras", interrupted)
+    if mode == "warm-up":  # the signal comes while the runtime's threads warm up, before the clock
+        start = streams.StreamRuntime.start
+
+        def start_then_interrupted(self):
+            start(self)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(streams.StreamRuntime, "start", start_then_interrupted)
+    before = set(threading.enumerate())
+    frames = [np.zeros((64, 128, 3), np.uint8)]
+    with Segmenter(model, backend="onnxruntime") as seg:
+        with pytest.raises(KeyboardInterrupt):
+            if mode == "sync":
+                streams._sync_trial(seg, 2, 10.0, 0.5, frames)
+            else:
+                streams._pipeline_trial(seg, 2, 10.0, 0.5, frames, "latency", 1)
+        assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
