@@ -73,3 +73,16 @@ def test_an_interrupted_trial_leaves_no_thread_inside_the_backend(model, mode, m
             else:
                 streams._pipeline_trial(seg, 2, 10.0, 0.5, frames, "latency", 1)
         assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--streams", "1", "--seconds", "inf"], "--seconds must be positive: a finite number"),
+    (["--streams", "1", "--seconds", "nan"], "--seconds must be positive: a finite number"),
+    (["--streams", "1", "--seconds", "1e-9"], ">= 0.1"),
+    (["--pipeline-mode", "latency"], "--pipeline-mode: rate options, they need --streams"),
+    (["--pipeline-mode", "fast"], "--pipeline-mode takes latency and/or throughput"),
+    (["--streams", "1", "--pipeline-mode", "latency,,throughput"], "--pipeline-mode takes"),
+    (["--streams", "1,,2"], "--streams takes camera counts"),
+])
+def test_rate_options_are_refused_before_any_work(model, capsys, extra, message):
+    _refused(capsys, [str(model), "--backend", "onnxruntime", *extra], message)
