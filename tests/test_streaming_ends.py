@@ -49,3 +49,28 @@ def test_a_truncated_video_source_ends_with_its_error(tiny, tmp_path):
         stats = rt.stats()[sid]
     assert len(results) == readable
     assert stats.error and f"declares {declared} frames but only {readable}" in stats.error
+
+
+def test_a_raising_on_result_callback_is_a_failure_of_that_stream(tiny):
+    import time
+
+    seen = []
+
+    def callback(result):
+        seen.append(result.index)
+        if result.index == 1:
+            raise ValueError("consumer bug")
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 96, 3), dtype=np.uint8) for _ in range(3)]
+    with StreamRuntime(Segmenter(tiny, backend="onnxruntime"), on_result=callback) as rt:
+        sid = rt.add_source(frames, lossless=True)
+        rt.start()
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stats = rt.stats()[sid]
+    assert seen == [0, 1, 2]
+    assert (stats.delivered, stats.failed) == (2, 1)
+    assert stats.error and "on_result failed: ValueError: consumer bug" in stats.error
+    assert any("consumer bug" in e for e in rt.errors)
