@@ -97,3 +97,29 @@ def test_a_truncated_video_is_a_failed_input_live_as_in_a_plain_run(export_model
     rows = list(csv.DictReader(open(out / "summary.csv")))
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 1 and f"declares {declared} frames but only {readable}" in failed[0]["error"]
+
+
+def test_a_signal_mid_run_exits_130_and_the_figures_add_up(export_model5, tmp_path, capsys, monkeypatch):
+    from bisenet_deploy.jobs import live
+
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(40)], fps=30)
+    real, calls = live.written, []
+
+    def interrupted_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while frames are still in flight
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(live, "written", interrupted_after_two)
+    out = tmp_path / "out"
+    assert infer([str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime",
+                  "-q"]) == 130
+    text = capsys.readouterr().out
+    m = re.search(r"(\d+) captured, (\d+) segmented, (\d+) dropped \([\d.]+ %\)(?:, (\d+) failed)?"
+                  r"(?:, (\d+) in flight at stop \(not segmented\))?", text)
+    assert m, text
+    cap, seg, drop, failed, flight = (int(g or 0) for g in m.groups())
+    assert seg == 2 and cap == seg + drop + failed + flight and flight >= 1
+    assert len(list((out / "front").glob("*.png"))) == 2

@@ -10,7 +10,8 @@ stream gets the freshest masks the machine can deliver. Each stream writes its o
 overlay/background video of the frames segmented), one summary row per mask, and the run
 ends with one line per stream: frames captured, segmented, dropped and the capture-to-mask
 latency. A source that fails is that input's failed row; the others go on. Ctrl-C ends the
-run after the summary (a camera's video is kept, as in a plain run).
+run after the summary (a camera's video is kept, as in a plain run) with exit 130 (SIGTERM: 143),
+frames still in flight counted as such.
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
     return frames(), (fps or None), cap.release
 
 
-def stream_line(label: str, stats: Any) -> str:
-    """One stream's figures, as printed at the end of the run."""
+def stream_line(label: str, stats: Any, segmented: int | None = None) -> str:
+    """One stream's figures, as printed at the end of the run; ``segmented``: masks written
+    (default: delivered). Frames captured but neither segmented, dropped nor failed were in
+    flight when a signal stopped the run: said, so that the figures add up."""
     latency = stats.latency_ms()
-    line = (f"{label}: {stats.received} captured, {stats.delivered} segmented, {stats.dropped} dropped "
+    segmented = stats.delivered if segmented is None else segmented
+    line = (f"{label}: {stats.received} captured, {segmented} segmented, {stats.dropped} dropped "
             f"({100 * stats.drop_rate:.1f} %)")
     if stats.failed:
         line += f", {stats.failed} failed"
+    in_flight = stats.received - segmented - stats.dropped - stats.failed
+    if in_flight > 0:
+        line += f", {in_flight} in flight at stop (not segmented)"
     if latency:
         line += (f"; latency capture->mask p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f}, "
                  f"p99 {latency['p99']:.1f}, max {latency['max']:.1f}")
@@ -82,7 +89,7 @@ def run(spec: JobSpec) -> Result:
                         output_size="network" if spec.network_size else "frame") as seg:
         job = prepare(spec, checked, seg.spec, seg.backend.name)
         items = {item.source: item for item in job.items}  # one per source: cameras/streams/videos
-        interrupted, runtime = True, None
+        interrupted, runtime, stopped_by = True, None, None
         delivered: dict[str, set[int]] = {source: set() for source in items}
         try:
             runtime = StreamRuntime(seg)
@@ -102,13 +109,13 @@ def run(spec: JobSpec) -> Result:
                                 job.worker))
                 delivered[result.stream_id].add(result.index)
             interrupted = False
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli_entry): the figures, then exit 130/143
+            stopped_by = exc
         finally:
             if runtime is not None:
                 runtime.close()
                 for source, stats in runtime.stats().items():
-                    job.result.streams.append(stream_line(source, stats))
+                    job.result.streams.append(stream_line(source, stats, len(delivered.get(source, ()))))
                     if stats.error:
                         job.add({"source": source, "frame": -1, "status": "failed", "error": stats.error})
             for source, item in items.items():  # earlier masks of frames this run did not redo
@@ -119,6 +126,9 @@ def run(spec: JobSpec) -> Result:
             result = job.finish(interrupted)
     if runtime is not None and runtime.errors:
         print(f"bisenet-infer: {runtime.errors[0]}", file=sys.stderr)
+    if stopped_by is not None:  # as a plain run ends on a signal (130/143), after what was done
+        result.report(spec.output, "bisenet-infer")
+        raise stopped_by
     return result
 
 
