@@ -22,7 +22,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -155,6 +155,29 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write '{path}': folder '{existing}' is not writable")
     return path
+
+
+def check_output_files(outputs: dict[str, str | os.PathLike | None],
+                       inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse, before any work, an output file that is one of the ``inputs`` (a model, an image,
+    through a link or another spelling too), lies inside an input folder, or is the same file
+    as another output (the later write would silently replace the earlier one).
+    ``outputs`` maps the option (``--json``) to its path; ``None`` entries are skipped."""
+    seen: dict[Path, str] = {}
+    resolved_inputs = [(Path(i), Path(i).resolve()) for i in inputs if i is not None]
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        out = Path(path).resolve()
+        if out in seen:
+            raise UserError(f"{option} '{path}' is also {seen[out]}: one would replace the other; give two names")
+        seen[out] = f"{option}"
+        for given, src in resolved_inputs:
+            if src == out:
+                raise UserError(f"{option} '{path}' is the input '{given}': it would be written over; "
+                                "choose another name")
+            if src.is_dir() and src in out.parents:
+                raise UserError(f"{option} '{path}' is inside the input folder '{given}'; choose a path outside it")
 
 
 def check_output_folder(folder: str | os.PathLike) -> Path:

@@ -67,3 +67,59 @@ def test_live_refuses_what_it_cannot_read_live(export_model5, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_after_kill_9_leaves_no_mask_without_its_row(export_model5, tmp_path, capsys):
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(6)], fps=30)
+    out = tmp_path / "out"
+    argv = [str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime", "-q"]
+    assert infer(argv) == 0
+    for name in ("summary.csv", "summary.parquet"):  # killed with SIGKILL: masks, manifest, no summary
+        (out / name).unlink(missing_ok=True)
+    orphan = out / "front" / "000050.png"  # a frame the rerun does not segment again (dropped, or past the end)
+    orphan.write_bytes((out / "front" / sorted(p.name for p in (out / "front").glob("*.png"))[0]).read_bytes())
+    assert infer(argv) == 0
+    capsys.readouterr()
+    listed = {r["output"] for r in csv.DictReader(open(out / "summary.csv"))}
+    assert {f"front/{p.name}" for p in (out / "front").glob("*.png")} <= listed
+    assert not orphan.exists()
+
+
+def test_a_truncated_video_is_a_failed_input_live_as_in_a_plain_run(export_model5, tmp_path, capsys):
+    from .test_streaming_ends import truncated_avi
+
+    video, declared, readable = truncated_avi(tmp_path / "trunc.avi")
+    out = tmp_path / "out"
+    assert infer([str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime",
+                  "-q"]) == 1
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and f"declares {declared} frames but only {readable}" in failed[0]["error"]
+
+
+def test_a_signal_mid_run_exits_130_and_the_figures_add_up(export_model5, tmp_path, capsys, monkeypatch):
+    from bisenet_deploy.jobs import live
+
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(40)], fps=30)
+    real, calls = live.written, []
+
+    def interrupted_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while frames are still in flight
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(live, "written", interrupted_after_two)
+    out = tmp_path / "out"
+    assert infer([str(export_model5()), str(video), "-o", str(out), "--live", "--backend", "onnxruntime",
+                  "-q"]) == 130
+    text = capsys.readouterr().out
+    m = re.search(r"(\d+) captured, (\d+) segmented, (\d+) dropped \([\d.]+ %\)(?:, (\d+) failed)?"
+                  r"(?:, (\d+) in flight at stop \(not segmented\))?", text)
+    assert m, text
+    cap, seg, drop, failed, flight = (int(g or 0) for g in m.groups())
+    assert seg == 2 and cap == seg + drop + failed + flight and flight >= 1
+    assert len(list((out / "front").glob("*.png"))) == 2

@@ -120,36 +120,43 @@ def _sync_trial(seg: Segmenter, n: int, rate: float, seconds: float, frames: lis
                 busy[0] -= 1
                 cond.notify_all()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    threads = [threading.Thread(target=worker, args=(i,), name=f"bisenet-sync-{i}", daemon=True) for i in range(n)]
     for t in threads:
         t.start()
 
     def sink(cam: int, tick: int, frame: np.ndarray, captured: float) -> None:
         slots[cam].put(Captured(str(cam), tick, frame, None, captured), stop)
 
-    return _timed(n, rate, seconds, frames, sink, got, stats,
-                  drained=lambda: all(not s.frames for s in slots) and busy[0] == 0,
-                  finish=lambda: (stop.set(), [t.join(5) for t in threads]))
+    def finish() -> None:
+        stop.set()
+        for t in threads:
+            t.join(5)
+
+    try:
+        return _timed(n, rate, seconds, frames, sink, got, stats,
+                      drained=lambda: all(not s.frames for s in slots) and busy[0] == 0, finish=finish)
+    finally:  # also on SIGTERM/Ctrl-C: no worker may still be inside the backend when the process exits
+        finish()
 
 
 def _pipeline_trial(seg: Segmenter, n: int, rate: float, seconds: float, frames: list[np.ndarray], mode: str,
                     max_batch: int) -> dict[str, Any]:
     got = _Collector()
     rt = StreamRuntime(seg, mode=mode, max_batch=max_batch, on_result=lambda r: got.add(r.latency))
-    ids = [rt.add_push(str(i)) for i in range(n)]
-    rt.start()
-    for sid in ids:  # warm the requests and threads before the clock starts
-        rt.push(sid, frames[0])
-    deadline = time.monotonic() + 10
-    while sum(s.delivered for s in rt.stats().values()) < n and time.monotonic() < deadline:
-        time.sleep(0.01)
-    warm = {sid: (s.received, s.dropped) for sid, s in rt.stats().items()}
-    got.latencies.clear()
+    try:  # closed however the trial ends (SIGTERM in the warm-up too): no request left running at exit
+        ids = [rt.add_push(str(i)) for i in range(n)]
+        rt.start()
+        for sid in ids:  # warm the requests and threads before the clock starts
+            rt.push(sid, frames[0])
+        deadline = time.monotonic() + 10
+        while sum(s.delivered for s in rt.stats().values()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        warm = {sid: (s.received, s.dropped) for sid, s in rt.stats().items()}
+        got.latencies.clear()
 
-    def sink(cam: int, tick: int, frame: np.ndarray, captured: float) -> None:
-        rt.push(ids[cam], frame)
+        def sink(cam: int, tick: int, frame: np.ndarray, captured: float) -> None:
+            rt.push(ids[cam], frame)
 
-    try:
         row = _timed(n, rate, seconds, frames, sink, got, list(rt.stats().values()), drained=rt.idle,
                      finish=lambda: None, baseline=warm)
     finally:

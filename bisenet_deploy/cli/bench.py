@@ -117,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _outputs(args: argparse.Namespace) -> dict:
+    """bisenet-bench's output files by option (both modes)."""
+    return {"--json": args.json, "--csv": args.csv, "--markdown": args.markdown, "--plot": args.plot}
+
+
+def _inputs(args: argparse.Namespace) -> list:
+    """Every local file or folder bisenet-bench reads (models, checkpoints, images, labels)."""
+    models = [a for a in args.artifacts if isinstance(a, Path)]
+    return models + list(args.onnx) + list(args.engine) + list(args.checkpoint) + [args.images, args.labels]
+
+
 #: suffixes of checkpoints (the PyTorch reference); everything else is an artifact to time.
 _CHECKPOINTS = (".pth", ".pt", ".safetensors")
 
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..benchmarks.contestants import parse_torch_variant
     from ..benchmarks.harness import WarmUp
     from ..benchmarks.runner import BenchConfig, run_benchmark
-    from ..fileio import check_output_path
+    from ..fileio import check_output_files, check_output_path
 
     local = [a for a in args.artifacts if isinstance(a, Path)]
     checkpoints = list(args.checkpoint) + [a for a in local if a.suffix.lower() in _CHECKPOINTS]
@@ -155,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be >= 1")
     outputs = [p for p in (args.json, args.csv, args.markdown, args.plot) if p is not None]
+    check_output_files(_outputs(args), _inputs(args))  # never write over a model, an image or another output
     for path in outputs:
         check_output_path(path)  # fail before minutes of timing, not after
     plot_problem = None

@@ -4,6 +4,7 @@ of bisenet-bench (argument parsing and checks only; the benchmark is ``benchmark
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ _NOT_APPLICABLE = ("onnx", "engine", "checkpoint", "demo", "torch_variant", "ov_
                    "concurrency", "duration", "window", "warmup", "warmup_max", "warmup_tolerance", "labels",
                    "frame_size", "peak_gflops", "csv")
 
+#: the shortest measurement (a shorter one measures the clock, not the model)
+MIN_SECONDS = 0.1
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("rate-driven streams (several cameras: sync Segmenter vs the streaming runtime)")
@@ -24,20 +28,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames per second per camera, or max: the highest rate with < 5 %% drops (default: max)")
     g.add_argument("--seconds", type=float, metavar="S",
                    help="seconds per measurement (default: 5; --rate max trials last for at least 40 frames)")
-    g.add_argument("--pipeline-mode", metavar="LIST", default="throughput",
+    g.add_argument("--pipeline-mode", metavar="LIST",
                    help="streaming runtime modes, one row each: throughput (OpenVINO THROUGHPUT hint, concurrent "
-                   "requests), latency (one request at a time, host stages overlapped)")
+                   "requests), latency (one request at a time, host stages overlapped) (default: throughput)")
 
 
 def wanted(args: argparse.Namespace) -> bool:
-    return any(getattr(args, k) is not None for k in ("streams", "rate", "seconds"))
+    return any(getattr(args, k) is not None for k in ("streams", "rate", "seconds", "pipeline_mode"))
 
 
-def _streams(text: str | None) -> list[int]:
+#: the rate options that only a --streams run reads
+_RATE_OPTIONS = ("rate", "seconds", "pipeline_mode")
+
+
+def _streams(text: str | None, args: argparse.Namespace) -> list[int]:
     if text is None:
-        raise UserError("--rate and --seconds need --streams (e.g. --streams 1,4)")
+        given = [f"--{k.replace('_', '-')}" for k in _RATE_OPTIONS if getattr(args, k) is not None]
+        raise UserError(f"{' and '.join(given)}: rate options, they need --streams (e.g. --streams 1,4)")
     try:
-        values = [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",")]  # an empty item (1,,2) is a typo, not nothing
     except ValueError:
         values = []
     if not values or any(v < 1 or v > 64 for v in values):
@@ -59,25 +68,28 @@ def _rate(text: str | None) -> float | None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, log: Any) -> int:
     """Check the options, run the benchmark, print the table and write the outputs."""
-    streams = _streams(args.streams)
+    mode_text = "throughput" if args.pipeline_mode is None else args.pipeline_mode
+    modes = tuple(dict.fromkeys(m.strip().lower() for m in mode_text.split(",")))
+    if not modes or any(m not in ("latency", "throughput") for m in modes):
+        raise UserError(f"--pipeline-mode takes latency and/or throughput, comma-separated, got {mode_text!r}")
+    streams = _streams(args.streams, args)
     rate = _rate(args.rate)
     seconds = 5.0 if args.seconds is None else args.seconds
-    if not seconds > 0:
-        raise UserError(f"--seconds must be positive, got {args.seconds}")
+    if not (math.isfinite(seconds) and seconds >= MIN_SECONDS):  # inf ran for ever; 1e-9 gave 1e9 FPS
+        raise UserError(f"--seconds must be positive: a finite number of seconds >= {MIN_SECONDS:g}, got {args.seconds}")
     given = [k for k in _NOT_APPLICABLE if getattr(args, k) != parser.get_default(k)]
     if given:
         raise UserError(f"--{given[0].replace('_', '-')} does not apply to a --streams run")
-    modes = tuple(dict.fromkeys(m.strip().lower() for m in args.pipeline_mode.split(",") if m.strip()))
-    if not modes or any(m not in ("latency", "throughput") for m in modes):
-        raise UserError(f"--pipeline-mode takes latency and/or throughput, got {args.pipeline_mode!r}")
     models = [a for a in args.artifacts]
     if len(models) != 1 or not isinstance(models[0], Path) or models[0].suffix.lower() != ".onnx":
         raise UserError("a --streams run takes one ONNX model (bisenet-bench MODEL.onnx --streams 1,4)")
     if not models[0].is_file():
         raise UserError(f"'{models[0]}' does not exist")
     from ..benchmarks import streams_report
-    from ..fileio import check_output_path
+    from ..fileio import check_output_files, check_output_path
 
+    check_output_files({"--json": args.json, "--markdown": args.markdown, "--plot": args.plot},
+                       [models[0], args.images])  # never write over the model, an image or another output
     for path in (args.json, args.markdown, args.plot):
         if path is not None:
             check_output_path(path)

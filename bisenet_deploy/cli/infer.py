@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.live and args.ray is not None:
         raise UserError("--live runs its sources through one streaming runtime in this process; drop --ray")
     bag = None
-    if args.topic or args.mask_topic or args.copy_topics or args.color_mask or args.confidence:
-        bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix=args.mask_topic or "/segmentation",
+    if args.topic or args.mask_topic is not None or args.copy_topics or args.color_mask or args.confidence:
+        bag = BagOptions(topics=tuple(args.topic or ("auto",)), mask_suffix="/segmentation" if args.mask_topic is None else args.mask_topic,
                          copy_topics=args.copy_topics, color=args.color_mask, confidence=args.confidence)
     spec = JobSpec(args.model, args.inputs, args.output, mode=args.mode, background=args.background, alpha=args.alpha,
                    legend=args.legend, network_size=args.network_size, max_frames=args.max_frames,

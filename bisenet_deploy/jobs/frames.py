@@ -132,7 +132,7 @@ def _decode(item: Item) -> Iterator[dict[str, Any]]:
                 else:
                     yield _row(item, number, "todo", f.image, **facts)
         return
-    from ..runtime.sources import open_video
+    from ..runtime.sources import open_video, truncation
 
     cap = open_video(int(item.path) if item.kind == "camera" else item.path)
     try:
@@ -150,8 +150,7 @@ def _decode(item: Item) -> Iterator[dict[str, Any]]:
     if index == 0:
         yield _row(item, -1, "failed", error=f"no frames could be read from {item.kind} {item.source}")
     elif 0 <= item.stop and index < item.stop:  # the executor keeps the first of these per source
-        yield _row(item, index, "failed", error=f"declares {item.declared} frames but only {index} could be "
-                   "decoded (truncated or corrupt?)")
+        yield _row(item, index, "failed", error=truncation(item.declared, index))
 
 
 def write(out: Path, renderer, row: dict[str, Any], mask: np.ndarray,  # noqa: ANN001 - a Renderer

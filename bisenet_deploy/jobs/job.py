@@ -17,6 +17,7 @@ exit status) until a run succeeds on it.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -32,6 +33,8 @@ from .plan import check_output_against_inputs, collect_sources
 from .summary import Summary, claim, class_columns, lock_folder, manifest_for, read_previous
 
 DONE = ("ok", "exists")
+#: a ROS topic name's characters (a space or an empty name makes a bag no ROS tool reads)
+_ROS_NAME = re.compile(r"[A-Za-z0-9_/~]+")
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class JobSpec:
         before any model is opened; returns the mode and the sources."""
         mode = self.mode or ("background" if self.background else "mask")
         suffix = (self.bag or BagOptions()).mask_suffix
-        if not suffix.startswith("/") or suffix.strip("/") == "":
-            raise UserError(f"--mask-topic must look like /segmentation, got {suffix!r}")
+        if not suffix.startswith("/") or suffix.strip("/") == "" or not _ROS_NAME.fullmatch(suffix) or "//" in suffix:
+            raise UserError(f"--mask-topic must look like /segmentation (ROS name characters A-Z a-z 0-9 _ /), "
+                            f"got {suffix!r}")
         if mode == "background" and self.background is None:
             raise UserError("--mode background needs --background IMG")
         if self.background is not None and mode != "background":

@@ -10,11 +10,13 @@ stream gets the freshest masks the machine can deliver. Each stream writes its o
 overlay/background video of the frames segmented), one summary row per mask, and the run
 ends with one line per stream: frames captured, segmented, dropped and the capture-to-mask
 latency. A source that fails is that input's failed row; the others go on. Ctrl-C ends the
-run after the summary (a camera's video is kept, as in a plain run).
+run after the summary (a camera's video is kept, as in a plain run) with exit 130 (SIGTERM: 143),
+frames still in flight counted as such.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -25,12 +27,15 @@ from ..errors import InputError
 from .frames import Item, todo_row, written
 from .job import JobSpec, Result, prepare
 
+#: a mask's name in a stream's folder (``frames.frame_output``)
+_MASK_NAME = re.compile(r"\d{6}\.png")
+
 
 def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], float | None, Any]:
     """(frames, pace in frames per second or None, release) of a video, camera or stream."""
     import cv2
 
-    from ..runtime.sources import open_video
+    from ..runtime.sources import open_video, truncated
 
     target: Any = int(item.path) if item.kind == "camera" and item.path.isdigit() else item.path
     cap = open_video(target)
@@ -45,6 +50,9 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
             if not ok:
                 if count == 0:
                     raise InputError(f"no frames could be read from {item.kind} {item.source}")
+                why = truncated(item.declared, count, max_frames) if item.kind == "video" else None
+                if why:  # as a plain run says it: that stream's failure
+                    raise InputError(why)
                 return
             count += 1
             yield frame
@@ -52,13 +60,19 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
     return frames(), (fps or None), cap.release
 
 
-def stream_line(label: str, stats: Any) -> str:
-    """One stream's figures, as printed at the end of the run."""
+def stream_line(label: str, stats: Any, segmented: int | None = None) -> str:
+    """One stream's figures, as printed at the end of the run; ``segmented``: masks written
+    (default: delivered). Frames captured but neither segmented, dropped nor failed were in
+    flight when a signal stopped the run: said, so that the figures add up."""
     latency = stats.latency_ms()
-    line = (f"{label}: {stats.received} captured, {stats.delivered} segmented, {stats.dropped} dropped "
+    segmented = stats.delivered if segmented is None else segmented
+    line = (f"{label}: {stats.received} captured, {segmented} segmented, {stats.dropped} dropped "
             f"({100 * stats.drop_rate:.1f} %)")
     if stats.failed:
         line += f", {stats.failed} failed"
+    in_flight = stats.received - segmented - stats.dropped - stats.failed
+    if in_flight > 0:
+        line += f", {in_flight} in flight at stop (not segmented)"
     if latency:
         line += (f"; latency capture->mask p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f}, "
                  f"p99 {latency['p99']:.1f}, max {latency['max']:.1f}")
@@ -75,7 +89,7 @@ def run(spec: JobSpec) -> Result:
                         output_size="network" if spec.network_size else "frame") as seg:
         job = prepare(spec, checked, seg.spec, seg.backend.name)
         items = {item.source: item for item in job.items}  # one per source: cameras/streams/videos
-        interrupted, runtime = True, None
+        interrupted, runtime, stopped_by = True, None, None
         delivered: dict[str, set[int]] = {source: set() for source in items}
         try:
             runtime = StreamRuntime(seg)
@@ -95,23 +109,42 @@ def run(spec: JobSpec) -> Result:
                                 job.worker))
                 delivered[result.stream_id].add(result.index)
             interrupted = False
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (cli_entry): the figures, then exit 130/143
+            stopped_by = exc
         finally:
             if runtime is not None:
                 runtime.close()
                 for source, stats in runtime.stats().items():
-                    job.result.streams.append(stream_line(source, stats))
+                    job.result.streams.append(stream_line(source, stats, len(delivered.get(source, ()))))
                     if stats.error:
                         job.add({"source": source, "frame": -1, "status": "failed", "error": stats.error})
             for source, item in items.items():  # earlier masks of frames this run did not redo
                 for index in item.keep:
                     if index not in delivered[source] and (source, index) in job.previous:
                         job.keep(source, index)
+            _drop_rowless(job, items.values())
             result = job.finish(interrupted)
     if runtime is not None and runtime.errors:
         print(f"bisenet-infer: {runtime.errors[0]}", file=sys.stderr)
+    if stopped_by is not None:  # as a plain run ends on a signal (130/143), after what was done
+        result.report(spec.output, "bisenet-infer")
+        raise stopped_by
     return result
+
+
+def _drop_rowless(job: Any, items: Any) -> None:
+    """Masks in a stream's folder that no row lists go: a run killed with SIGKILL wrote masks but
+    never its summary, and a live rerun drops other frames than it did, so unlike a plain rerun
+    it does not write over every one of them. The job's rule: an output is kept only with its
+    row (every mask on disk is in the summary); earlier rows' masks are listed and stay."""
+    listed = {r.get("output") for r in job.summary.rows.values()} | {r.get("output") for r in job.previous.values()}
+    for item in items:
+        folder = job.out / item.output
+        if item.frames_dir or not folder.is_dir():
+            continue  # a video output (overlay, background): assembled from its own rows
+        for path in folder.glob("*.png"):
+            if _MASK_NAME.fullmatch(path.name) and f"{item.output}/{path.name}" not in listed:
+                path.unlink(missing_ok=True)
 
 
 def _released(frames: Iterator[np.ndarray], release: Any) -> Iterator[np.ndarray]:

@@ -192,6 +192,19 @@ def manifest_for(spec,  # noqa: ANN001 - a JobSpec
             "given_spec": json.loads(json.dumps(spec.given_spec, sort_keys=True)) if spec.given_spec else None}
 
 
+#: manifest keys whose option has another name than the key
+_OPTIONS = {"color": "--color-mask", "mask_suffix": "--mask-topic", "topics": "--topic"}
+
+
+def _option(key: str, value: Any) -> str:
+    """How the earlier run's option is named on the command line (``--color-mask``, not
+    ``--color True``)."""
+    name = _OPTIONS.get(key, f"--{key.replace('_', '-')}")
+    if isinstance(value, bool):
+        return name if value else f"no {name}"
+    return f"{name} {','.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bool:
     """Refuse a folder holding another model's or options' results (unless ``overwrite``);
     record ours. Returns whether earlier results are replaced."""
@@ -203,7 +216,7 @@ def claim(out: Path, manifest: dict[str, Any], mode: str, overwrite: bool) -> bo
     if isinstance(earlier, dict) and any(p.name != MANIFEST for p in out.iterdir()):  # else: killed before any output
         differ = [k for k in ("model_sha256", "given_spec", "network_size") if earlier.get(k) != manifest[k]]
         mine, theirs = manifest["modes"][mode], (earlier.get("modes") or {}).get(mode) or {}
-        differ += [f"--{k.replace('_', '-')} {theirs[k]}" for k in mine if k in theirs and theirs[k] != mine[k]]
+        differ += [_option(k, theirs[k]) for k in mine if k in theirs and theirs[k] != mine[k]]
         if differ and not overwrite:
             given = earlier.get("given_spec")
             what = {"model_sha256": f"model {earlier.get('model')}",

@@ -49,6 +49,18 @@ def open_video(source: str | int) -> cv2.VideoCapture:
     return cap
 
 
+def truncated(declared: int, read: int, wanted: int | None = None) -> str | None:
+    """Why a video that ended after ``read`` frames failed, or None when it did not: it declared
+    ``declared`` frames (0: nothing declared) and ``wanted`` of them were asked for (None: all).
+    The one rule of a plain run (``jobs.frames``), of ``--live`` and of the streaming runtime."""
+    stop = declared if wanted is None or declared <= 0 else min(declared, wanted)
+    return truncation(declared, read) if 0 < stop and read < stop else None
+
+
+def truncation(declared: int, read: int) -> str:
+    return f"declares {declared} frames but only {read} could be decoded (truncated or corrupt?)"
+
+
 def video_frames(source: str | int, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Frames of a video file or camera index until it ends or ``max_frames`` is reached."""
     cap = open_video(source)

@@ -40,23 +40,31 @@ def open_frames(source: Any, rate: float | str | None) -> tuple[Iterator[Any], f
     if isinstance(source, (int, str, Path)) and not isinstance(source, bool):
         import cv2
 
-        from ..sources import open_video
+        from ..sources import open_video, truncated
 
-        if isinstance(source, Path) or (isinstance(source, str) and "://" not in source):
+        is_file = isinstance(source, Path) or (isinstance(source, str) and "://" not in source)
+        if is_file:
             if not Path(source).exists():
                 raise InputError(f"video '{source}' does not exist")
         cap = open_video(source if isinstance(source, int) else str(source))
         fps = None
+        # a file that ends before the frames it declares is that stream's error (sources.truncated)
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if is_file else 0
         if rate == "native":
             fps = cap.get(cv2.CAP_PROP_FPS) or None
             if not fps or fps <= 0 or fps > 1000:
                 fps = None  # cameras and some streams report nothing usable: they pace themselves
 
         def frames() -> Iterator[np.ndarray]:
+            count = 0
             while True:
                 ok, frame = cap.read()
                 if not ok:
+                    why = truncated(declared, count)
+                    if why:
+                        raise InputError(f"{source}: {why}")
                     return
+                count += 1
                 yield frame
 
         return frames(), fps if rate == "native" else _rate(rate), cap.release

@@ -394,24 +394,33 @@ class StreamRuntime:
                 self._next[c.stream_id] += 1
                 if ready is None:
                     stats.failed += 1
-                else:
+                elif self._emit(ready, stats):
                     stats.delivered += 1
                     stats.latencies.append(ready.latency)
-                    self._emit(ready)
+                else:  # the consumer's callback raised: that frame failed, not delivered
+                    stats.failed += 1
                 with self._cond:
                     self._active -= 1
 
-    def _emit(self, result: StreamResult) -> None:
+    def _emit(self, result: StreamResult, stats: Any) -> bool:
+        """Hand ``result`` on; False when the ``on_result`` callback raised (the stream's first
+        such error is its ``error`` and one log line; every one is in ``errors``)."""
         if self._on_result is not None:
             try:
                 self._on_result(result)
             except Exception as exc:  # noqa: BLE001 - a consumer's bug is reported, not fatal
+                message = f"on_result failed: {type(exc).__name__}: {exc}"
                 if len(self.errors) < 100:
-                    self.errors.append(f"on_result failed: {type(exc).__name__}: {exc}")
-            return
+                    self.errors.append(message)
+                if stats.error is None:
+                    stats.error = message
+                    log.warning("stream %s: %s", result.stream_id, message)
+                return False
+            return True
         while not self._stop.is_set():
             try:
                 self._out.put(result, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return True
