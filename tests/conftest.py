@@ -139,3 +139,15 @@ def precision_models(model5, photos, tmp_path_factory):
         outcome = make_precisions(path, PrecisionOptions(calib_count=6, val_count=4, progress=False), log=log.append)
         out[name] = {"fp32": path, **outcome.paths, "outcome": outcome, "log": log}
     return out
+
+
+@pytest.fixture
+def unwritable_cache(tmp_path, monkeypatch):
+    """A cache path below a regular file: unwritable even for root."""
+    from bisenet_deploy import cache
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(cache, "_unwritable", set())
+    return blocker

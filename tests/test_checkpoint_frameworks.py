@@ -13,8 +13,6 @@ frameworks' own writers: Lightning's ``CheckpointConnector.dump_checkpoint``, ti
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -25,7 +23,7 @@ from bisenet_deploy.errors import CheckpointError
 from bisenet_deploy.model import load_checkpoint
 
 from .conftest import make_model
-from .test_checkpoint_zoo import _MARK
+from .test_checkpoint_zoo import _MARK, saved_by_training_code
 
 X = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(7))
 
@@ -197,22 +195,9 @@ def ema_model():
 @pytest.fixture(scope="module")
 def saved(model, ema_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("frameworks")
-    code, out = root / "training_code", root / "checkpoints"
-    out.mkdir()
-    for name, text in _FRAMEWORKS.items():
-        (code / name).parent.mkdir(parents=True, exist_ok=True)
-        (code / name).write_text(text)
-    torch.save(model.state_dict(), out / "weights.pth")
-    torch.save(ema_model.state_dict(), out / "ema.pth")
-    env = dict(os.environ, PYTHONPATH=str(code), ZOO_SAVING="1")
-    done = subprocess.run([sys.executable, "-c", _SAVE, str(out), ",".join(_MMSEG_V1), ",".join(_MMSEG_V2)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    marker = root / "marker.txt"
-    os.environ["ZOO_MARKER"] = str(marker)
-    yield out
-    os.environ.pop("ZOO_MARKER", None)
-    assert not marker.exists(), f"training code ran while loading: {marker.read_text()}"
+    with saved_by_training_code(root, _FRAMEWORKS, _SAVE, (",".join(_MMSEG_V1), ",".join(_MMSEG_V2)),
+                                weights={"weights.pth": model, "ema.pth": ema_model}) as out:
+        yield out
     assert not any(m.split(".")[0] in ("lightning_fabric", "mmengine") for m in sys.modules), \
         "the loader imported a framework module"
 

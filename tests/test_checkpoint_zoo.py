@@ -9,6 +9,7 @@ imported, each class when its state is set).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -264,21 +265,34 @@ def model():
 def zoo(model, tmp_path_factory):
     """Checkpoints saved by one subprocess that has the training code; this process has not."""
     root = tmp_path_factory.mktemp("zoo")
+    files = {"parse_config.py": _PARSE_CONFIG, "phases.py": _PHASES, **_OMEGACONF, **_YACS}
+    with saved_by_training_code(root, files, _SAVE, weights={"weights.pth": model}) as out:
+        yield out
+
+
+@contextlib.contextmanager
+def saved_by_training_code(root: Path, files: dict[str, str], script: str, args: tuple[str, ...] = (),
+                           weights: dict | None = None):
+    """Checkpoints written by ``script`` in a subprocess that has the training code ``files``
+    on its path (and ``weights``' state dicts beside them); this process has not. Yields the
+    checkpoint folder; afterwards, no training code may have run while loading (marker file)."""
     code, out = root / "training_code", root / "checkpoints"
     out.mkdir()
-    files = {"parse_config.py": _PARSE_CONFIG, "phases.py": _PHASES, **_OMEGACONF, **_YACS}
     for name, text in files.items():
         (code / name).parent.mkdir(parents=True, exist_ok=True)
         (code / name).write_text(text)
-    torch.save(model.state_dict(), out / "weights.pth")
+    for name, net in (weights or {}).items():
+        torch.save(net.state_dict(), out / name)
     env = dict(os.environ, PYTHONPATH=str(code), ZOO_SAVING="1")
-    done = subprocess.run([sys.executable, "-c", _SAVE, str(out)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script, str(out), *args], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     marker = root / "marker.txt"
     os.environ["ZOO_MARKER"] = str(marker)
-    yield out
-    os.environ.pop("ZOO_MARKER", None)
+    try:
+        yield out
+    finally:
+        os.environ.pop("ZOO_MARKER", None)
     assert not marker.exists(), f"training code ran while loading: {marker.read_text()}"
 
 

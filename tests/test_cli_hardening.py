@@ -16,18 +16,6 @@ import pytest
 from .tiny_onnx import tiny_onnx
 
 
-@pytest.fixture
-def unwritable_cache(tmp_path, monkeypatch):
-    """A cache path below a regular file: unwritable even for root."""
-    from bisenet_deploy import cache
-
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("x")
-    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(blocker / "cache"))
-    monkeypatch.setattr(cache, "_unwritable", set())
-    return blocker
-
-
 def test_unwritable_cache_is_no_cache_with_one_warning(tmp_path, unwritable_cache, caplog):
     pytest.importorskip("openvino")
     from bisenet_deploy.runtime.segmenter import Segmenter

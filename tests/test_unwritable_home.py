@@ -15,18 +15,6 @@ import pytest
 from .tiny_onnx import tiny_onnx
 
 
-@pytest.fixture
-def unwritable_cache(tmp_path, monkeypatch):
-    """A cache path below a regular file: unwritable even for root."""
-    from bisenet_deploy import cache
-
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("x")
-    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(blocker / "cache"))
-    monkeypatch.setattr(cache, "_unwritable", set())
-    return blocker
-
-
 def test_the_auto_probe_line_does_not_claim_a_cache_it_could_not_write(tmp_path, unwritable_cache, caplog):
     pytest.importorskip("openvino")
     from bisenet_deploy.runtime.segmenter import Segmenter
