@@ -75,10 +75,12 @@ def open_segmenter(model: Path | str, fields: dict | None, backend: str | None =
         raise UserError(why)
     options = dict(options or {})
     options.setdefault("device", "auto")
-    if scores and backend == "openvino":
-        options["prepost"] = "host"
-    # a given spec brings its own normalization: nothing of the file's compiled into the graph
-    opened = open_model(model, backend, graph_prepost=fields is None and not scores, **options)
+    if scores:  # class scores must leave the backend: the one rule for that lives in confidence.py
+        from .confidence import open_scoring
+
+        opened = open_scoring(model, backend, **options)
+    else:  # a given spec brings its own normalization: nothing of the file's compiled into the graph
+        opened = open_model(model, backend, graph_prepost=fields is None, **options)
     try:
         name = Path(str(opened.path)).name
         why = _refusal(name, opened.spec is not None, fields)
