@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..runtime.streaming.records import Done, deliver
 from .cuda_buffers import DeviceBuffer, PinnedBuffer, Stream, _call, closing_all, copy_dtoh_async, copy_htod_async
-
-Done = Callable[[np.ndarray | None, BaseException | None], None]
 
 
 def context_pool(segmenter: Any, parallel: int) -> ContextPool | None:
@@ -131,12 +129,7 @@ class ContextPool:
             if job is None:
                 return
             batch, done = job
-            try:
-                output = lane.run(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to the runtime, which reports it
-                done(None, exc)
-                continue
-            done(output, None)
+            deliver(done, lane.run, batch)
 
     def submit(self, batch: np.ndarray, done: Done) -> None:
         self.backend.ensure_open()

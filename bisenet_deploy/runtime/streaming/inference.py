@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-Done = Callable[[np.ndarray | None, BaseException | None], None]
+from .records import Done, deliver
+
 MODES = ("latency", "throughput")
 
 
@@ -39,15 +40,7 @@ class ThreadedInference:
         self._infer = infer
 
     def submit(self, batch: np.ndarray, done: Done) -> None:
-        def run() -> None:
-            try:
-                output = self._infer(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to the runtime, which reports it
-                done(None, exc)
-                return
-            done(output, None)
-
-        self._pool.submit(run)
+        self._pool.submit(deliver, done, self._infer, batch)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -5,10 +5,26 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+#: what an inference form calls when a batch is done: (output, None) or (None, the error)
+Done = Callable[[np.ndarray | None, BaseException | None], None]
+
+
+def deliver(done: Done, work: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> None:
+    """Run ``work(batch)`` and hand its output, or the error it raised, to ``done`` (the
+    runtime reports the error as its stream's): every inference form's worker ends this way."""
+    try:
+        output = work(batch)
+    except BaseException as exc:  # noqa: BLE001 - handed to the runtime, which reports it
+        done(None, exc)
+        return
+    done(output, None)
+
 
 #: latencies kept per stream for the percentiles (a ring: memory stays bounded on long runs)
 LATENCY_WINDOW = 20000
