@@ -109,6 +109,19 @@ def test_mixed_cells_with_three_candidates_use_every_class():
     assert_exact(labels[None], ref)
 
 
+@pytest.mark.parametrize("rule,target", RULES, ids=["half-pixel", "align-corners", "factor-align", "scale-factor"])
+def test_cells_where_many_classes_compete_keep_every_candidate(rule, target):
+    """Near-flat scores (many classes within reach in one cell): the cells with three or more
+    candidates go through their own path, which interpolates only those candidates."""
+    rng = np.random.default_rng(7)
+    scores = (rng.standard_normal((1, 19, 12, 17)) * 0.05).astype(np.float32)
+    size = (12 * 8 - 5, 17 * 8 - 1) if target == "input" else (96, 136)
+    flat = scores[0].reshape(19, -1)
+    assert (np.sort(flat, axis=0)[-3] > flat.min(axis=0)).all()  # third class within reach everywhere
+    spec = ModelSpec(num_classes=19, input_size=size, upsample=rule, output_stride=8)
+    assert_exact(processing.labels_from_output(scores, spec), _torch_up(scores, size, rule))
+
+
 def test_spec_round_trips_the_rule_and_old_specs_load_as_full_size():
     spec = ModelSpec(upsample=Upsample(align_corners=True, target="factor", then="log_softmax"), output_stride=8)
     assert ModelSpec.from_json(spec.to_json()) == spec

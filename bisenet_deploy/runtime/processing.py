@@ -116,12 +116,23 @@ def preprocess(frames: Sequence[np.ndarray] | np.ndarray, spec: ModelSpec, size_
         batch = np.empty((len(frames), h, w, 3), dtype=np.uint8)
         for i, frame in enumerate(frames):
             resized = resize_bilinear(as_bgr_frame(frame, f"frame {i}"), (h, w))
-            batch[i] = resized[:, :, ::-1] if spec.frame_color_order == "RGB" else resized
+            if spec.frame_color_order == "RGB":
+                _bgr_to_rgb_into(resized, batch[i])
+            else:
+                batch[i] = resized
         return batch
     batch = np.empty((len(frames), 3, h, w), dtype=np.float32)
     for i, frame in enumerate(frames):
         normalize_into(resize_bilinear(as_bgr_frame(frame, f"frame {i}"), (h, w)), spec, batch[i])
     return batch
+
+
+def _bgr_to_rgb_into(frame: np.ndarray, out: np.ndarray) -> None:
+    """Channel swap into ``out`` (H, W, 3 uint8, contiguous): OpenCV's, 0.7 ms at 1024x2048
+    where NumPy's reversed-stride copy (``out[...] = frame[:, :, ::-1]``) took 17 ms."""
+    written = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2RGB, dst=out)
+    if written is not out and not np.shares_memory(written, out):  # OpenCV made its own array
+        out[...] = written
 
 
 def argmax_channels(logits: np.ndarray) -> np.ndarray:
@@ -169,7 +180,8 @@ def labels_from_output(output: np.ndarray, spec: ModelSpec, input_hw: Sequence[i
     size = spec.upsample.output_size(output.shape[-2:], input_hw or spec.input_size)
     threshold = spec.binary_threshold if spec.is_binary else None
     scores = output.astype(np.float32, copy=False)
-    return np.stack([upsampled_labels(scores[i], low[i], size, spec.upsample, threshold) for i in range(len(output))])
+    maps = [upsampled_labels(scores[i], low[i], size, spec.upsample, threshold) for i in range(len(output))]
+    return maps[0][None] if len(maps) == 1 else np.stack(maps)  # one frame: no copy
 
 
 def scores_from_output(output: np.ndarray, spec: ModelSpec, input_hw: Sequence[int] | None = None) -> np.ndarray:

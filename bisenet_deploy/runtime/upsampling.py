@@ -73,7 +73,8 @@ def upsampled_labels(scores: np.ndarray, low: np.ndarray, out_hw: Sequence[int],
     high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
     floor = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3])).max(axis=0)
     candidate = high >= floor
-    pair = candidate.sum(axis=0) <= 2
+    count = candidate.sum(axis=0)
+    pair = count <= 2
     if pair.any():
         # first and last candidate: ascending class order, so ties still go to the lower index
         cand = candidate[:, pair]
@@ -81,8 +82,13 @@ def upsampled_labels(scores: np.ndarray, low: np.ndarray, out_hw: Sequence[int],
         two = [np.take_along_axis(k[:, pair], classes, axis=0) for k in corners]
         _fill_cells(labels, two, ci[pair], cj[pair], geometry, None, classes)
     if not pair.all():
+        # the other cells' candidates, as many as the most any of them has, in ascending class
+        # order (a stable sort of "not a candidate": ties still go to the lower class)
         rest = ~pair
-        _fill_cells(labels, [k[:, rest] for k in corners], ci[rest], cj[rest], geometry, None, None)
+        k = int(count[rest].max())
+        classes = np.argsort(~candidate[:, rest], axis=0, kind="stable")[:k]
+        some = [np.take_along_axis(corner[:, rest], classes, axis=0) for corner in corners]
+        _fill_cells(labels, some, ci[rest], cj[rest], geometry, None, classes)
     return labels
 
 
@@ -114,9 +120,12 @@ def _fill_cells(labels: np.ndarray, corners: list[np.ndarray], ci: np.ndarray, c
     values = hy0[ys] * np.take(top, pixel_unit, axis=1) + hy1[ys] * np.take(bottom, pixel_unit, axis=1)
     if threshold is not None:
         chosen = values[0] > threshold
-    elif classes is not None:
+    elif classes is not None and len(classes) == 2:
         pick = np.take(classes, unit_cell[pixel_unit], axis=1)
         chosen = np.where(values[1] > values[0], pick[1], pick[0])
+    elif classes is not None:  # first maximum among ascending candidates: the lowest class on ties
+        best = np.argmax(values, axis=0)
+        chosen = classes[best, unit_cell[pixel_unit]]
     else:
         chosen = np.argmax(values, axis=0)  # first maximum: the lowest class on ties
     labels.reshape(-1)[ys * width + cols[pixel_unit]] = chosen
