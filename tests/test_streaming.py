@@ -182,7 +182,25 @@ def test_rate_benchmark_cli_writes_sane_rows(tiny, tmp_path, capsys):
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert r["cpu_percent"] > 0
-    assert "pipeline/throughput" in capsys.readouterr().out
+    ceilings = json.loads(out.read_text())["backend_ceiling"]
+    assert {(c["streams"], c["pipeline_mode"]) for c in ceilings} == {(n, m) for n in (1, 2)
+                                                                     for m in ("latency", "throughput")}
+    printed = capsys.readouterr().out
+    assert "pipeline/throughput" in printed and "alone (no host stages), x2" in printed
+
+
+@pytest.mark.parametrize("backend,mode", RUNTIMES)
+def test_backend_ceiling_measures_all_three_forms(tiny, backend, mode):
+    from bisenet_deploy.benchmarks import stream_ceiling
+
+    with Segmenter(tiny, backend=backend) as seg:
+        row = stream_ceiling.measure(seg, frames(1)[0], 3, mode, requests=6)
+        for key in ("one_at_a_time_fps", "sync_concurrent_fps", "pipeline_fps"):
+            assert 0 < row[key] < 1e6, key
+        assert row["requests"] == 6 and row["streams"] == 3
+        assert row["pipeline_over_sync"] == pytest.approx(row["pipeline_fps"] / row["sync_concurrent_fps"])
+        assert (backend == "openvino") == row["pipeline_form"].startswith("openvino AsyncInferQueue")
+        assert seg(frames(1)[0]).shape == frames(1)[0].shape[:2]  # the Segmenter is still usable after
 
 
 def test_rate_search_finds_a_peak_row(tiny):

@@ -29,6 +29,7 @@ import numpy as np
 from ..runtime.segmenter import Segmenter
 from ..runtime.streaming import StreamRuntime
 from ..runtime.streaming.records import Captured, LatestFrameSlot, StreamStats
+from . import stream_ceiling
 
 MAX_DROP = 0.05
 #: rate searches: fewest frames a trial offers (with 20, one dropped frame already failed the 5 % bar)
@@ -272,7 +273,7 @@ def single_frame_ms(seg: Segmenter, frames: list[np.ndarray], calls: int = 12) -
 
 def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
     """Every backend x N x way; ``{"streams": [rows], "trials": [...], "single_frame_ms": {...}}``."""
-    rows, trials, single = [], [], {}
+    rows, trials, single, ceilings = [], [], {}, []
     for backend in config.backends:
         seg = Segmenter(config.model, backend=backend)
         try:
@@ -285,6 +286,10 @@ def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
                 else:
                     found = [trial(seg, mode, n, config.rate_hz, config) for mode in modes]
                     trials.extend(found)
+                for mode in config.pipeline_modes:  # why the ratio is what it is on this machine
+                    ceiling = {"backend": backend, **stream_ceiling.measure(seg, config.frames[0], n, mode)}
+                    ceilings.append(ceiling)
+                    config.log(stream_ceiling.format_line(backend, ceiling))
                 for row in found:
                     row = {"backend": backend, **row}
                     for t in trials:
@@ -295,7 +300,8 @@ def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
                                f"p99 {_ms(row['latency_ms']['p99'])}")
         finally:
             seg.close()
-    return {"streams": rows, "trials": trials, "single_frame_ms": single, "max_drop_rate": MAX_DROP,
+    return {"streams": rows, "trials": trials, "single_frame_ms": single, "backend_ceiling": ceilings,
+            "max_drop_rate": MAX_DROP,
             "rate": "max" if config.rate_hz is None else config.rate_hz, "seconds": config.seconds, "min_frames": MIN_FRAMES,
             "model": str(config.model)}
 

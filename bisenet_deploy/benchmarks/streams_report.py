@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_output, write_text_atomic
+from . import stream_ceiling
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -36,6 +37,8 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         lines.append(f"{backend}: one frame at a time, median {ms:.1f} ms")
     for text in ratio_lines(result):
         lines.append(text)
+    for row in result.get("backend_ceiling", []):
+        lines.append(stream_ceiling.format_line(row["backend"], row))
     lines.append(f"rate: {result['rate']} ({'highest per-stream rate with < ' + str(int(100 * result['max_drop_rate'])) + ' % drops' if result['rate'] == 'max' else 'Hz per stream'}); "
                  "latency: capture -> mask; CPU: process CPU time / wall time (100 % = one core)")
     return "\n".join(lines) + "\n"
