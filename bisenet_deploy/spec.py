@@ -26,6 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _DYNAMIC_AXES = ("batch", "height", "width")
 _INPUT_LAYOUTS = ("NCHW", "NHWC_UINT8")
 _OUTPUT_KINDS = ("logits", "labels")
+_OUTPUT_SCORES = ("logits", "probabilities")
 _COLOR_ORDERS = ("RGB", "BGR")
 _FLOAT32_MAX = 3.4028234663852886e38
 
@@ -147,6 +148,9 @@ class ModelSpec:
             (BGR as OpenCV delivers them, unless exported otherwise).
         output_kind: ``logits`` (N, C, H, W) float or ``labels`` (N, H, W) int32 from an
             in-graph argmax / threshold.
+        output_scores: what the class scores hold at full size: ``logits`` (any monotone
+            scores: logits, log-probabilities) or ``probabilities`` (a head that resizes its
+            softmax, TorchSeg's ``.speed``; kept as they are by ``probabilities()``).
         binary_threshold: logit threshold for ``num_classes == 1``.
         size_divisor: input sides must be multiples of this (1: any size works).
         output_stride: the output is this many times smaller than the input (1: the
@@ -174,6 +178,7 @@ class ModelSpec:
     input_layout: str = "NCHW"
     frame_color_order: str = "BGR"
     output_kind: str = "logits"
+    output_scores: str = "logits"
     binary_threshold: float = 0.0
     size_divisor: int = 1
     output_stride: int = 1
@@ -228,6 +233,8 @@ class ModelSpec:
                 raise SpecError(f"std {s!r} is too small: the normalized pixels overflow float32")
         if self.input_layout not in _INPUT_LAYOUTS:
             raise SpecError(f"input_layout must be one of {_INPUT_LAYOUTS}, got {self.input_layout!r}")
+        if self.output_scores not in _OUTPUT_SCORES:
+            raise SpecError(f"output_scores must be one of {_OUTPUT_SCORES}, got {self.output_scores!r}")
         if self.output_kind not in _OUTPUT_KINDS:
             raise SpecError(f"output_kind must be one of {_OUTPUT_KINDS}, got {self.output_kind!r}")
         if self.size_divisor < 1:
@@ -236,6 +243,13 @@ class ModelSpec:
             raise SpecError(f"output_stride must be >= 1, got {self.output_stride}")
         if self.upsample is not None and self.output_kind != "logits":
             raise SpecError("an upsample rule needs class scores out (output_kind 'logits'), not in-graph labels")
+
+    @property
+    def scores_are_probabilities(self) -> bool:
+        """The class scores (upsampled by ``upsample`` where the artifact is low-resolution)
+        are probabilities already: no softmax on top."""
+        return self.output_scores == "probabilities" or (self.upsample is not None
+                                                         and self.upsample.scores == "probabilities")
 
     @property
     def is_binary(self) -> bool:

@@ -306,3 +306,34 @@ def test_native_resolution_and_full_size_output_contradict_each_other(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert code != 0 and "--native-resolution" in err and "--full-size-output" in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_probability_head_gives_the_same_probabilities_in_both_export_forms(tmp_path):
+    """TorchSeg's .speed head resizes softmax probabilities: the full-size artifact's
+    ``probabilities()`` and confidence are those values as they are (no second softmax), equal
+    to the low-resolution artifact's and to the PyTorch head's."""
+    pytest.importorskip("onnxruntime")
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.model.torchseg import TorchSegBiSeNet
+    from bisenet_deploy.runtime import Segmenter
+    from bisenet_deploy.runtime.confidence import top_probability
+
+    torch.manual_seed(0)
+    model = TorchSegBiSeNet(5, "R18.speed").eval()
+    size = (48, 80)
+    spec = ModelSpec(arch="torchseg", num_classes=5, input_size=size)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(processing.preprocess([frame], spec)))[0].numpy()
+    got = {}
+    for name, full in (("low", False), ("full", True)):
+        path = tmp_path / f"{name}.onnx"
+        export_onnx(model, spec, path, ExportOptions(size=size, full_size_output=full))
+        with Segmenter(path, backend="onnxruntime") as seg:
+            assert seg.spec.scores_are_probabilities
+            got[name] = seg.probabilities(frame)
+            top = top_probability(seg.infer(seg.preprocess([frame])), seg.spec)[0]
+        np.testing.assert_allclose(got[name], expected, atol=1e-4)
+        np.testing.assert_allclose(top, expected.max(axis=0), atol=1e-4)
+    np.testing.assert_allclose(got["low"], got["full"], atol=1e-4)

@@ -32,7 +32,7 @@ def top_probability(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
                             "--argmax, or OpenVINO's in-graph postprocessing): use a logits model or host "
                             "postprocessing")
     scores = processing.scores_from_output(output, spec)
-    if spec.upsample is not None and spec.upsample.scores == "probabilities":
+    if spec.scores_are_probabilities:
         return scores.max(axis=1)  # the head interpolates probabilities (TorchSeg's speed heads)
     if spec.is_binary:
         p = processing.sigmoid(scores[:, 0])

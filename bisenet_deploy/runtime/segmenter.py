@@ -179,7 +179,7 @@ class Segmenter:
         multi-class models: softmax (C x H x W). At the frame resolution unless
         ``output_size="network"``."""
         logits = self.logits(frame)
-        if self.spec.upsample is not None and self.spec.upsample.scores == "probabilities":
+        if self.spec.scores_are_probabilities:
             prob = logits  # the head interpolates probabilities (TorchSeg's speed heads): already them
         elif self.spec.is_binary:
             prob = processing.sigmoid(logits[0])
