@@ -11,7 +11,9 @@ preprocessed so the backend never waits for the host.
 * TensorRT: one execution context per CUDA stream (``trt/streams.py``) where the engine
   allows it; otherwise the Segmenter's serialized call.
 * onnxruntime (``InferenceSession.run`` may run concurrently on one session), Triton
-  (concurrent requests), torch: a small thread pool calling ``Segmenter.infer``.
+  (concurrent requests), torch: a small thread pool calling ``Segmenter.infer``. On the CPU,
+  onnxruntime runs as many at once as its intra-op threads leave cores for (one by default:
+  each run already uses every core), so its throughput mode overlaps only the host stages.
 """
 
 from __future__ import annotations
@@ -95,5 +97,18 @@ def for_segmenter(segmenter: Any, mode: str, parallel: int | None) -> Any:
         if pool is not None:
             return pool
     if parallel is None:
-        parallel = 1 if mode == "latency" or not backend.thread_safe else 2
+        parallel = 1 if mode == "latency" or not backend.thread_safe else _concurrent_runs(backend)
     return ThreadedInference(segmenter.infer, parallel, backend.name)
+
+
+def _concurrent_runs(backend: Any) -> int:
+    """Throughput mode's concurrent runs: 2, except for onnxruntime on the CPU, where one run
+    already spreads over the cores it was given (intra-op threads; default one per physical
+    core): runs side by side then share those cores and only add switching (demo FP32 on 2
+    cores: 0.79x the FPS of one run at a time). As many runs as fit on the cores."""
+    if backend.name == "onnxruntime" and getattr(backend, "device", "cpu") == "cpu":
+        from ...machine import physical_cores
+
+        cores = physical_cores()
+        return max(1, cores // (getattr(backend, "threads", 0) or cores))
+    return 2
