@@ -123,3 +123,46 @@ def test_a_signal_mid_run_exits_130_and_the_figures_add_up(export_model5, tmp_pa
     cap, seg, drop, failed, flight = (int(g or 0) for g in m.groups())
     assert seg == 2 and cap == seg + drop + failed + flight and flight >= 1
     assert len(list((out / "front").glob("*.png"))) == 2
+
+
+def test_a_silent_stream_does_not_hold_back_the_video_beside_it(export_model5, tmp_path, capsys):
+    """A server that accepts and never answers holds OpenCV's open for 30 s: only its own
+    stream waits (the video is segmented meanwhile), and its failure is its own row."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/cam.mjpg"
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(6)], fps=30)
+    out = tmp_path / "out"
+    done_at: list[float] = []
+
+    def hang_up_when_the_video_is_done() -> None:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and not list((out / "front").glob("*.png")):
+            time.sleep(0.05)
+        done_at.append(time.monotonic())
+        time.sleep(2)  # the 6-frame video (0.2 s at its own rate) has ended by then
+        server.close()  # the silent stream's open now fails: the run can end
+
+    watcher = threading.Thread(target=hang_up_when_the_video_is_done, daemon=True)
+    start = time.monotonic()
+    watcher.start()
+    try:
+        code = infer([str(export_model5()), str(video), url, "-o", str(out), "--live", "--backend", "onnxruntime",
+                      "-q"])
+    finally:
+        server.close()
+        watcher.join(30)
+    assert done_at and done_at[0] - start < 20  # masks came while the stream was still opening (30 s)
+    assert code == 1  # a failed input
+    lines = {m["src"]: m for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m}
+    figures = lines[str(video.resolve())]
+    assert int(figures["cap"]) == 6 and int(figures["seg"]) + int(figures["drop"]) == 6
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert sum(r["status"] == "ok" for r in rows if r["source"] == str(video.resolve())) == int(figures["seg"]) >= 1
+    assert [r["status"] for r in rows if r["source"] == url] == ["failed"]

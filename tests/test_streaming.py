@@ -177,7 +177,7 @@ def test_rate_benchmark_cli_writes_sane_rows(tiny, tmp_path, capsys):
     assert {(r["mode"], r["streams"]) for r in rows} == {(m, n) for m in ("sync", "pipeline") for n in (1, 2)}
     assert len(rows) == 6
     for r in rows:
-        assert r["backend"] == "onnxruntime" and r["rate_hz"] == 20
+        assert r["backend"] == r["backend_used"] == "onnxruntime" and r["rate_hz"] == 20
         assert 0 < r["delivered_fps"] <= r["offered_fps"] * 1.5 and 0 <= r["drop_rate"] <= 1
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
@@ -186,6 +186,19 @@ def test_rate_benchmark_cli_writes_sane_rows(tiny, tmp_path, capsys):
     assert {(c["streams"], c["pipeline_mode"]) for c in ceilings} == {(2, "latency"), (2, "throughput")}
     printed = capsys.readouterr().out
     assert "pipeline/throughput" in printed and "over 2 streams'" in printed
+
+
+def test_rate_rows_of_auto_name_the_backend_it_chose(tiny, tmp_path, capsys):
+    from bisenet_deploy.cli.bench import main
+
+    out = tmp_path / "s.json"
+    assert main([str(tiny), "--backend", "auto", "--streams", "1", "--rate", "20", "--seconds", "0.3",
+                 "--json", str(out), "-q"]) == 0
+    rows = json.loads(out.read_text())["streams"]
+    assert {r["backend"] for r in rows} == {"auto"}
+    used = {r["backend_used"] for r in rows}
+    assert len(used) == 1 and used <= {"onnxruntime", "openvino"}
+    assert f"auto ({used.pop()})" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("backend,mode", RUNTIMES)
@@ -264,3 +277,45 @@ def test_onnxruntime_throughput_mode_runs_only_as_many_runs_as_fit_on_the_cores(
         assert rt.inference.parallel == physical_cores()
     with StreamRuntime(tiny, backend="onnxruntime", mode="throughput", parallel=3) as rt:
         assert rt.inference.parallel == 3  # asked for: given
+
+
+def test_an_on_result_consumer_gets_results_without_calling_results(tiny):
+    """Adding a source starts the runtime: a callback consumer (ROS publisher, robot loop) never
+    iterates results()."""
+    got: list[tuple[str, int]] = []
+    with StreamRuntime(tiny, backend="onnxruntime", on_result=lambda r: got.append((r.stream_id, r.index))) as rt:
+        sid = rt.add_source(iter(frames(5)), lossless=True)
+        deadline = time.monotonic() + 30
+        while not rt.finished() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rt.finished()
+    assert got == [(sid, i) for i in range(5)]
+
+
+def test_a_url_that_never_answers_stalls_only_its_own_stream(tiny):
+    """A server that accepts the connection and sends nothing holds OpenCV's open for its
+    timeout (30 s): add_source returns at once and the other sources go on meanwhile."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/camera.mjpg"
+    try:
+        with StreamRuntime(tiny, backend="onnxruntime") as rt:
+            start = time.monotonic()
+            silent = rt.add_source(url)
+            good = rt.add_source(iter(frames(6)), lossless=True)
+            assert time.monotonic() - start < 5
+            out: list[int] = []
+            for r in rt.results(timeout=20):
+                if r.stream_id == good:
+                    out.append(r.index)
+                if len(out) == 6:
+                    break
+            assert out == list(range(6))
+            assert rt.stats()[silent].delivered == 0
+            left = rt.close(timeout=1)
+            assert set(left) <= {f"bisenet-source-{silent}"}  # at most the one still in OpenCV's open
+    finally:
+        server.close()  # the blocked open sees the connection end and returns

@@ -36,16 +36,23 @@ def describe(source: Any) -> str:
 
 def open_frames(source: Any, rate: float | str | None) -> tuple[Iterator[Any], float | None, Callable[[], None]]:
     """(items, frames per second to pace at or None, release) for a source: an int camera id,
-    a video path or URL (OpenCV), or an iterable of frames or ``(frame, stamp)`` pairs."""
+    a video path or URL (OpenCV), or an iterable of frames or ``(frame, stamp)`` pairs.
+
+    A URL is opened by its own thread, on the first frame asked for: a server that accepts the
+    connection and never answers holds OpenCV's open for its full timeout (30 s), and that must
+    stall only its own stream, not the caller or the other sources. Its failure to open is that
+    stream's error. (It paces itself: ``rate="native"`` adds nothing to a network stream.)"""
     if isinstance(source, (int, str, Path)) and not isinstance(source, bool):
+        is_url = isinstance(source, str) and "://" in source
+        if is_url:
+            return _url_frames(source, None if rate == "native" else _rate(rate))
         import cv2
 
-        from ..sources import open_video, truncated
+        from ..sources import open_video
 
-        is_file = isinstance(source, Path) or (isinstance(source, str) and "://" not in source)
-        if is_file:
-            if not Path(source).exists():
-                raise InputError(f"video '{source}' does not exist")
+        is_file = not isinstance(source, int)
+        if is_file and not Path(source).exists():
+            raise InputError(f"video '{source}' does not exist")
         cap = open_video(source if isinstance(source, int) else str(source))
         fps = None
         # a file that ends before the frames it declares is that stream's error (sources.truncated)
@@ -54,20 +61,7 @@ def open_frames(source: Any, rate: float | str | None) -> tuple[Iterator[Any], f
             fps = cap.get(cv2.CAP_PROP_FPS) or None
             if not fps or fps <= 0 or fps > 1000:
                 fps = None  # cameras and some streams report nothing usable: they pace themselves
-
-        def frames() -> Iterator[np.ndarray]:
-            count = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    why = truncated(declared, count)
-                    if why:
-                        raise InputError(f"{source}: {why}")
-                    return
-                count += 1
-                yield frame
-
-        return frames(), fps if rate == "native" else _rate(rate), cap.release
+        return _read(cap, source, declared), fps if rate == "native" else _rate(rate), cap.release
     if rate == "native":
         raise InputError("rate='native' needs a video file or stream (an iterable has no frame rate of its own)")
     if isinstance(source, (np.ndarray, bytes)) or not isinstance(source, Iterable):
@@ -75,6 +69,47 @@ def open_frames(source: Any, rate: float | str | None) -> tuple[Iterator[Any], f
                          "or an iterable of frames)")
     iterator = iter(source)
     return iterator, _rate(rate), getattr(iterator, "close", lambda: None)
+
+
+def _read(cap: Any, source: Any, declared: int) -> Iterator[np.ndarray]:
+    from ..sources import truncated
+
+    count = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            why = truncated(declared, count)
+            if why:
+                raise InputError(f"{source}: {why}")
+            return
+        count += 1
+        yield frame
+
+
+def _url_frames(url: str, fps: float | None) -> tuple[Iterator[np.ndarray], float | None, Callable[[], None]]:
+    held: list[Any] = []
+    lock = threading.Lock()
+    released = threading.Event()
+
+    def frames() -> Iterator[np.ndarray]:
+        from ..sources import open_video
+
+        cap = open_video(url)  # on the feeder thread
+        with lock:
+            if released.is_set():  # the runtime closed while it was opening
+                cap.release()
+                return
+            held.append(cap)
+        yield from _read(cap, url, 0)
+
+    def release() -> None:
+        with lock:
+            released.set()
+            for cap in held:
+                cap.release()
+            held.clear()
+
+    return frames(), fps, release
 
 
 def _rate(rate: float | str | None) -> float | None:

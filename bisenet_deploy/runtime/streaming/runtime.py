@@ -96,8 +96,10 @@ class StreamRuntime:
     def add_source(self, source: Any, stream_id: str | None = None, *, rate: float | str | None = None,
                    lossless: bool = False) -> str:
         """Read ``source`` (camera id, video path or URL, iterable of frames or ``(frame, stamp)``
-        pairs) on its own thread. ``rate``: pace it at this many frames per second
-        (``"native"``: a video's own rate); ``lossless``: wait for room instead of dropping.
+        pairs) on its own thread, from now on (the runtime starts with its first source).
+        ``rate``: pace it at this many frames per second (``"native"``: a video's own rate);
+        ``lossless``: wait for room instead of dropping. A missing file or camera raises here;
+        a URL is opened on the source's thread, and failing to open it is that stream's error.
         Returns the stream id (default: ``"0"``, ``"1"``, ... in the order added)."""
         stream_id = self._new_stream(stream_id, feeders.describe(source), lossless)
         try:
@@ -122,6 +124,8 @@ class StreamRuntime:
         self._feeders.append(thread)
         if self._started:
             thread.start()
+        else:
+            self.start()  # reading starts now: an on_result consumer never calls results()
         return stream_id
 
     def add_push(self, stream_id: str | None = None, *, lossless: bool = False) -> str:
@@ -201,6 +205,8 @@ class StreamRuntime:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> StreamRuntime:
+        """Start the workers and every source added so far (``add_source``, ``push``,
+        ``results()`` and ``get()`` call it; calling it again does nothing)."""
         with self._cond:
             if self._closed:
                 raise UserError("this StreamRuntime is closed")
