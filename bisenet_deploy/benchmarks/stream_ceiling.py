@@ -120,5 +120,6 @@ def format_line(backend: str, row: dict[str, Any]) -> str:
     n = row["streams"]
     one, threads, pipe = row["one_at_a_time_fps"], row["sync_concurrent_fps"], row["pipeline_fps"]
     return (f"{backend} alone (no host stages, {row['requests']} requests each): one at a time {one:.1f} FPS, "
-            f"{n} threads {threads:.1f} FPS, {row['pipeline_form']} {pipe:.1f} FPS: the backend itself gives "
-            f"{pipe / one:.2f}x over one stream's sync way, {row['pipeline_over_sync']:.2f}x over {n} streams'")
+            f"{n} threads {threads:.1f} FPS, {row['pipeline_form']} {pipe:.1f} FPS: the backend alone gave "
+            f"{pipe / one:.2f}x over one stream's sync way, {row['pipeline_over_sync']:.2f}x over {n} streams' "
+            "(a brief measurement: a guide to the rows above, not a bound)")

@@ -287,7 +287,7 @@ def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
                     found = [trial(seg, mode, n, config.rate_hz, config) for mode in modes]
                     trials.extend(found)
                 for row in found:
-                    row = {"backend": backend, **row}
+                    row = {"backend": backend, "backend_used": seg.backend.name, **row}
                     for t in trials:
                         t.setdefault("backend", backend)
                     rows.append(row)
@@ -297,7 +297,7 @@ def run_rate_benchmark(config: RateConfig) -> dict[str, Any]:
             # why the ratios are what they are on this machine: once per backend and runtime mode,
             # at the most streams asked for (the row holds the one-stream bound too)
             for mode in config.pipeline_modes:
-                ceiling = {"backend": backend,
+                ceiling = {"backend": backend, "backend_used": seg.backend.name,
                            **stream_ceiling.measure(seg, config.frames[0], max(config.streams), mode)}
                 ceilings.append(ceiling)
                 config.log(stream_ceiling.format_line(backend, ceiling))

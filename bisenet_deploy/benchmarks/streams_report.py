@@ -23,7 +23,8 @@ def format_table(result: dict[str, Any], markdown: bool = False) -> str:
         lat = r["latency_ms"]
         mode = r["mode"] if r["mode"] == "sync" else f"pipeline/{r.get('pipeline_mode', '')}"
         rate = _f(r["rate_hz"]) + ("" if r.get("peak_found", True) else " (no peak)")
-        body.append([r["backend"], mode, str(r["streams"]), rate, _f(r["offered_fps"]), _f(r["delivered_fps"]),
+        name = r["backend"] if r.get("backend_used", r["backend"]) == r["backend"] else f"{r['backend']} ({r['backend_used']})"
+        body.append([name, mode, str(r["streams"]), rate, _f(r["offered_fps"]), _f(r["delivered_fps"]),
                      _f(100 * r["drop_rate"]), _f(lat["p50"]), _f(lat["p90"]), _f(lat["p99"]), _f(lat["max"]),
                      _f(r["cpu_percent"], 0)])
     if markdown:
