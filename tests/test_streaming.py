@@ -319,3 +319,23 @@ def test_a_url_that_never_answers_stalls_only_its_own_stream(tiny):
             assert set(left) <= {f"bisenet-source-{silent}"}  # at most the one still in OpenCV's open
     finally:
         server.close()  # the blocked open sees the connection end and returns
+
+
+def test_a_silent_network_stream_gives_up_after_the_network_timeout(monkeypatch):
+    """OpenCV opens one FFmpeg stream at a time: a silent server must not hold the others for
+    OpenCV's own 30 s, so network opens carry our (shorter) timeout."""
+    import socket
+
+    from bisenet_deploy.runtime import sources
+
+    monkeypatch.setattr(sources, "NETWORK_TIMEOUT_MS", 1000)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    try:
+        start = time.monotonic()
+        with pytest.raises(InputError, match="cannot open"):
+            sources.open_video(f"http://127.0.0.1:{server.getsockname()[1]}/camera.mjpg")
+        assert time.monotonic() - start < 8
+    finally:
+        server.close()

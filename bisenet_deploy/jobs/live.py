@@ -125,7 +125,10 @@ def run(spec: JobSpec) -> Result:
             stopped_by = exc
         finally:
             if runtime is not None:
-                runtime.close()
+                try:
+                    runtime.close()
+                except KeyboardInterrupt:  # a second Ctrl-C while a source is still opening: the summary still comes
+                    stopped_by = stopped_by or KeyboardInterrupt()
                 for source, stats in runtime.stats().items():
                     job.result.streams.append(stream_line(source, stats, len(delivered.get(source, ()))))
                     if stats.error:

@@ -41,8 +41,18 @@ def read_image(path: str | Path) -> np.ndarray | None:
     return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
+#: how long OpenCV may wait for a network stream to open, or for its next packet. Its default
+#: is 30 s, and its FFmpeg backend opens one stream at a time: a server that accepts and never
+#: answers held every other open (files included) for that long.
+NETWORK_TIMEOUT_MS = 10000
+
+
 def open_video(source: str | int) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(source)
+    if isinstance(source, str) and "://" in source:
+        cap = cv2.VideoCapture(source, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+    else:
+        cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         what = f"camera {source}" if isinstance(source, int) else f"video '{source}'"
         raise InputError(f"cannot open {what}")
