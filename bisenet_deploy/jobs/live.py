@@ -34,24 +34,22 @@ _MASK_NAME = re.compile(r"\d{6}\.png")
 def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], float | None, Any]:
     """(frames, pace in frames per second or None, release) of a video, camera or stream. A
     stream's URL is opened on the runtime's source thread, on the first frame: a server that
-    accepts and never answers holds OpenCV's open for 30 s, which must stall only that stream."""
+    accepts and never answers holds OpenCV's open (``sources.NETWORK_TIMEOUT_MS``), which must
+    stall only that stream."""
     import cv2
 
-    from ..runtime.sources import open_video, truncated
+    from ..runtime.sources import OpenedOnRead, truncated
 
-    target: Any = int(item.path) if item.kind == "camera" and item.path.isdigit() else item.path
-    held: list[Any] = []
+    source = OpenedOnRead(int(item.path) if item.kind == "camera" and item.path.isdigit() else item.path)
     fps = 0.0
-    if "://" not in str(item.path):
-        held.append(open_video(target))
-        fps = held[0].get(cv2.CAP_PROP_FPS) if item.kind == "video" else 0.0
+    if "://" not in str(item.path):  # a file or camera: opened here, so that it fails here
+        cap = source.cap()
+        fps = cap.get(cv2.CAP_PROP_FPS) if item.kind == "video" else 0.0
         if item.kind == "video" and not 0 < fps <= 1000:
             fps = 25.0  # a file that declares no usable rate: played as a 25 Hz camera
 
     def frames() -> Iterator[np.ndarray]:
-        if not held:
-            held.append(open_video(target))
-        cap = held[0]
+        cap = source.cap()
         count = 0
         while max_frames is None or count < max_frames:
             ok, frame = cap.read()
@@ -65,11 +63,7 @@ def _frames(item: Item, max_frames: int | None) -> tuple[Iterator[np.ndarray], f
             count += 1
             yield frame
 
-    def release() -> None:  # on the source's thread, when its frames end (_released)
-        for cap in held:
-            cap.release()
-
-    return frames(), (fps or None), release
+    return frames(), (fps or None), source.release  # on the source's thread, when its frames end
 
 
 def stream_line(label: str, stats: Any, segmented: int | None = None) -> str:

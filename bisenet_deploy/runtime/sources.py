@@ -59,6 +59,27 @@ def open_video(source: str | int) -> cv2.VideoCapture:
     return cap
 
 
+class OpenedOnRead:
+    """A video source opened by the thread that reads it, on its first frame: a URL's open can
+    block for ``NETWORK_TIMEOUT_MS`` and must stall only its own stream, not the caller that
+    sets the streams up. ``cap()`` opens (once) and returns the capture; ``release()`` (from the
+    same thread, when its frames end) releases it if it was opened."""
+
+    def __init__(self, target: str | int) -> None:
+        self.target = target
+        self._cap: cv2.VideoCapture | None = None
+
+    def cap(self) -> cv2.VideoCapture:
+        if self._cap is None:
+            self._cap = open_video(self.target)
+        return self._cap
+
+    def release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
 def truncated(declared: int, read: int, wanted: int | None = None) -> str | None:
     """Why a video that ended after ``read`` frames failed, or None when it did not: it declared
     ``declared`` frames (0: nothing declared) and ``wanted`` of them were asked for (None: all).

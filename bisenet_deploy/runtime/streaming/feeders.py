@@ -39,7 +39,7 @@ def open_frames(source: Any, rate: float | str | None) -> tuple[Iterator[Any], f
     a video path or URL (OpenCV), or an iterable of frames or ``(frame, stamp)`` pairs.
 
     A URL is opened by its own thread, on the first frame asked for: a server that accepts the
-    connection and never answers holds OpenCV's open for its full timeout (30 s), and that must
+    connection and never answers holds OpenCV's open (``sources.NETWORK_TIMEOUT_MS``), and that must
     stall only its own stream, not the caller or the other sources. Its failure to open is that
     stream's error. (It paces itself: ``rate="native"`` adds nothing to a network stream.)"""
     if isinstance(source, (int, str, Path)) and not isinstance(source, bool):
@@ -87,29 +87,14 @@ def _read(cap: Any, source: Any, declared: int) -> Iterator[np.ndarray]:
 
 
 def _url_frames(url: str, fps: float | None) -> tuple[Iterator[np.ndarray], float | None, Callable[[], None]]:
-    held: list[Any] = []
-    lock = threading.Lock()
-    released = threading.Event()
+    from ..sources import OpenedOnRead
+
+    source = OpenedOnRead(url)
 
     def frames() -> Iterator[np.ndarray]:
-        from ..sources import open_video
+        yield from _read(source.cap(), url, 0)  # opened on the feeder thread, which also releases it
 
-        cap = open_video(url)  # on the feeder thread
-        with lock:
-            if released.is_set():  # the runtime closed while it was opening
-                cap.release()
-                return
-            held.append(cap)
-        yield from _read(cap, url, 0)
-
-    def release() -> None:
-        with lock:
-            released.set()
-            for cap in held:
-                cap.release()
-            held.clear()
-
-    return frames(), fps, release
+    return frames(), fps, source.release
 
 
 def _rate(rate: float | str | None) -> float | None:
