@@ -63,7 +63,7 @@ def _sequence(name: str, value: Any) -> tuple:
 _UPSAMPLE_TARGETS = ("input", "factor")
 _UPSAMPLE_COORDINATES = ("sizes", "factor")
 _UPSAMPLE_THEN = ("", "log_softmax")
-_UPSAMPLE_SCORES = ("logits", "probabilities")
+_UPSAMPLE_SCORES = _OUTPUT_SCORES
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,8 @@ class ModelSpec:
     @property
     def scores_are_probabilities(self) -> bool:
         """The class scores (upsampled by ``upsample`` where the artifact is low-resolution)
-        are probabilities already: no softmax on top."""
+        are probabilities already: no softmax on top. Exports record it in ``output_scores``;
+        low-resolution files written before that field carry it in ``upsample.scores`` only."""
         return self.output_scores == "probabilities" or (self.upsample is not None
                                                          and self.upsample.scores == "probabilities")
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the report formats the figures without opening a runtime
 #: requests per figure (after the warm-up): 16 gave figures 20 % apart for the same form on a
 #: shared 2-core VM
 REQUESTS = 32
-#: a figure is abandoned (None) when its requests take longer than this
+#: a figure whose requests take longer than this raises TimeoutError
 TIMEOUT_S = 120.0
 
 

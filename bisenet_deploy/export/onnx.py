@@ -116,8 +116,8 @@ class ExportOptions:
         low = rule is not None and not self.full_size_output and not self.argmax
         if low:
             spec = spec.replace(upsample=rule, output_stride=spec.output_stride * rule.factor)
-        elif rule is not None and rule.scores == "probabilities" and not self.argmax:
-            spec = spec.replace(output_scores="probabilities")  # the full head returns them as they are
+        if rule is not None and rule.scores == "probabilities" and not self.argmax:
+            spec = spec.replace(output_scores="probabilities")  # either form: the scores are probabilities
         return spec.replace(
             input_size=tuple(self.size),
             dynamic_axes=tuple(self.dynamic),

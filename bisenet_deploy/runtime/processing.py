@@ -131,7 +131,7 @@ def _bgr_to_rgb_into(frame: np.ndarray, out: np.ndarray) -> None:
     """Channel swap into ``out`` (H, W, 3 uint8, contiguous): OpenCV's, 0.7 ms at 1024x2048
     where NumPy's reversed-stride copy (``out[...] = frame[:, :, ::-1]``) took 17 ms."""
     written = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2RGB, dst=out)
-    if written is not out and not np.shares_memory(written, out):  # OpenCV made its own array
+    if not np.shares_memory(written, out):  # OpenCV made its own array
         out[...] = written
 
 
