@@ -274,7 +274,10 @@ def test_a_signal_under_ray_leaves_rows_for_every_mask_and_the_folder_refuses_an
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
     assert on_disk <= listed and manifest["model"] == export_model5().name
     other = export_model5(argmax=True)  # refused while any result is there (a folder left empty may take it)
-    assert infer([str(other), str(inputs / "images"), "-o", str(out), "-q"]) == (2 if on_disk else 1)
+    # a result: a mask, or a summary of the rows done (a signal may land after the rows of a mask
+    # whose file the run then dropped, so "no mask on disk" alone does not mean an empty folder)
+    results = on_disk or any(p.name != ".bisenet-infer.json" for p in out.iterdir())
+    assert infer([str(other), str(inputs / "images"), "-o", str(out), "-q"]) == (2 if results else 1)
 
 
 def test_a_foreign_onnx_runs_on_ray_with_its_spec_as_it_does_here(inputs, ray_address, tmp_path, capsys):
