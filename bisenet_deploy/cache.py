@@ -3,7 +3,8 @@
 ``$BISENET_DEPLOY_CACHE`` if set, else ``$XDG_CACHE_HOME/bisenet-deploy``, else
 ``~/.cache/bisenet-deploy``. Everything in it can be deleted at any time; it is only
 ever a shortcut: where it cannot be written (a service account without a home, a read-only
-container) everything runs without it, after one warning.
+container) everything runs without it, after one warning. Compiled models are kept to
+``$BISENET_DEPLOY_CACHE_MB`` megabytes (default 2048): past that, the least recently used go.
 """
 
 from __future__ import annotations
@@ -57,3 +58,63 @@ def cache_dir(*parts: str) -> Path | None:
     log.warning("cache folder '%s': %s; running without a cache (set BISENET_DEPLOY_CACHE to a writable folder)",
                 base, problem.lower())
     return None
+
+
+#: The compiled-model cache's size limit without ``$BISENET_DEPLOY_CACHE_MB``: each model exported
+#: or re-exported leaves one compiled blob (about its weights' size), so an unbounded cache fills
+#: the disk of anyone who iterates on a model.
+DEFAULT_LIMIT_MB = 2048
+
+
+def limit_bytes() -> int:
+    """The cache's size limit in bytes, from ``$BISENET_DEPLOY_CACHE_MB`` (a bad value: warned
+    about, then the default)."""
+    raw = os.environ.get("BISENET_DEPLOY_CACHE_MB", "").strip()
+    if raw:
+        try:
+            mb = float(raw)
+            if mb >= 0:
+                return int(mb * 1024 * 1024)
+        except ValueError:
+            pass
+        log.warning("BISENET_DEPLOY_CACHE_MB=%r is not a size in megabytes; using %d", raw, DEFAULT_LIMIT_MB)
+    return DEFAULT_LIMIT_MB * 1024 * 1024
+
+
+def prune(folder: Path, limit: int | None = None, keep_since: float | None = None) -> int:
+    """Delete the least recently used files of ``folder`` until its files total at most ``limit``
+    bytes (default: ``limit_bytes()``); files modified at or after ``keep_since`` (a time.time()
+    value: what this run just wrote) are never deleted. Returns the bytes freed. Safe against
+    another process pruning the same folder at the same time: a file already gone is skipped."""
+    limit = limit_bytes() if limit is None else limit
+    entries = []
+    try:
+        for path in folder.iterdir():
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if path.is_file() and not path.is_symlink():
+                # last use: a read updates atime (relatime: at least once after each write)
+                entries.append((max(st.st_atime, st.st_mtime), st.st_mtime, st.st_size, path))
+    except OSError:
+        return 0
+    total = sum(e[2] for e in entries)
+    freed = 0
+    for _used, modified, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if keep_since is not None and modified >= keep_since:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        total -= size
+        freed += size
+    if freed:
+        log.info("cache '%s': removed %.0f MB of least recently used files (limit %.0f MB)",
+                 folder, freed / 2**20, limit / 2**20)
+    return freed

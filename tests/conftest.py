@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,20 +12,60 @@ import pytest
 TINY = (64, 128)  # H, W: small enough for 2 CPU cores, still 2x4 cells at 1/32
 
 
+# --- disk: a folder lives as long as the fixture that made it -----------------------------------
+# The suite writes several GB of checkpoints, models and engines; a small CI disk fills up if
+# they all stay until the session ends. A passing test's tmp_path goes when it ends (pyproject's
+# tmp_path_retention_policy); a module or session fixture's tmp_path_factory.mktemp folders go
+# when that fixture is torn down (the end of its module, for scope="module").
+
+_setting_up: list = []  # the fixtures being set up, innermost last
+_made: dict[int, list[Path]] = {}  # id(FixtureDef) -> the folders it made
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    _setting_up.append(fixturedef)
+    try:
+        return (yield)
+    finally:
+        _setting_up.pop()
+
+
+def pytest_fixture_post_finalizer(fixturedef, request):
+    for folder in _made.pop(id(fixturedef), []):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_mktemp = pytest.TempPathFactory.mktemp
+
+
+def _mktemp_owned(self, basename: str, numbered: bool = True) -> Path:
+    folder = _mktemp(self, basename, numbered)
+    if _setting_up and _setting_up[-1].scope != "function":
+        _made.setdefault(id(_setting_up[-1]), []).append(folder)
+    return folder
+
+
+pytest.TempPathFactory.mktemp = _mktemp_owned
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """The suite's own cache folder (compiled OpenVINO models, backend choices), so tests never
-    read or fill the user's. Subprocesses inherit it through the environment."""
+    read or fill the user's, kept small. Subprocesses inherit it through the environment."""
     import os
 
     folder = tmp_path_factory.mktemp("cache")
-    previous = os.environ.get("BISENET_DEPLOY_CACHE")
-    os.environ["BISENET_DEPLOY_CACHE"] = str(folder)
+    # A small limit: the suite compiles hundreds of models, and CI's disk may be small.
+    settings = {"BISENET_DEPLOY_CACHE": str(folder), "BISENET_DEPLOY_CACHE_MB": "256"}
+    previous = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     yield folder
-    if previous is None:
-        os.environ.pop("BISENET_DEPLOY_CACHE", None)
-    else:
-        os.environ["BISENET_DEPLOY_CACHE"] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _randomize_bn(model, seed: int) -> None:

@@ -118,6 +118,53 @@ def test_compiled_model_cache_makes_the_second_start_a_hit(export_model5, privat
     assert first.precision == "fp32"
 
 
+def test_the_compiled_model_cache_keeps_to_its_size_limit(export_model5, tmp_path, monkeypatch):
+    """Each re-exported model leaves a compiled blob: past the limit the least recently used go,
+    never the one this start just wrote, and a model still cached is still a hit."""
+    import os
+    import time
+
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    old = OpenVinoBackend(export_model5(argmax=True))
+    folder = Path(old.cache_dir)
+    old_blobs = {p.name for p in folder.iterdir()}
+    assert old_blobs
+    for p in folder.iterdir():  # last used an hour ago
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    kept = sum(p.stat().st_size for p in folder.iterdir())
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", str(kept / 2**20 * 1.5))  # room for one model, not two
+    new = OpenVinoBackend(export_model5())  # another model: a miss, which prunes
+    assert not new.cache_hit
+    names = {p.name for p in folder.iterdir()}
+    assert names and not names & old_blobs  # the old model's blob went, the new one stayed
+    assert OpenVinoBackend(export_model5()).cache_hit
+
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "0")  # even a zero limit keeps what a start just wrote
+    again = OpenVinoBackend(export_model5(argmax=True))
+    assert not again.cache_hit and {p.name for p in folder.iterdir()} - names
+
+
+def test_cache_pruning_order_and_limits(tmp_path, monkeypatch, caplog):
+    import os
+
+    from bisenet_deploy import cache
+
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))  # a is the least recently used
+    os.utime(tmp_path / "b", (5000, 1001))  # b was read after d was written
+    assert cache.prune(tmp_path, limit=2500) == 2000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "d"]
+    assert cache.prune(tmp_path, limit=0, keep_since=1003) == 1000  # d is "new": kept at any limit
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert cache.prune(tmp_path / "missing", limit=0) == 0
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "lots")
+    assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB * 2**20
+    assert "not a size in megabytes" in caplog.text
+    monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "0.5")
+    assert cache.limit_bytes() == 2**19
+
+
 def test_bf16_is_opt_in_and_its_own_precision(export_model5):
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "BF16" not in caps:

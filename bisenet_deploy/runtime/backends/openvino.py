@@ -154,6 +154,7 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         before = _files(self.cache_dir) if self.cache_dir else 0
         start = time.perf_counter()
+        wall_start = time.time() - 1.0  # a file system's timestamps may be coarser than time.time()
         try:
             self.compiled = core.compile_model(model, self._device_name, config)
         except Exception as exc:  # noqa: BLE001
@@ -161,6 +162,10 @@ class OpenVinoBackend(Backend):
                                 f"{_first_line(exc)}") from None
         self.compile_seconds = time.perf_counter() - start
         self.cache_hit = bool(self.cache_dir) and before > 0 and _files(self.cache_dir) == before
+        if self.cache_dir is not None and not self.cache_hit:
+            from ...cache import prune
+
+            prune(self.cache_dir, keep_since=wall_start)
         self.threads = int(threads)
         self.precision_hint = precision_hint
         self.device = "cpu" if self._device_name == "CPU" else self._device_name.lower()
