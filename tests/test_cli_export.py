@@ -103,3 +103,30 @@ def test_console_script_help_and_error_exit_code(tmp_path):
     assert help_run.returncode == 0 and "--fuse-preprocess" in help_run.stdout
     bad = subprocess.run(cmd + [str(tmp_path / "missing.pth")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not found" in bad.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--demo", "--native-resolution"], "--native-resolution describes a checkpoint file"),
+    (["--demo", "--variant", "X39.speed", "--arch", "torchseg"], "--arch, --variant describe a checkpoint file"),
+    (["--demo", "--frame-order", "RGB"], "--frame-order sets the channel order of the frames a --fuse-preprocess"),
+    (["CKPT", "--native-resolution"], "--native-resolution does not apply to bisenet_v1"),
+], ids=["demo-native", "demo-variant", "rgb-without-fused-graph", "native-on-bisenet-v1"])
+def test_options_that_would_do_nothing_are_refused(checkpoint5, tmp_path, capsys, argv, message):
+    """An option that cannot act here is refused in one line rather than ignored (an RGB frame
+    order on a graph whose host preprocessing takes BGR would have been written into the spec)."""
+    out = tmp_path / "m.onnx"
+    argv = [checkpoint5 if a == "CKPT" else a for a in argv]
+    code, _, err = run(capsys, *argv, "-o", out, *SIZE)
+    assert message in _one_line_error(code, err)
+    assert not out.exists()
+
+
+def test_rgb_frame_order_needs_a_fused_graph_in_the_api_too(model5, tmp_path):
+    from bisenet_deploy.errors import ExportError
+    from bisenet_deploy.export.onnx import ExportOptions, export_onnx
+    from bisenet_deploy.spec import ModelSpec
+
+    with pytest.raises(ExportError, match="fused preprocessing"):
+        export_onnx(model5, ModelSpec(num_classes=5), tmp_path / "m.onnx",
+                    ExportOptions(size=(64, 128), frame_color_order="RGB"))
+    assert not (tmp_path / "m.onnx").exists()

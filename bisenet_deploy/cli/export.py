@@ -150,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give a checkpoint path or --demo (one of them)")
     if args.batch < 1:
         raise UserError("--batch must be >= 1")
+    if args.demo:
+        about_a_file = [flag for flag, given in (("--arch", args.arch), ("--variant", args.variant),
+                                                 ("--native-resolution", args.native_resolution),
+                                                 ("--trust-checkpoint", args.trust_checkpoint)) if given]
+        if about_a_file:
+            raise UserError(f"{', '.join(about_a_file)} describe{'s' if len(about_a_file) == 1 else ''} a checkpoint "
+                            "file; --demo builds the demo model, which has none")
+    if args.frame_order != "BGR" and not args.fuse_preprocess:
+        raise UserError("--frame-order sets the channel order of the frames a --fuse-preprocess graph takes; "
+                        "without it the runtime takes BGR frames (convert RGB ones) or add --fuse-preprocess")
     if args.native_resolution and args.full_size_output:
         raise UserError("--native-resolution exports the head's own 1/8 output; --full-size-output asks for the "
                         "upsampled one: give one of them")

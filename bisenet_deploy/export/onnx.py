@@ -169,6 +169,10 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | Path, options: 
         raise ExportError(f"opset {options.opset} is not supported; use 11..{_MAX_OPSET} (17 for TensorRT 8.6)")
     if options.fuse_preprocess and options.frame_color_order not in ("BGR", "RGB"):
         raise ExportError(f"frame color order must be BGR or RGB, got {options.frame_color_order!r}")
+    if not options.fuse_preprocess and options.frame_color_order != "BGR":
+        # the runtime's host preprocessing takes BGR frames: a spec saying otherwise would be ignored
+        raise ExportError("frame_color_order applies to a graph with fused preprocessing (fuse_preprocess=True); "
+                          "without it frames are BGR")
     art_spec = options.artifact_spec(spec, getattr(model, "upsample_rule", None))
     wrapper = DeployWrapper(model, art_spec).eval()
     dummy = example_input(art_spec, options.batch)

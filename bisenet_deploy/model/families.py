@@ -64,6 +64,10 @@ class Family:
     refine: Callable[[dict[str, Any], dict[str, Any], Any, list[str]], dict[str, Any]] | None = None
 
 
+#: The command-line flag of each build option, for messages.
+OPTION_FLAGS = {"variant": "--variant", "native": "--native-resolution"}
+
+
 def refine_params(family: Family, params: dict[str, Any], options: dict[str, Any], path: Any,
                   reasons: list[str]) -> dict[str, Any]:
     """Apply build options (and path hints) through the family's ``refine``."""
@@ -72,7 +76,7 @@ def refine_params(family: Family, params: dict[str, Any], options: dict[str, Any
         if options:
             from ..errors import CheckpointError
 
-            raise CheckpointError(f"{', '.join('--' + k.replace('_', '-') for k in options)} "
+            raise CheckpointError(f"{', '.join(OPTION_FLAGS.get(k, '--' + k.replace('_', '-')) for k in options)} "
                                   f"{'do' if len(options) > 1 else 'does'} not apply to {family.name} checkpoints")
         return params
     return family.refine(dict(params), options, path, reasons)
