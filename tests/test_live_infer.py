@@ -166,3 +166,17 @@ def test_a_silent_stream_does_not_hold_back_the_video_beside_it(export_model5, t
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert sum(r["status"] == "ok" for r in rows if r["source"] == str(video.resolve())) == int(figures["seg"]) >= 1
     assert [r["status"] for r in rows if r["source"] == url] == ["failed"]
+
+
+def test_a_camera_that_does_not_open_gets_its_line_beside_the_video_that_runs(export_model5, tmp_path, capsys):
+    video = tmp_path / "front.mp4"
+    write_video(video, [random_frame(48, 64, seed=i) for i in range(6)], fps=30)
+    out = tmp_path / "out"
+    code = infer([str(export_model5()), str(video), "97", "-o", str(out), "--live", "--backend", "onnxruntime"])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 1  # a failed input
+    assert any(LINE.match(line) for line in printed)  # the video's figures
+    assert [line for line in printed if line.startswith("  camera 97: not opened: ")], printed
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["status"] for r in rows if r["source"] == "camera 97"] == ["failed"]
+    assert len([r for r in rows if r["status"] == "ok"]) >= 1

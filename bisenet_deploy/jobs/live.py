@@ -104,6 +104,7 @@ def run(spec: JobSpec) -> Result:
                     frames, fps, release = _frames(item, spec.max_frames)
                 except (InputError, OSError) as exc:
                     job.add({"source": source, "frame": -1, "status": "failed", "error": str(exc)})
+                    job.result.streams.append(f"{source}: not opened: {exc}")  # a line for every input
                     continue
                 runtime.add_source(_released(frames, release), stream_id=source, rate=fps)
             job.log(f"live: {len(runtime.stats())} stream(s) through one streaming runtime ({seg!r}); "
