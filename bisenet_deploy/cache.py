@@ -9,9 +9,13 @@ container) everything runs without it, after one warning. Compiled models are ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,36 +69,84 @@ def cache_dir(*parts: str) -> Path | None:
 #: the disk of anyone who iterates on a model.
 DEFAULT_LIMIT_MB = 2048
 
+_LOCK_NAME = ".lock"
+_warned_limits: set[str] = set()
+
 
 def limit_bytes() -> int:
     """The cache's size limit in bytes, from ``$BISENET_DEPLOY_CACHE_MB`` (a bad value: warned
-    about, then the default)."""
+    about once per process, then the default)."""
     raw = os.environ.get("BISENET_DEPLOY_CACHE_MB", "").strip()
     if raw:
         try:
             mb = float(raw)
-            if mb >= 0:
-                return int(mb * 1024 * 1024)
         except ValueError:
-            pass
-        log.warning("BISENET_DEPLOY_CACHE_MB=%r is not a size in megabytes; using %d", raw, DEFAULT_LIMIT_MB)
+            mb = -1.0
+        if math.isfinite(mb) and mb >= 0:
+            return int(mb * 1024 * 1024)
+        if raw not in _warned_limits:
+            _warned_limits.add(raw)
+            log.warning("BISENET_DEPLOY_CACHE_MB=%r is not a size in megabytes; using %d", raw, DEFAULT_LIMIT_MB)
     return DEFAULT_LIMIT_MB * 1024 * 1024
 
 
-def prune(folder: Path, limit: int | None = None, keep_since: float | None = None) -> int:
-    """Delete the least recently used files of ``folder`` until its files total at most ``limit``
-    bytes (default: ``limit_bytes()``); files modified at or after ``keep_since`` (a time.time()
-    value: what this run just wrote) are never deleted. Returns the bytes freed. Safe against
-    another process pruning the same folder at the same time: a file already gone is skipped."""
+def _lock(folder: Path, exclusive: bool) -> int | None:
+    """A file descriptor holding the folder's lock (shared: in use; exclusive: pruning), or None:
+    no lock to be had (another process holds it exclusively, or locking is not possible here)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no pruning (a shared lock is then a no-op)
+        return None
+    try:
+        fd = os.open(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def in_use(folder: Path | None) -> Iterator[None]:
+    """Hold while a library reads or writes files in ``folder`` (OpenVINO's compile_model):
+    no process prunes the folder meanwhile, so a blob just written or about to be read stays."""
+    fd = _lock(folder, exclusive=False) if folder is not None else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def prune(folder: Path, pattern: str = "*", limit: int | None = None, keep_since: float | None = None) -> int:
+    """Delete the least recently used files of ``folder`` named like ``pattern`` (the files the
+    cache's writer makes; nothing else in the folder is touched, and symlinks never) until they
+    total at most ``limit`` bytes (default: ``limit_bytes()``). Files modified at or after
+    ``keep_since`` (a time.time() value: what this run just wrote) are never deleted. Skipped,
+    returning 0, while another process uses the folder (``in_use``) or prunes it. Returns the
+    bytes freed."""
     limit = limit_bytes() if limit is None else limit
+    fd = _lock(folder, exclusive=True)
+    if fd is None:
+        return 0
+    try:
+        return _prune_locked(folder, pattern, limit, keep_since)
+    finally:
+        os.close(fd)
+
+
+def _prune_locked(folder: Path, pattern: str, limit: int, keep_since: float | None) -> int:
     entries = []
     try:
-        for path in folder.iterdir():
+        for path in folder.glob(pattern):
             try:
                 st = path.lstat()
             except OSError:
                 continue
-            if path.is_file() and not path.is_symlink():
+            if stat.S_ISREG(st.st_mode) and path.name != _LOCK_NAME:  # not a link, a folder or a fifo
                 # last use: a read updates atime (relatime: at least once after each write)
                 entries.append((max(st.st_atime, st.st_mtime), st.st_mtime, st.st_size, path))
     except OSError:

@@ -127,21 +127,21 @@ def test_the_compiled_model_cache_keeps_to_its_size_limit(export_model5, tmp_pat
     monkeypatch.setenv("BISENET_DEPLOY_CACHE", str(tmp_path / "cache"))
     old = OpenVinoBackend(export_model5(argmax=True))
     folder = Path(old.cache_dir)
-    old_blobs = {p.name for p in folder.iterdir()}
+    old_blobs = {p.name for p in folder.glob("*.blob")}
     assert old_blobs
-    for p in folder.iterdir():  # last used an hour ago
+    for p in folder.glob("*.blob"):  # last used an hour ago
         os.utime(p, (time.time() - 3600, time.time() - 3600))
-    kept = sum(p.stat().st_size for p in folder.iterdir())
+    kept = sum(p.stat().st_size for p in folder.glob("*.blob"))
     monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", str(kept / 2**20 * 1.5))  # room for one model, not two
     new = OpenVinoBackend(export_model5())  # another model: a miss, which prunes
     assert not new.cache_hit
-    names = {p.name for p in folder.iterdir()}
+    names = {p.name for p in folder.glob("*.blob")}
     assert names and not names & old_blobs  # the old model's blob went, the new one stayed
     assert OpenVinoBackend(export_model5()).cache_hit
 
     monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "0")  # even a zero limit keeps what a start just wrote
     again = OpenVinoBackend(export_model5(argmax=True))
-    assert not again.cache_hit and {p.name for p in folder.iterdir()} - names
+    assert not again.cache_hit and {p.name for p in folder.glob("*.blob")} - names
 
 
 def test_cache_pruning_order_and_limits(tmp_path, monkeypatch, caplog):
@@ -154,15 +154,47 @@ def test_cache_pruning_order_and_limits(tmp_path, monkeypatch, caplog):
         os.utime(tmp_path / name, (1000 + i, 1000 + i))  # a is the least recently used
     os.utime(tmp_path / "b", (5000, 1001))  # b was read after d was written
     assert cache.prune(tmp_path, limit=2500) == 2000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "b", "d"]
     assert cache.prune(tmp_path, limit=0, keep_since=1003) == 1000  # d is "new": kept at any limit
-    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "d"]
     assert cache.prune(tmp_path / "missing", limit=0) == 0
-    monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "lots")
-    assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB * 2**20
-    assert "not a size in megabytes" in caplog.text
+    for bad in ("lots", "inf", "1e400", "-5", "nan"):
+        monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", bad)
+        assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB * 2**20
+        assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB * 2**20
+        assert caplog.text.count(f"BISENET_DEPLOY_CACHE_MB={bad!r} is not a size in megabytes") == 1  # once a run
     monkeypatch.setenv("BISENET_DEPLOY_CACHE_MB", "0.5")
     assert cache.limit_bytes() == 2**19
+
+
+def test_pruning_touches_only_the_writers_files_and_waits_for_no_one(tmp_path):
+    """Only files named like the writer's (OpenVINO: <hash>.blob), never a link or what it points
+    to, and nothing while another process has the folder in use (compiling into it, or loading
+    from it): a blob written a moment ago by another run is what that run is about to use."""
+    import os
+
+    from bisenet_deploy import cache
+
+    folder, elsewhere = tmp_path / "openvino", tmp_path / "user"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "data.blob").write_bytes(b"u" * 1000)
+    (folder / "link.blob").symlink_to(elsewhere / "data.blob")
+    (folder / "notes.txt").write_bytes(b"n" * 1000)
+    (folder / "sub.blob").mkdir()
+    (folder / "1.blob").write_bytes(b"x" * 1000)
+    os.utime(folder / "1.blob", (1000, 1000))
+    with cache.in_use(folder):  # another run's compile_model (a separate open file: a separate lock)
+        assert cache.prune(folder, "*.blob", limit=0) == 0
+    assert (folder / "1.blob").exists()
+    assert cache.prune(folder, "*.blob", limit=0) == 1000
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "link.blob", "notes.txt", "sub.blob"]
+    assert (elsewhere / "data.blob").read_bytes() == b"u" * 1000
+    linked = tmp_path / "linked"  # the cache's folder itself a link: still only the writer's names go
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "keep.bin").write_bytes(b"k")
+    assert cache.prune(linked, "*.blob", limit=0) == 1000
+    assert [p.name for p in elsewhere.iterdir() if p.name != ".lock"] == ["keep.bin"]
 
 
 def test_bf16_is_opt_in_and_its_own_precision(export_model5):
@@ -535,3 +567,36 @@ def test_the_backend_factory_holds_no_policy(export_model5):
     with pytest.raises(UserError, match="a choice among backends"):
         open_backend(export_model5(), "auto")
     assert open_with_policy(export_model5(), "auto").choice is not None
+
+
+def test_a_cache_file_raced_by_another_process_is_retried_then_skipped(tmp_path, caplog):
+    """Two processes compiling one model into one cache race on its blob and one gets OpenVINO's
+    "filesystem error: cannot set permissions: No such file or directory [<cache>/<hash>.blob]"
+    (seen in 3 of 10 rounds of 7 processes started at once). That is retried, then compiled
+    without the cache; a model's own error is not retried."""
+    from bisenet_deploy.runtime.backends.openvino import _compile
+
+    class Core:  # OpenVINO's Core as far as _compile uses it, failing like the race
+        def __init__(self, failures, message):
+            self.failures, self.message, self.calls, self.properties = failures, message, 0, {}
+
+        def compile_model(self, model, device, config):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise RuntimeError(self.message)
+            return ("compiled", dict(self.properties))
+
+        def set_property(self, properties):
+            self.properties.update(properties)
+
+    race = f"Exception from src/inference/src/cpp/core.cpp:112:\nfilesystem error: cannot set permissions: " \
+           f"No such file or directory [{tmp_path}/10325415980159154587.blob]"
+    core = Core(1, race)
+    assert _compile(core, "m", "CPU", {}, tmp_path) == ("compiled", {}) and core.calls == 2
+    core = Core(2, race)
+    assert _compile(core, "m", "CPU", {}, tmp_path) == ("compiled", {"CACHE_DIR": ""}) and core.calls == 3
+    assert "compiling without it" in caplog.text
+    core = Core(1, "Unsupported operation: Foo")
+    with pytest.raises(RuntimeError, match="Unsupported"):
+        _compile(core, "m", "CPU", {}, tmp_path)
+    assert core.calls == 1

@@ -36,6 +36,7 @@ Importing this module needs no OpenVINO; opening a model does.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ from ...spec import PRECISION_KEY, ModelSpec
 from ..onnx_metadata import read_onnx_metadata, spec_from_metadata
 from .base import Backend, TensorInfo
 from .openvino_concat import split_int8_concat_convs
+
+log = logging.getLogger(__name__)
 
 HINTS = ("f32", "bf16", "f16")
 PREPOST = ("graph", "host")
@@ -75,9 +78,34 @@ def _device_name(device: str, available: list[str]) -> str:
 
 def _files(folder: Path) -> int:
     try:
-        return sum(1 for p in folder.iterdir() if p.is_file())
+        return sum(1 for p in folder.glob("*.blob") if p.is_file())
     except OSError:
         return 0
+
+
+def _compile(core: Any, model: Any, device: str, config: dict[str, Any], cache_dir: Path | None) -> Any:
+    """``core.compile_model``, safe beside other processes using the same cache folder.
+
+    OpenVINO writes a model's blob under a name of its hash and then sets the file's
+    permissions; two processes compiling the same model at once (two cameras' processes
+    started together) race on that file, and one fails with "filesystem error: cannot set
+    permissions ... No such file". That is the cache's failure, not the model's: try again
+    (the other process's blob is then there to load), then without the cache."""
+    from ...cache import in_use
+
+    for attempt in range(3):
+        try:
+            with in_use(cache_dir):  # no process prunes the blob being written or read
+                return core.compile_model(model, device, config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for everything
+            if cache_dir is None or str(cache_dir) not in str(exc) or attempt == 2:
+                raise
+            if attempt == 1:
+                log.warning("OpenVINO's cache '%s' failed twice (%s); compiling without it",
+                            cache_dir, _first_line(exc))
+                core.set_property({"CACHE_DIR": ""})
+                cache_dir = None
+    raise AssertionError("unreachable")
 
 
 class OpenVinoBackend(Backend):
@@ -155,17 +183,17 @@ class OpenVinoBackend(Backend):
         before = _files(self.cache_dir) if self.cache_dir else 0
         start = time.perf_counter()
         wall_start = time.time() - 1.0  # a file system's timestamps may be coarser than time.time()
+        from ...cache import prune
+
         try:
-            self.compiled = core.compile_model(model, self._device_name, config)
+            self.compiled = _compile(core, model, self._device_name, config, self.cache_dir)
         except Exception as exc:  # noqa: BLE001
             raise ArtifactError(f"OpenVINO cannot compile '{self.path}' for {self._device_name}: "
                                 f"{_first_line(exc)}") from None
         self.compile_seconds = time.perf_counter() - start
         self.cache_hit = bool(self.cache_dir) and before > 0 and _files(self.cache_dir) == before
-        if self.cache_dir is not None and not self.cache_hit:
-            from ...cache import prune
-
-            prune(self.cache_dir, keep_since=wall_start)
+        if self.cache_dir is not None:  # after a hit too: a prune skipped while others compiled is made up
+            prune(self.cache_dir, "*.blob", keep_since=wall_start)  # OpenVINO's cache files: <hash>.blob
         self.threads = int(threads)
         self.precision_hint = precision_hint
         self.device = "cpu" if self._device_name == "CPU" else self._device_name.lower()
