@@ -110,12 +110,25 @@ def test_console_script_help_and_error_exit_code(tmp_path):
     (["--demo", "--variant", "X39.speed", "--arch", "torchseg"], "--arch, --variant describe a checkpoint file"),
     (["--demo", "--frame-order", "RGB"], "--frame-order sets the channel order of the frames a --fuse-preprocess"),
     (["CKPT", "--native-resolution"], "--native-resolution does not apply to bisenet_v1"),
-], ids=["demo-native", "demo-variant", "rgb-without-fused-graph", "native-on-bisenet-v1"])
+    (["CKPT", "--frame-order", "BGR"], "--frame-order sets the channel order of the frames a --fuse-preprocess"),
+    (["CKPT", "--calib", "CKPT"], "--calib does nothing without --precision fp16 or int8"),
+    (["CKPT", "--precision", "fp32", "--calib-count", "5"], "--calib-count does nothing without --precision fp16"),
+    (["CKPT", "--precision", "fp16", "--calib-method", "minmax"], "--calib-method does nothing without --precision int8"),
+    (["CKPT", "--precision", "int8", "--fp16-keep", "Resize"], "--fp16-keep does nothing without --precision fp16"),
+    (["CKPT", "--precision", "int8", "--percentile", "99.9"], "--percentile does nothing without --calib-method percentile"),
+    (["CKPT", "--precision", "int8", "--int8-target", "50"], "--int8-target does nothing without --int8-fallback auto"),
+    (["CKPT", "--val-images", "DIR"], "--val-images does nothing without --precision fp16 or int8"),
+    (["CKPT", "--tensorrt", "tensorrt"], "--tensorrt is a TensorRT build option; add --engine"),
+    (["CKPT", "--no-verify", "--atol", "0.1", "--verify-images", "DIR"],
+     "--verify-images, --atol set how the export is verified; --no-verify skips"),
+], ids=["demo-native", "demo-variant", "rgb-without-fused-graph", "native-on-bisenet-v1", "bgr-without-fused-graph",
+        "calib-fp32", "calib-count-fp32", "int8-option-fp16", "fp16-option-int8", "percentile-entropy",
+        "target-no-fallback", "val-fp32", "tensorrt-no-engine", "verify-options-no-verify"])
 def test_options_that_would_do_nothing_are_refused(checkpoint5, tmp_path, capsys, argv, message):
     """An option that cannot act here is refused in one line rather than ignored (an RGB frame
     order on a graph whose host preprocessing takes BGR would have been written into the spec)."""
     out = tmp_path / "m.onnx"
-    argv = [checkpoint5 if a == "CKPT" else a for a in argv]
+    argv = [{"CKPT": checkpoint5, "DIR": tmp_path}.get(a, a) for a in argv]
     code, _, err = run(capsys, *argv, "-o", out, *SIZE)
     assert message in _one_line_error(code, err)
     assert not out.exists()

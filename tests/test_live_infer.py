@@ -168,15 +168,21 @@ def test_a_silent_stream_does_not_hold_back_the_video_beside_it(export_model5, t
     assert [r["status"] for r in rows if r["source"] == url] == ["failed"]
 
 
-def test_a_camera_that_does_not_open_gets_its_line_beside_the_video_that_runs(export_model5, tmp_path, capsys):
-    video = tmp_path / "front.mp4"
+def test_inputs_that_do_not_open_get_their_lines_beside_the_video_that_runs(export_model5, tmp_path, capsys):
+    """A camera that does not exist and a file that is no video: each its own line among the
+    figures and a failed row, while the video beside them runs to its end."""
+    video, corrupt = tmp_path / "front.mp4", tmp_path / "corrupt.mp4"
     write_video(video, [random_frame(48, 64, seed=i) for i in range(6)], fps=30)
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     out = tmp_path / "out"
-    code = infer([str(export_model5()), str(video), "97", "-o", str(out), "--live", "--backend", "onnxruntime"])
+    code = infer([str(export_model5()), str(video), "97", str(corrupt), "-o", str(out), "--live",
+                  "--backend", "onnxruntime"])
     printed = capsys.readouterr().out.splitlines()
     assert code == 1  # a failed input
     assert any(LINE.match(line) for line in printed)  # the video's figures
-    assert [line for line in printed if line.startswith("  camera 97: not opened: ")], printed
+    for source in ("camera 97", str(corrupt.resolve())):
+        assert len([line for line in printed if line.startswith(f"  {source}: not opened: ")]) == 1, printed
     rows = list(csv.DictReader(open(out / "summary.csv")))
-    assert [r["status"] for r in rows if r["source"] == "camera 97"] == ["failed"]
+    for source in ("camera 97", str(corrupt.resolve())):
+        assert [r["status"] for r in rows if r["source"] == source] == ["failed"]
     assert len([r for r in rows if r["status"] == "ok"]) >= 1

@@ -89,6 +89,7 @@ def check_engine_args(args: argparse.Namespace) -> None:
         given = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
         flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability", "tf32")
         given += [name for name in flags if getattr(args, name)]
+        given += ["tensorrt"] if args.tensorrt != "auto" else []
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} is a TensorRT build option; add --engine")
         return

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="graph takes uint8 NHWC frames and normalizes them itself",
     )
-    g.add_argument("--frame-order", choices=("BGR", "RGB"), default="BGR", help="frame channel order for --fuse-preprocess")
+    g.add_argument("--frame-order", choices=("BGR", "RGB"),
+                   help="frame channel order for --fuse-preprocess (default: BGR, as OpenCV reads frames)%(default).0s")
     g.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
 
     g = p.add_argument_group("verification")
@@ -157,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         if about_a_file:
             raise UserError(f"{', '.join(about_a_file)} describe{'s' if len(about_a_file) == 1 else ''} a checkpoint "
                             "file; --demo builds the demo model, which has none")
-    if args.frame_order != "BGR" and not args.fuse_preprocess:
+    if args.frame_order is not None and not args.fuse_preprocess:
         raise UserError("--frame-order sets the channel order of the frames a --fuse-preprocess graph takes; "
                         "without it the runtime takes BGR frames (convert RGB ones) or add --fuse-preprocess")
+    if args.no_verify:
+        defaults = build_parser().parse_args(["x.pth"])
+        unused = [flag for dest, flag in (("verify_images", "--verify-images"), ("atol", "--atol"), ("rtol", "--rtol"),
+                                          ("min_agreement", "--min-agreement"))
+                  if getattr(args, dest) != getattr(defaults, dest)]
+        if unused:
+            raise UserError(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} how the export is verified; "
+                            "--no-verify skips the verification: give one or the other")
     if args.native_resolution and args.full_size_output:
         raise UserError("--native-resolution exports the head's own 1/8 output; --full-size-output asks for the "
                         "upsampled one: give one of them")
@@ -221,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         opset=args.opset,
         argmax=args.argmax,
         fuse_preprocess=args.fuse_preprocess,
-        frame_color_order=args.frame_order,
+        frame_color_order=args.frame_order or "BGR",
         simplify=not args.no_simplify,
         full_size_output=args.full_size_output,
     )

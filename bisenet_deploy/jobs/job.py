@@ -316,6 +316,11 @@ class Job:
             self.result.frames += 1
         self.summary.add(row)
 
+    @property
+    def failed_now(self) -> set[str]:
+        """The inputs that failed in this run (not kept failures of an earlier one)."""
+        return set(self._failed_logged)
+
     def finish(self, interrupted: bool) -> Result:
         """Videos and bags assembled (a camera's also on Ctrl-C: that is how a recording ends),
         temporary frames removed, the summary written, the lock let go."""

@@ -104,7 +104,6 @@ def run(spec: JobSpec) -> Result:
                     frames, fps, release = _frames(item, spec.max_frames)
                 except (InputError, OSError) as exc:
                     job.add({"source": source, "frame": -1, "status": "failed", "error": str(exc)})
-                    job.result.streams.append(f"{source}: not opened: {exc}")  # a line for every input
                     continue
                 runtime.add_source(_released(frames, release), stream_id=source, rate=fps)
             job.log(f"live: {len(runtime.stats())} stream(s) through one streaming runtime ({seg!r}); "
@@ -134,6 +133,10 @@ def run(spec: JobSpec) -> Result:
                         job.keep(source, index)
             _drop_rowless(job, items.values())
             result = job.finish(interrupted)
+            streamed = set(runtime.stats()) if runtime is not None else set()
+            for source, why in result.failed:  # an input that never streamed still gets its line
+                if source in job.failed_now and source not in streamed:
+                    result.streams.append(f"{source}: not opened: {why}")
     if runtime is not None and runtime.errors:
         print(f"bisenet-infer: {runtime.errors[0]}", file=sys.stderr)
     if stopped_by is not None:  # as a plain run ends on a signal (130/143), after what was done
