@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -121,9 +122,10 @@ def in_use(folder: Path | None) -> Iterator[None]:
             os.close(fd)  # releases the lock
 
 
-def prune(folder: Path, pattern: str = "*", limit: int | None = None, keep_since: float | None = None) -> int:
-    """Delete the least recently used files of ``folder`` named like ``pattern`` (the files the
-    cache's writer makes; nothing else in the folder is touched, and symlinks never) until they
+def prune(folder: Path, names: str = r".+", limit: int | None = None, keep_since: float | None = None) -> int:
+    """Delete the least recently used files of ``folder`` whose names match the regular
+    expression ``names`` whole (the files the cache's writer makes, e.g. OpenVINO's
+    ``[0-9]+\\.blob``: nothing else in the folder is touched, and symlinks never) until they
     total at most ``limit`` bytes (default: ``limit_bytes()``). Files modified at or after
     ``keep_since`` (a time.time() value: what this run just wrote) are never deleted. Skipped,
     returning 0, while another process uses the folder (``in_use``) or prunes it. Returns the
@@ -133,15 +135,17 @@ def prune(folder: Path, pattern: str = "*", limit: int | None = None, keep_since
     if fd is None:
         return 0
     try:
-        return _prune_locked(folder, pattern, limit, keep_since)
+        return _prune_locked(folder, re.compile(names), limit, keep_since)
     finally:
         os.close(fd)
 
 
-def _prune_locked(folder: Path, pattern: str, limit: int, keep_since: float | None) -> int:
+def _prune_locked(folder: Path, names: re.Pattern, limit: int, keep_since: float | None) -> int:
     entries = []
     try:
-        for path in folder.glob(pattern):
+        for path in folder.iterdir():
+            if not names.fullmatch(path.name):
+                continue
             try:
                 st = path.lstat()
             except OSError:

@@ -168,33 +168,39 @@ def test_cache_pruning_order_and_limits(tmp_path, monkeypatch, caplog):
 
 
 def test_pruning_touches_only_the_writers_files_and_waits_for_no_one(tmp_path):
-    """Only files named like the writer's (OpenVINO: <hash>.blob), never a link or what it points
-    to, and nothing while another process has the folder in use (compiling into it, or loading
-    from it): a blob written a moment ago by another run is what that run is about to use."""
+    """Only files named as the writer names them (OpenVINO: <its model hash>.blob), never a link
+    or what it points to, and nothing while another process has the folder in use (compiling
+    into it, or loading from it): a blob written a moment ago by another run is what that run
+    is about to use."""
     import os
 
     from bisenet_deploy import cache
+    from bisenet_deploy.runtime.backends.openvino import OPENVINO_BLOB
 
     folder, elsewhere = tmp_path / "openvino", tmp_path / "user"
     folder.mkdir()
     elsewhere.mkdir()
-    (elsewhere / "data.blob").write_bytes(b"u" * 1000)
-    (folder / "link.blob").symlink_to(elsewhere / "data.blob")
-    (folder / "notes.txt").write_bytes(b"n" * 1000)
-    (folder / "sub.blob").mkdir()
-    (folder / "1.blob").write_bytes(b"x" * 1000)
-    os.utime(folder / "1.blob", (1000, 1000))
+    blob = "10325415980159154587.blob"
+    (elsewhere / "12345678901.blob").write_bytes(b"u" * 1000)
+    (folder / "11111111111.blob").symlink_to(elsewhere / "12345678901.blob")
+    for name in ("notes.txt", "photo.blob", "1234.blob", "README.BLOB"):
+        (folder / name).write_bytes(b"n" * 1000)
+    (folder / "22222222222.blob").mkdir()
+    (folder / blob).write_bytes(b"x" * 1000)
+    for path in folder.iterdir():
+        os.utime(path, (1000, 1000), follow_symlinks=False)
     with cache.in_use(folder):  # another run's compile_model (a separate open file: a separate lock)
-        assert cache.prune(folder, "*.blob", limit=0) == 0
-    assert (folder / "1.blob").exists()
-    assert cache.prune(folder, "*.blob", limit=0) == 1000
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "link.blob", "notes.txt", "sub.blob"]
-    assert (elsewhere / "data.blob").read_bytes() == b"u" * 1000
+        assert cache.prune(folder, OPENVINO_BLOB, limit=0) == 0
+    assert (folder / blob).exists()
+    assert cache.prune(folder, OPENVINO_BLOB, limit=0) == 1000
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "11111111111.blob", "1234.blob", "22222222222.blob",
+                                                        "README.BLOB", "notes.txt", "photo.blob"]
+    assert (elsewhere / "12345678901.blob").read_bytes() == b"u" * 1000
     linked = tmp_path / "linked"  # the cache's folder itself a link: still only the writer's names go
     linked.symlink_to(elsewhere, target_is_directory=True)
-    (elsewhere / "keep.bin").write_bytes(b"k")
-    assert cache.prune(linked, "*.blob", limit=0) == 1000
-    assert [p.name for p in elsewhere.iterdir() if p.name != ".lock"] == ["keep.bin"]
+    (elsewhere / "photo.blob").write_bytes(b"k")
+    assert cache.prune(linked, OPENVINO_BLOB, limit=0) == 1000
+    assert sorted(p.name for p in elsewhere.iterdir() if p.name != ".lock") == ["photo.blob"]
 
 
 def test_bf16_is_opt_in_and_its_own_precision(export_model5):

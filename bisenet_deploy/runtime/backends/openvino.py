@@ -37,6 +37,7 @@ Importing this module needs no OpenVINO; opening a model does.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ from .base import Backend, TensorInfo
 from .openvino_concat import split_int8_concat_convs
 
 log = logging.getLogger(__name__)
+
+#: The names of OpenVINO's cache files (its 64-bit model hash in decimal): the only files pruned.
+OPENVINO_BLOB = r"[0-9]{8,20}\.blob"
 
 HINTS = ("f32", "bf16", "f16")
 PREPOST = ("graph", "host")
@@ -78,7 +82,7 @@ def _device_name(device: str, available: list[str]) -> str:
 
 def _files(folder: Path) -> int:
     try:
-        return sum(1 for p in folder.glob("*.blob") if p.is_file())
+        return sum(1 for p in folder.iterdir() if re.fullmatch(OPENVINO_BLOB, p.name) and p.is_file())
     except OSError:
         return 0
 
@@ -193,7 +197,7 @@ class OpenVinoBackend(Backend):
         self.compile_seconds = time.perf_counter() - start
         self.cache_hit = bool(self.cache_dir) and before > 0 and _files(self.cache_dir) == before
         if self.cache_dir is not None:  # after a hit too: a prune skipped while others compiled is made up
-            prune(self.cache_dir, "*.blob", keep_since=wall_start)  # OpenVINO's cache files: <hash>.blob
+            prune(self.cache_dir, OPENVINO_BLOB, keep_since=wall_start)
         self.threads = int(threads)
         self.precision_hint = precision_hint
         self.device = "cpu" if self._device_name == "CPU" else self._device_name.lower()
