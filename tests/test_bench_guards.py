@@ -86,3 +86,14 @@ def test_an_interrupted_trial_leaves_no_thread_inside_the_backend(model, mode, m
 ])
 def test_rate_options_are_refused_before_any_work(model, capsys, extra, message):
     _refused(capsys, [str(model), "--backend", "onnxruntime", *extra], message)
+
+
+def test_openvino_options_without_an_openvino_row_are_refused(model, tmp_path, capsys):
+    """--ov-hint / --ov-prepost shape OpenVINO's rows only: with no such row they did nothing,
+    silently (a value typed out at its default included)."""
+    base = [str(model), "--no-reference", "-q"]
+    _refused(capsys, base + ["--backend", "onnxruntime", "--ov-hint", "bf16"], "add openvino to --backend")
+    _refused(capsys, base + ["--backend", "onnxruntime,auto", "--ov-prepost", "graph"], "add openvino to --backend")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not checked before the options")
+    _refused(capsys, [str(engine), "--no-reference", "-q", "--ov-prepost", "host"], "give an .onnx model")

@@ -121,9 +121,15 @@ def test_console_script_help_and_error_exit_code(tmp_path):
     (["CKPT", "--tensorrt", "tensorrt"], "--tensorrt is a TensorRT build option; add --engine"),
     (["CKPT", "--no-verify", "--atol", "0.1", "--verify-images", "DIR"],
      "--verify-images, --atol set how the export is verified; --no-verify skips"),
+    # typed out at their defaults: still given, still doing nothing
+    (["CKPT", "--calib-method", "entropy"], "--calib-method does nothing without --precision int8"),
+    (["CKPT", "--precision", "fp16", "--int8-weight-bits", "8"], "--int8-weight-bits does nothing without"),
+    (["CKPT", "--tensorrt", "auto"], "--tensorrt is a TensorRT build option; add --engine"),
+    (["CKPT", "--no-verify", "--atol", "0.001"], "--atol sets how the export is verified; --no-verify skips"),
 ], ids=["demo-native", "demo-variant", "rgb-without-fused-graph", "native-on-bisenet-v1", "bgr-without-fused-graph",
         "calib-fp32", "calib-count-fp32", "int8-option-fp16", "fp16-option-int8", "percentile-entropy",
-        "target-no-fallback", "val-fp32", "tensorrt-no-engine", "verify-options-no-verify"])
+        "target-no-fallback", "val-fp32", "tensorrt-no-engine", "verify-options-no-verify",
+        "default-calib-method", "default-weight-bits", "default-tensorrt", "default-atol"])
 def test_options_that_would_do_nothing_are_refused(checkpoint5, tmp_path, capsys, argv, message):
     """An option that cannot act here is refused in one line rather than ignored (an RGB frame
     order on a graph whose host preprocessing takes BGR would have been written into the spec)."""

@@ -77,6 +77,14 @@ def test_the_same_file_twice_is_read_once(tmp_path):
     assert any("given more than once" in n for n in plan.notes)
 
 
+def test_the_same_camera_or_stream_twice_is_read_once():
+    """A device cannot be opened twice: its second mention was a second stream that never
+    produced a line or a row. Read once, and said."""
+    plan = collect_sources(["7", "rtsp://127.0.0.1:9/cam", "7", "rtsp://127.0.0.1:9/cam", "8"])
+    assert [s.target for s in plan.sources] == [7, "rtsp://127.0.0.1:9/cam", 8]
+    assert sum("given more than once" in n for n in plan.notes) == 2
+
+
 @pytest.mark.parametrize("where", ["same", "contains", "inside"])
 def test_output_folder_may_not_be_hold_or_sit_in_an_input(tmp_path, export_model5, capsys, where):
     images(tmp_path, ["in/a.png", "in/b.jpg"])

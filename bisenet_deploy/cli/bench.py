@@ -132,10 +132,26 @@ def _inputs(args: argparse.Namespace) -> list:
 _CHECKPOINTS = (".pth", ".pt", ".safetensors")
 
 
+def _refuse_idle_openvino_options(args: argparse.Namespace, given: frozenset[str], artifacts: list) -> None:
+    """--ov-hint / --ov-prepost shape OpenVINO's rows: without an OpenVINO row they would do nothing."""
+    named = [f"--{dest.replace('_', '-')}" for dest in ("ov_hint", "ov_prepost") if dest in given]
+    if not named:
+        return
+    from ..benchmarks.contestants import installed_onnx_backends
+
+    flags = " and ".join(named)
+    if not any(isinstance(a, Path) and a.suffix.lower() == ".onnx" for a in artifacts):
+        raise UserError(f"{flags} shape{'' if len(named) > 1 else 's'} the OpenVINO rows of an ONNX model; "
+                        "give an .onnx model, or drop it")
+    if "openvino" not in (args.backend or installed_onnx_backends()):
+        raise UserError(f"{flags} shape{'' if len(named) > 1 else 's'} the OpenVINO rows; "
+                        + ("add openvino to --backend" if args.backend else "OpenVINO is not installed"))
+
+
 @cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, given = parser.parse_given(argv)
     set_quiet(args.quiet)
     if bench_rate.wanted(args):  # N cameras at a rate: its own benchmark (benchmarks/streams.py)
         return bench_rate.run(args, parser, lambda msg: None if args.quiet else print(f"{PROG}: {msg}", file=sys.stderr,
@@ -161,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--no-reference times only the named artifacts: give at least one .onnx or .engine")
     if args.labels is not None and args.images is None:
         raise UserError("--labels needs --images (the label maps belong to those images)")
+    _refuse_idle_openvino_options(args, given, artifacts)
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be positive")
     if args.threads is not None and args.threads < 1:

@@ -136,6 +136,21 @@ class Parser(argparse.ArgumentParser):
         parts.append("[options]")
         return " ".join(parts)
 
+    def parse_given(self, argv: list[str] | None = None) -> tuple[argparse.Namespace, frozenset[str]]:
+        """``parse_args`` and the dests the command line set itself, whatever their value (an
+        option typed out at its default is still given: refusing an option that does nothing
+        must not depend on the value)."""
+        args = self.parse_args(argv)
+        saved = [(a, a.default) for a in self._actions]
+        try:
+            for action, _ in saved:
+                action.default = argparse.SUPPRESS
+            given = frozenset(vars(self.parse_args(argv)))
+        finally:
+            for action, default in saved:
+                action.default = default
+        return args, given
+
     def error(self, message: str):  # noqa: ANN201 - argparse's signature
         self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
 

@@ -137,14 +137,13 @@ _EXPORT_ONLY = {"size": "--size", "dynamic": "--dynamic", "batch": "--batch", "o
                 "variant": "--variant", "native_resolution": "--native-resolution"}
 
 
-def _checkpoint_only_options(args: argparse.Namespace) -> list[str]:
-    defaults = build_parser().parse_args(["x.pth"])
-    return [flag for dest, flag in _EXPORT_ONLY.items() if getattr(args, dest) != getattr(defaults, dest)]
+def _checkpoint_only_options(given: frozenset[str]) -> list[str]:
+    return [flag for dest, flag in _EXPORT_ONLY.items() if dest in given]
 
 
 @cli_entry(PROG, trust_option="--trust-checkpoint")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, given = build_parser().parse_given(argv)
     set_quiet(args.quiet)
     log = _log(args.quiet)
     if args.demo == (args.checkpoint is not None):
@@ -158,14 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         if about_a_file:
             raise UserError(f"{', '.join(about_a_file)} describe{'s' if len(about_a_file) == 1 else ''} a checkpoint "
                             "file; --demo builds the demo model, which has none")
-    if args.frame_order is not None and not args.fuse_preprocess:
+    if "frame_order" in given and not args.fuse_preprocess:
         raise UserError("--frame-order sets the channel order of the frames a --fuse-preprocess graph takes; "
                         "without it the runtime takes BGR frames (convert RGB ones) or add --fuse-preprocess")
     if args.no_verify:
-        defaults = build_parser().parse_args(["x.pth"])
         unused = [flag for dest, flag in (("verify_images", "--verify-images"), ("atol", "--atol"), ("rtol", "--rtol"),
                                           ("min_agreement", "--min-agreement"))
-                  if getattr(args, dest) != getattr(defaults, dest)]
+                  if dest in given]
         if unused:
             raise UserError(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} how the export is verified; "
                             "--no-verify skips the verification: give one or the other")
@@ -176,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
     reduced = reduced_precisions(args)
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
-        ignored = _checkpoint_only_options(args)
+        ignored = _checkpoint_only_options(given)
         if ignored:
             raise UserError(
                 f"{', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} when exporting a checkpoint; "
@@ -190,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not reduced:
             return build_engines_from_args(args, [args.checkpoint], args.output, log)
-        check_engine_args(args)
-        check_precision_args(args)
+        check_engine_args(args, given)
+        check_precision_args(args, given)
         models = make_precisions_from_args(args, args.checkpoint, args.output or args.checkpoint, log)
         return build_engines_from_args(args, models, None, log) if args.engine else 0
-    check_engine_args(args)
-    check_precision_args(args)
+    check_engine_args(args, given)
+    check_precision_args(args, given)
 
     # torch is imported here, not at module import, so `--help` stays instant.
     from ..export.onnx import ExportOptions

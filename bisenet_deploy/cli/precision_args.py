@@ -70,26 +70,24 @@ _ACTS_FOR = {"calib": "reduced", "calib_count": "reduced", "calib_seed": "reduce
 _NEEDED = {"reduced": "--precision fp16 or int8", "int8": "--precision int8", "fp16": "--precision fp16"}
 
 
-def _idle_options(args: argparse.Namespace) -> list[tuple[str, str]]:
+def _idle_options(args: argparse.Namespace, given: frozenset[str]) -> list[tuple[str, str]]:
     """(flag, what it needs) for each option given that would do nothing with these precisions."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_precision_arguments(parser)
-    defaults = parser.parse_args([])
     made = set(args.precision)
     acting = {"reduced": bool(made - {"fp32"}), "int8": "int8" in made, "fp16": "fp16" in made}
     idle = [(f"--{dest.replace('_', '-')}", _NEEDED[need]) for dest, need in _ACTS_FOR.items()
-            if getattr(args, dest) != getattr(defaults, dest) and not acting[need]]
-    if acting["int8"] and args.percentile != defaults.percentile and args.calib_method != "percentile":
+            if dest in given and not acting[need]]
+    if acting["int8"] and "percentile" in given and args.calib_method != "percentile":
         idle.append(("--percentile", "--calib-method percentile"))
-    if acting["int8"] and args.int8_target != defaults.int8_target and args.int8_fallback != "auto":
+    if acting["int8"] and "int8_target" in given and args.int8_fallback != "auto":
         idle.append(("--int8-target", "--int8-fallback auto"))
     return idle
 
 
-def check_precision_args(args: argparse.Namespace) -> None:
+def check_precision_args(args: argparse.Namespace, given: frozenset[str]) -> None:
     """Fail before a long export on options or calibration sources that cannot work, and on
-    options that would do nothing (a user who gives --calib expects a calibrated model)."""
-    idle = _idle_options(args)
+    options ``given`` on the command line that would do nothing (a user who gives --calib
+    expects a calibrated model)."""
+    idle = _idle_options(args, given)
     if idle:
         flag, need = idle[0]
         raise UserError(f"{flag} does nothing without {need}: add it, or drop {flag}")

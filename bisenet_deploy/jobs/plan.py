@@ -95,13 +95,22 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         seen[resolved] = (str(path), origin)
         candidates.append(_Candidate(kind, path, base, origin, resolved))
 
+    devices: set[int | str] = set()  # cameras and URLs given: one reader each (a device cannot be opened twice)
+
+    def add_device(target: int | str, base: str, item: str) -> None:
+        if target in devices:
+            notes.append(f"'{item}' is given more than once; it is read once")
+            return
+        devices.add(target)
+        candidates.append(_Candidate("camera", target, base, item, None))
+
     for item in inputs:
         path = Path(item)
         if item.isdigit() and not path.exists():
-            candidates.append(_Candidate("camera", int(item), f"camera{item}", item, None))
+            add_device(int(item), f"camera{item}", item)
         elif is_url(item):  # a network camera or stream (rtsp://, http://, udp://): read live
             base = re.sub(r"[^0-9A-Za-z._-]+", "_", item.split("://", 1)[1]).strip("_.") or "stream"
-            candidates.append(_Candidate("camera", item, base, item, None))
+            add_device(item, base, item)
         elif path.exists() and is_bag(path):
             add("bag", path, path.stem if path.is_file() else path.name, item)
         elif path.is_dir():
