@@ -97,3 +97,10 @@ def test_openvino_options_without_an_openvino_row_are_refused(model, tmp_path, c
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not checked before the options")
     _refused(capsys, [str(engine), "--no-reference", "-q", "--ov-prepost", "host"], "give an .onnx model")
+
+
+def test_help_shows_list_defaults_as_they_are_typed(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: f32)" in text and "(default: graph)" in text and "('" not in text

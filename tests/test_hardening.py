@@ -80,9 +80,10 @@ def test_the_same_file_twice_is_read_once(tmp_path):
 def test_the_same_camera_or_stream_twice_is_read_once():
     """A device cannot be opened twice: its second mention was a second stream that never
     produced a line or a row. Read once, and said."""
-    plan = collect_sources(["7", "rtsp://127.0.0.1:9/cam", "7", "rtsp://127.0.0.1:9/cam", "8"])
+    plan = collect_sources(["7", "rtsp://127.0.0.1:9/cam", "07", "rtsp://127.0.0.1:9/cam", "8"])
     assert [s.target for s in plan.sources] == [7, "rtsp://127.0.0.1:9/cam", 8]
-    assert sum("given more than once" in n for n in plan.notes) == 2
+    assert "'07' is also given as '7'; it is read once" in plan.notes
+    assert "'rtsp://127.0.0.1:9/cam' is given twice; it is read once" in plan.notes
 
 
 @pytest.mark.parametrize("where", ["same", "contains", "inside"])

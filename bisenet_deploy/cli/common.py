@@ -209,6 +209,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             and action.nargs in ("?", "*")
         ):
             return text
+        if isinstance(default, (tuple, list)):  # a LIST option's default as it is typed: f32,bf16
+            return text + " (default: " + ",".join(map(str, default)).replace("%", "%%") + ")"
         return text + " (default: %(default)s)"
 
 

@@ -95,13 +95,15 @@ def collect_sources(inputs: Sequence[str]) -> Plan:
         seen[resolved] = (str(path), origin)
         candidates.append(_Candidate(kind, path, base, origin, resolved))
 
-    devices: set[int | str] = set()  # cameras and URLs given: one reader each (a device cannot be opened twice)
+    devices: dict[int | str, str] = {}  # cameras and URLs given, as first typed: one reader each
 
     def add_device(target: int | str, base: str, item: str) -> None:
-        if target in devices:
-            notes.append(f"'{item}' is given more than once; it is read once")
+        if target in devices:  # a device cannot be opened twice
+            first = devices[target]
+            how = "given twice" if first == item else f"also given as '{first}'"
+            notes.append(f"'{item}' is {how}; it is read once")
             return
-        devices.add(target)
+        devices[target] = item
         candidates.append(_Candidate("camera", target, base, item, None))
 
     for item in inputs:
