@@ -125,7 +125,7 @@ def in_use(folder: Path | None) -> Iterator[None]:
 def prune(folder: Path, names: str = r".+", limit: int | None = None, keep_since: float | None = None) -> int:
     """Delete the least recently used files of ``folder`` whose names match the regular
     expression ``names`` whole (the files the cache's writer makes, e.g. OpenVINO's
-    ``[0-9]+\\.blob``: nothing else in the folder is touched, and symlinks never) until they
+    ``OPENVINO_BLOB``: nothing else in the folder is touched, and symlinks never) until they
     total at most ``limit`` bytes (default: ``limit_bytes()``). Files modified at or after
     ``keep_since`` (a time.time() value: what this run just wrote) are never deleted. Skipped,
     returning 0, while another process uses the folder (``in_use``) or prunes it. Returns the

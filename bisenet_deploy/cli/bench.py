@@ -17,6 +17,7 @@ from .common import (
     choices_list,
     cli_entry,
     fraction,
+    given_flags,
     model_arg,
     positive_float,
     positive_int,
@@ -134,7 +135,7 @@ _CHECKPOINTS = (".pth", ".pt", ".safetensors")
 
 def _refuse_idle_openvino_options(args: argparse.Namespace, given: frozenset[str], artifacts: list) -> None:
     """--ov-hint / --ov-prepost shape OpenVINO's rows: without an OpenVINO row they would do nothing."""
-    named = [f"--{dest.replace('_', '-')}" for dest in ("ov_hint", "ov_prepost") if dest in given]
+    named = given_flags(given, ("ov_hint", "ov_prepost"))
     if not named:
         return
     from ..benchmarks.contestants import installed_onnx_backends

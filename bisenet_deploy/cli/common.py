@@ -11,7 +11,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .. import __version__
 from ..errors import UserError
@@ -188,6 +188,11 @@ def choices_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
         return items
 
     return parse
+
+
+def given_flags(given: frozenset[str], dests: Iterable[str]) -> list[str]:
+    """The flags of ``dests`` that the command line typed out (``Parser.parse_given``), in order."""
+    return [f"--{dest.replace('_', '-')}" for dest in dests if dest in given]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -82,14 +82,14 @@ def _refuse_conflicts(args: argparse.Namespace) -> None:
         raise UserError("--timing-cache and --no-timing-cache conflict; give one of them")
 
 
-def check_engine_args(args: argparse.Namespace, given: frozenset[str] = frozenset()) -> None:
+def check_engine_args(args: argparse.Namespace, given: frozenset[str]) -> None:
     """Engine options need --engine; with it, fail before a long export when TensorRT is missing."""
     _refuse_conflicts(args)
     if not args.engine:
         named = [name for name in _ENGINE_ONLY if getattr(args, name) is not None]
         flags = ("no_timing_cache", "no_layer_report", "trt_verbose", "compute_capability", "tf32")
         named += [name for name in flags if getattr(args, name)]
-        named += ["tensorrt"] if "tensorrt" in given or args.tensorrt != "auto" else []
+        named += ["tensorrt"] if "tensorrt" in given else []
         if named:
             raise UserError(f"--{named[0].replace('_', '-')} is a TensorRT build option; add --engine")
         return

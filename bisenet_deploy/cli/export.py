@@ -13,6 +13,7 @@ from .common import (
     Parser,
     choices_list,
     cli_entry,
+    given_flags,
     nonnegative_float,
     percentile,
     positive_int,
@@ -128,17 +129,10 @@ def _log(quiet: bool):
     return log
 
 
-#: Options that shape the export of a checkpoint (dest -> flag); an ONNX input ignores them.
-_EXPORT_ONLY = {"size": "--size", "dynamic": "--dynamic", "batch": "--batch", "opset": "--opset", "argmax": "--argmax",
-                "full_size_output": "--full-size-output",
-                "fuse_preprocess": "--fuse-preprocess", "frame_order": "--frame-order", "no_simplify": "--no-simplify",
-                "no_verify": "--no-verify", "verify_images": "--verify-images", "atol": "--atol", "rtol": "--rtol",
-                "min_agreement": "--min-agreement", "arch": "--arch", "trust_checkpoint": "--trust-checkpoint",
-                "variant": "--variant", "native_resolution": "--native-resolution"}
-
-
-def _checkpoint_only_options(given: frozenset[str]) -> list[str]:
-    return [flag for dest, flag in _EXPORT_ONLY.items() if dest in given]
+#: Options (dests) that shape the export of a checkpoint; an ONNX input ignores them.
+_EXPORT_ONLY = ("size", "dynamic", "batch", "opset", "argmax", "full_size_output", "fuse_preprocess", "frame_order",
+                "no_simplify", "no_verify", "verify_images", "atol", "rtol", "min_agreement", "arch", "trust_checkpoint",
+                "variant", "native_resolution")
 
 
 @cli_entry(PROG, trust_option="--trust-checkpoint")
@@ -151,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1:
         raise UserError("--batch must be >= 1")
     if args.demo:
-        about_a_file = [flag for flag, given in (("--arch", args.arch), ("--variant", args.variant),
-                                                 ("--native-resolution", args.native_resolution),
-                                                 ("--trust-checkpoint", args.trust_checkpoint)) if given]
+        about_a_file = given_flags(given, ("arch", "variant", "native_resolution", "trust_checkpoint"))
         if about_a_file:
             raise UserError(f"{', '.join(about_a_file)} describe{'s' if len(about_a_file) == 1 else ''} a checkpoint "
                             "file; --demo builds the demo model, which has none")
@@ -161,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--frame-order sets the channel order of the frames a --fuse-preprocess graph takes; "
                         "without it the runtime takes BGR frames (convert RGB ones) or add --fuse-preprocess")
     if args.no_verify:
-        unused = [flag for dest, flag in (("verify_images", "--verify-images"), ("atol", "--atol"), ("rtol", "--rtol"),
-                                          ("min_agreement", "--min-agreement"))
-                  if dest in given]
+        unused = given_flags(given, ("verify_images", "atol", "rtol", "min_agreement"))
         if unused:
             raise UserError(f"{', '.join(unused)} set{'s' if len(unused) == 1 else ''} how the export is verified; "
                             "--no-verify skips the verification: give one or the other")
@@ -174,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--verify-images '{args.verify_images}' is not a folder")
     reduced = reduced_precisions(args)
     if args.checkpoint is not None and args.checkpoint.suffix.lower() == ".onnx":
-        ignored = _checkpoint_only_options(given)
+        ignored = given_flags(given, _EXPORT_ONLY)
         if ignored:
             raise UserError(
                 f"{', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} when exporting a checkpoint; "

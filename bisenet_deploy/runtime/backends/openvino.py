@@ -97,19 +97,17 @@ def _compile(core: Any, model: Any, device: str, config: dict[str, Any], cache_d
     (the other process's blob is then there to load), then without the cache."""
     from ...cache import in_use
 
-    for attempt in range(3):
+    for _ in range(2):
         try:
             with in_use(cache_dir):  # no process prunes the blob being written or read
                 return core.compile_model(model, device, config)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for everything
-            if cache_dir is None or str(cache_dir) not in str(exc) or attempt == 2:
+            if cache_dir is None or str(cache_dir) not in str(exc):
                 raise
-            if attempt == 1:
-                log.warning("OpenVINO's cache '%s' failed twice (%s); compiling without it",
-                            cache_dir, _first_line(exc))
-                core.set_property({"CACHE_DIR": ""})
-                cache_dir = None
-    raise AssertionError("unreachable")
+            failure = exc
+    log.warning("OpenVINO's cache '%s' failed twice (%s); compiling without it", cache_dir, _first_line(failure))
+    core.set_property({"CACHE_DIR": ""})
+    return core.compile_model(model, device, config)
 
 
 class OpenVinoBackend(Backend):
